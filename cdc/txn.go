@@ -1,0 +1,85 @@
+package cdc
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Op is the kind of a row change.
+type Op uint8
+
+// The row change kinds.
+const (
+	Insert Op = iota + 1
+	Update
+	Delete
+	Truncate
+)
+
+func (o Op) String() string {
+	switch o {
+	case Insert:
+		return "insert"
+	case Update:
+		return "update"
+	case Delete:
+		return "delete"
+	case Truncate:
+		return "truncate"
+	}
+	return "unknown"
+}
+
+// Column is one column of a row image: its name and its value as JSON text
+// equal to what to_jsonb renders for it (D6). A SQL NULL is the JSON text
+// "null".
+type Column struct {
+	Name  string
+	Value json.RawMessage
+}
+
+// Change is one row change of a transaction.
+type Change struct {
+	// Table is the schema-qualified table name, e.g. "public.tasks".
+	Table string
+	Op    Op
+	// New is the new row (Insert, Update), in table column order.
+	New []Column
+	// Old is the old row image (Update, Delete) as REPLICA IDENTITY gives
+	// it: every column under FULL, the key columns under DEFAULT; nil when
+	// PostgreSQL sent none (an update that changed no key under DEFAULT).
+	Old []Column
+	// Unchanged names the columns of New whose value is unchanged TOAST that
+	// could not be filled from Old (REPLICA IDENTITY DEFAULT). Their Value in
+	// New is absent; spec §3.8 marks them "unchanged".
+	Unchanged []string
+}
+
+// Message is a transactional logical message (pg_logical_emit_message) with
+// the snorky prefix, in its place among the changes of its transaction.
+type Message struct {
+	// Index is the number of Changes that precede the message.
+	Index   int
+	Prefix  string
+	Content []byte
+	LSN     uint64
+}
+
+// Txn is one committed transaction, handed on whole and in commit order.
+type Txn struct {
+	Xid uint32
+	// CommitLSN is the LSN of the commit record.
+	CommitLSN uint64
+	// EndLSN is the end of the transaction (pgoutput's TransactionEndLSN):
+	// the position that is safe to confirm once the Txn has been taken.
+	EndLSN     uint64
+	CommitTime time.Time
+	Changes    []Change
+	Messages   []Message
+}
+
+// Sink takes whole transactions in commit order. Once it returns nil the
+// transaction is the taker's, and its EndLSN may be confirmed.
+type Sink interface {
+	Apply(txn *Txn) error
+}

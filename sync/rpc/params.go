@@ -1,0 +1,27 @@
+package rpc
+
+import (
+	"encoding/json"
+	"slices"
+)
+
+// Params decodes a request's params object and checks its keys: every name
+// in required must be present and no key outside required and optional may
+// be. Otherwise it returns ErrInvalidParams (spec §1.4).
+func Params(raw json.RawMessage, required, optional []string) (map[string]json.RawMessage, error) {
+	var p map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &p); err != nil || p == nil {
+		return nil, ErrInvalidParams
+	}
+	for _, k := range required {
+		if _, ok := p[k]; !ok {
+			return nil, ErrInvalidParams
+		}
+	}
+	for k := range p {
+		if !slices.Contains(required, k) && !slices.Contains(optional, k) {
+			return nil, ErrInvalidParams
+		}
+	}
+	return p, nil
+}
