@@ -1,0 +1,179 @@
+// Package backendapi is the backend HTTP transport (spec §4): the Snorky
+// envelope endpoint for the web application, guarded by an API key, plus
+// /healthz, /readyz and /metrics.
+//
+// Every request is one envelope and gets one reply. Malformed input answers
+// 400 with a JSON body {"error": "..."} (D1), a body over the limit 413, and
+// RPC errors are HTTP 200 with the error envelope.
+package backendapi
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/snorkyhq/snorky/sync/rpc"
+)
+
+// Config configures the backend endpoint.
+type Config struct {
+	// Path of the envelope endpoint; default "/backend".
+	Path string
+	// APIKey is required in the X-Backend-Key header. It must not be empty.
+	APIKey string
+	// MaxBodyBytes bounds a request body; default 1 MiB.
+	MaxBodyBytes int64
+}
+
+// Validate reports the first invalid field, named as in the configuration.
+func (c Config) Validate() error {
+	if c.APIKey == "" {
+		return errors.New("backend.api_key: must be set: the backend API refuses to run without a key; set it in the file or with SNORKY_BACKEND__API_KEY")
+	}
+	if c.Path != "" && c.Path[0] != '/' {
+		return errors.New("backend.path: must start with /")
+	}
+	if c.MaxBodyBytes < 0 {
+		return errors.New("backend.max_body_bytes: must be positive")
+	}
+	return nil
+}
+
+// ReadyFunc reports whether a part of the server is ready; a non-nil error
+// says why not.
+type ReadyFunc func() error
+
+// Handler serves the backend listener.
+type Handler struct {
+	cfg     Config
+	keyHash [32]byte
+	reg     *rpc.Registry
+	log     *slog.Logger
+	mux     *http.ServeMux
+	ready   map[string]ReadyFunc
+	authErr prometheus.Counter
+}
+
+// New returns the handler. gatherer serves /metrics; ready checks back
+// /readyz (each by name).
+func New(cfg Config, reg *rpc.Registry, log *slog.Logger, mreg prometheus.Registerer, gatherer prometheus.Gatherer, ready map[string]ReadyFunc) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Path == "" {
+		cfg.Path = "/backend"
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = 1 << 20
+	}
+	h := &Handler{
+		cfg:     cfg,
+		keyHash: sha256.Sum256([]byte(cfg.APIKey)),
+		reg:     reg,
+		log:     log,
+		mux:     http.NewServeMux(),
+		ready:   ready,
+		authErr: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "snorky_backend_auth_failures_total",
+			Help: "Backend API requests refused for a missing or wrong X-Backend-Key.",
+		}),
+	}
+	if mreg != nil {
+		if err := mreg.Register(h.authErr); err != nil {
+			return nil, err
+		}
+	}
+	h.mux.HandleFunc(cfg.Path, h.serveEnvelope)
+	h.mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	h.mux.HandleFunc("/readyz", h.serveReady)
+	if gatherer != nil {
+		h.mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	}
+	return h, nil
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request) {
+	problems := map[string]string{}
+	for name, f := range h.ready {
+		if err := f(); err != nil {
+			problems[name] = err.Error()
+		}
+	}
+	if len(problems) > 0 {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (h *Handler) serveEnvelope(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody("Method not allowed: use POST"))
+		return
+	}
+	got := sha256.Sum256([]byte(r.Header.Get("X-Backend-Key")))
+	if subtle.ConstantTimeCompare(got[:], h.keyHash[:]) != 1 {
+		h.authErr.Inc()
+		writeJSON(w, http.StatusUnauthorized, errorBody("Missing or wrong X-Backend-Key header"))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, errorBody("Request body over the limit of "+itoa(h.cfg.MaxBodyBytes)+" bytes"))
+			return
+		}
+		writeJSON(w, http.StatusBadRequest, errorBody("Reading the request body: "+err.Error()))
+		return
+	}
+	call, derr := h.reg.Decode(body)
+	if derr != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody(derr.Message))
+		return
+	}
+	reply := h.reg.Run(&requestConn{id: rpc.NewConnID()}, call)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	w.Write(reply)
+}
+
+func errorBody(msg string) map[string]string { return map[string]string{"error": msg} }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+}
+
+func itoa(n int64) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+// requestConn is the connection of one backend request: it has no identity
+// and receives no notifications.
+type requestConn struct {
+	id       uint64
+	identity atomic.Pointer[rpc.Identity]
+}
+
+func (c *requestConn) ID() uint64                        { return c.id }
+func (c *requestConn) Send([]byte)                       {}
+func (c *requestConn) SendLatest(string, []byte)         {}
+func (c *requestConn) Identity() *rpc.Identity           { return c.identity.Load() }
+func (c *requestConn) SetIdentity(id *rpc.Identity) bool { return c.identity.CompareAndSwap(nil, id) }
+func (c *requestConn) Close(int, string)                 {}

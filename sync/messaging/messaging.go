@@ -1,0 +1,160 @@
+// Package messaging is the Messaging service of spec §2.2: connections
+// register participant names and send messages to each other by name.
+package messaging
+
+import (
+	"encoding/json"
+	"slices"
+	"sync"
+
+	"github.com/snorkyhq/snorky/sync/rpc"
+)
+
+// Errors of spec §2.2.
+const (
+	ErrNameTaken          rpc.Error = "Name already registered"
+	ErrNameNotAllowed     rpc.Error = "Name not allowed"
+	ErrUnknownParticipant rpc.Error = "Unknown participant"
+	ErrInvalidParticipant rpc.Error = "Invalid participant"
+	ErrInvalidSender      rpc.Error = "Invalid sender"
+	ErrUnknownDestination rpc.Error = "Unknown destination"
+)
+
+// NamePolicy decides whether a connection may register a name. nil allows
+// every name.
+type NamePolicy func(c rpc.Conn, name string) bool
+
+// Service is the Messaging service.
+type Service struct {
+	name   []byte
+	policy NamePolicy
+
+	mu     sync.Mutex
+	owners map[string]rpc.Conn
+	byConn map[rpc.Conn][]string
+}
+
+// New returns the service, named name on the wire.
+func New(name string, policy NamePolicy) *Service {
+	return &Service{
+		name:   rpc.QuoteName(name),
+		policy: policy,
+		owners: map[string]rpc.Conn{},
+		byConn: map[rpc.Conn][]string{},
+	}
+}
+
+// Names are strings; any other JSON value is invalid params.
+func stringParam(raw json.RawMessage) (string, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", rpc.ErrInvalidParams
+	}
+	return s, nil
+}
+
+// Handle implements rpc.Service.
+func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
+	switch req.Command {
+	case "registerParticipant":
+		p, err := rpc.Params(req.Params, []string{"name"}, nil)
+		if err != nil {
+			return nil, err
+		}
+		name, err := stringParam(p["name"])
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if _, ok := s.owners[name]; ok {
+			return nil, ErrNameTaken
+		}
+		if s.policy != nil && !s.policy(c, name) {
+			return nil, ErrNameNotAllowed
+		}
+		s.owners[name] = c
+		s.byConn[c] = append(s.byConn[c], name)
+		return nil, nil
+	case "unregisterParticipant":
+		p, err := rpc.Params(req.Params, []string{"name"}, nil)
+		if err != nil {
+			return nil, err
+		}
+		name, err := stringParam(p["name"])
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		owner, ok := s.owners[name]
+		if !ok {
+			return nil, ErrUnknownParticipant
+		}
+		if owner != c {
+			return nil, ErrInvalidParticipant
+		}
+		delete(s.owners, name)
+		names := slices.DeleteFunc(s.byConn[c], func(n string) bool { return n == name })
+		if len(names) == 0 {
+			delete(s.byConn, c)
+		} else {
+			s.byConn[c] = names
+		}
+		return nil, nil
+	case "listParticipants":
+		if _, err := rpc.Params(req.Params, nil, nil); err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		names := make([]string, 0, len(s.owners))
+		for n := range s.owners {
+			names = append(names, n)
+		}
+		s.mu.Unlock()
+		slices.Sort(names)
+		return names, nil
+	case "send":
+		p, err := rpc.Params(req.Params, []string{"sender", "dest", "body"}, nil)
+		if err != nil {
+			return nil, err
+		}
+		sender, err := stringParam(p["sender"])
+		if err != nil {
+			return nil, err
+		}
+		dest, err := stringParam(p["dest"])
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if owner, ok := s.owners[sender]; !ok || owner != c {
+			return nil, ErrInvalidSender
+		}
+		to, ok := s.owners[dest]
+		if !ok {
+			return nil, ErrUnknownDestination
+		}
+		b := append([]byte(nil), `{"type":"message","sender":`...)
+		b = append(b, p["sender"]...)
+		b = append(b, `,"dest":`...)
+		b = append(b, p["dest"]...)
+		b = append(b, `,"body":`...)
+		b = append(b, p["body"]...)
+		b = append(b, '}')
+		to.Send(rpc.AppendEnvelope(nil, s.name, b))
+		return nil, nil
+	}
+	return nil, rpc.ErrUnknownCommand
+}
+
+// Disconnected implements rpc.Disconnecter: it frees the connection's names.
+func (s *Service) Disconnected(c rpc.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.byConn[c] {
+		delete(s.owners, n)
+	}
+	delete(s.byConn, c)
+}

@@ -1,0 +1,98 @@
+package wsapi
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config configures the WebSocket endpoint. The zero value of a field means
+// its default.
+type Config struct {
+	// AllowedOrigins lists exact "scheme://host[:port]" origins accepted
+	// besides the same-host default; "*" accepts every origin.
+	AllowedOrigins []string
+	// MaxMessageBytes is the largest incoming message; a larger one closes
+	// the connection with 1009. Default 65536.
+	MaxMessageBytes int64
+	// SendQueueBytes bounds a connection's send queue. Default 1 MiB.
+	SendQueueBytes int
+	// PingInterval is the time between pings; a peer that answers no ping
+	// (and sends nothing) for two intervals is dropped. Default 25s;
+	// negative disables pings and the read deadline.
+	PingInterval time.Duration
+	// WriteTimeout bounds one write to the network. Default 10s.
+	WriteTimeout time.Duration
+	// CommandsPerSecond limits the messages one connection may send, as a
+	// token bucket with a burst of twice the rate. 0 disables the limit.
+	CommandsPerSecond float64
+	// RateLimitGrace is how long a connection may keep exceeding the rate
+	// (its excess messages answered "Rate limit exceeded") before it is
+	// closed with 4029. Default 10s.
+	RateLimitGrace time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = 64 << 10
+	}
+	if c.SendQueueBytes == 0 {
+		c.SendQueueBytes = 1 << 20
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 25 * time.Second
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.RateLimitGrace == 0 {
+		c.RateLimitGrace = 10 * time.Second
+	}
+	return c
+}
+
+// Validate reports the first invalid field, named as in the configuration
+// file (frontend.*).
+func (c Config) Validate() error {
+	for i, o := range c.AllowedOrigins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("frontend.allowed_origins[%d]: %q is not an origin; write scheme://host[:port], e.g. https://app.example.com, or \"*\" for every origin", i, o)
+		}
+	}
+	if c.MaxMessageBytes < 0 {
+		return errors.New("frontend.max_message_bytes: must be positive")
+	}
+	if c.SendQueueBytes < 0 {
+		return errors.New("frontend.send_queue_bytes: must be positive")
+	}
+	if c.WriteTimeout < 0 {
+		return errors.New("frontend.write_timeout: must be positive")
+	}
+	if c.CommandsPerSecond < 0 {
+		return errors.New("limits.commands_per_second: must be 0 (no limit) or positive")
+	}
+	return nil
+}
+
+// originAllowed implements the Origin policy of spec §1.1.
+func (c Config) originAllowed(origin, host string) bool {
+	if origin == "" {
+		return true // not a browser
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	return strings.EqualFold(u.Host, host)
+}

@@ -1,0 +1,21 @@
+// Package wsapi is the WebSocket transport of the frontend: it upgrades HTTP
+// requests (checking Origin), and gives every connection a reader goroutine,
+// which hands each message to the rpc.Registry in arrival order, and a writer
+// goroutine, which drains the connection's send queue and writes everything
+// queued with one system call.
+//
+// Invariants:
+//   - Conn.Send never blocks. The queue is bounded in bytes; a connection
+//     whose queue would pass the bound is closed with 4008 "slow consumer"
+//     and its queued frames are dropped. Nobody else waits for it.
+//   - Only the writer goroutine writes data frames; it also sends the pings,
+//     which a shared ticker asks for (one timer for all connections). The
+//     reader's deadline is refreshed by every message and pong.
+//   - Registry.Disconnect runs exactly once per connection, after its last
+//     message has been handled.
+//
+// Data frames are written by the writer directly to the network connection
+// (unmasked server frames: a header and the payload), so that many queued
+// messages leave in one write; gorilla/websocket does the handshake, reading,
+// and control frames.
+package wsapi

@@ -1,0 +1,253 @@
+package wsapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/snorkyhq/snorky/sync/rpc"
+	"golang.org/x/time/rate"
+)
+
+// Authenticator verifies the identity token given as the `token` query
+// parameter and sets the connection's identity. Its error text is the close
+// reason sent with code 4001.
+type Authenticator func(c rpc.Conn, token string) error
+
+// Handler serves the WebSocket endpoint.
+type Handler struct {
+	cfg      Config
+	reg      *rpc.Registry
+	auth     Authenticator
+	log      *slog.Logger
+	metrics  *metrics
+	upgrader websocket.Upgrader
+
+	mu       sync.Mutex
+	conns    map[*conn]struct{}
+	closing  bool
+	wg       sync.WaitGroup
+	stopPing chan struct{}
+	pingOnce sync.Once
+}
+
+// NewHandler returns a handler that dispatches messages to reg. auth may be
+// nil (no identity tokens in URLs). reg and log must not be nil; metrics are
+// registered on mreg when it is not nil.
+func NewHandler(cfg Config, reg *rpc.Registry, auth Authenticator, log *slog.Logger, mreg prometheus.Registerer) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	h := &Handler{
+		cfg:      cfg,
+		reg:      reg,
+		auth:     auth,
+		log:      log,
+		conns:    map[*conn]struct{}{},
+		stopPing: make(chan struct{}),
+	}
+	m, err := newMetrics(mreg, reg.Names(), h.queuedBytes)
+	if err != nil {
+		return nil, err
+	}
+	h.metrics = m
+	h.upgrader = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin: func(r *http.Request) bool {
+			ok := h.cfg.originAllowed(r.Header.Get("Origin"), r.Host)
+			if !ok {
+				h.metrics.rejectedOrigins.Inc()
+				h.log.Info("refused WebSocket handshake: origin not allowed", "origin", r.Header.Get("Origin"), "host", r.Host)
+			}
+			return ok
+		},
+	}
+	if cfg.PingInterval > 0 {
+		go h.pingLoop()
+	}
+	return h, nil
+}
+
+// pingLoop asks every connection's writer for a ping once per interval: one
+// timer for all connections.
+func (h *Handler) pingLoop() {
+	t := time.NewTicker(h.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.stopPing:
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		for c := range h.conns {
+			c.pingDue.Store(true)
+			c.signal()
+		}
+		h.mu.Unlock()
+	}
+}
+
+func (h *Handler) queuedBytes() float64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for c := range h.conns {
+		n += c.queuedBytes()
+	}
+	return float64(n)
+}
+
+// ServeHTTP upgrades the request and serves the connection until it ends.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mu.Lock()
+	closing := h.closing
+	h.mu.Unlock()
+	if closing {
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	ws, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		return // the upgrader has answered
+	}
+	c := newConn(h, ws)
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(rpc.CloseGoingAway, rpc.ReasonShuttingDown), time.Now().Add(time.Second))
+		ws.Close()
+		return
+	}
+	h.conns[c] = struct{}{}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	h.metrics.open.Inc()
+	defer func() {
+		h.mu.Lock()
+		delete(h.conns, c)
+		h.mu.Unlock()
+		h.metrics.open.Dec()
+		h.wg.Done()
+	}()
+
+	go c.writeLoop()
+	if tok := r.URL.Query().Get("token"); tok != "" && h.auth != nil {
+		if err := h.auth(c, tok); err != nil {
+			c.Close(rpc.CloseIdentity, err.Error())
+		}
+	}
+	c.readLoop()
+	h.reg.Disconnect(c)
+	c.readerGone()
+	<-c.done
+	ws.Close()
+}
+
+// readLoop reads messages until the connection fails or closes.
+func (c *conn) readLoop() {
+	h := c.h
+	c.ws.SetReadLimit(h.cfg.MaxMessageBytes)
+	wait := 2*h.cfg.PingInterval + h.cfg.WriteTimeout
+	if h.cfg.PingInterval > 0 {
+		c.ws.SetReadDeadline(time.Now().Add(wait))
+		c.ws.SetPongHandler(func(string) error {
+			return c.ws.SetReadDeadline(time.Now().Add(wait))
+		})
+	}
+	var (
+		limiter     *rate.Limiter
+		abuseSince  time.Time
+		closedAbuse bool
+	)
+	if h.cfg.CommandsPerSecond > 0 {
+		limiter = rate.NewLimiter(rate.Limit(h.cfg.CommandsPerSecond), int(2*h.cfg.CommandsPerSecond+0.5))
+	}
+	for {
+		_, msg, err := c.ws.ReadMessage()
+		if err != nil {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				h.log.Info("closing connection: message too big", "conn", c.id, "limit", h.cfg.MaxMessageBytes)
+			}
+			return
+		}
+		if h.cfg.PingInterval > 0 {
+			c.ws.SetReadDeadline(time.Now().Add(wait))
+		}
+		if limiter != nil {
+			now := time.Now()
+			if !limiter.AllowN(now, 1) {
+				if closedAbuse {
+					continue
+				}
+				if abuseSince.IsZero() {
+					abuseSince = now
+				}
+				c.rejectRateLimited(msg)
+				if now.Sub(abuseSince) >= h.cfg.RateLimitGrace {
+					closedAbuse = true
+					h.metrics.rateLimitCloses.Inc()
+					h.log.Warn("closing connection: sustained rate above limit", "conn", c.id, "limit", h.cfg.CommandsPerSecond)
+					c.Close(rpc.CloseRateLimited, rpc.ReasonRateLimited)
+				}
+				continue
+			}
+			if !abuseSince.IsZero() && now.Sub(abuseSince) > time.Second && limiter.Tokens() >= 1 {
+				abuseSince = time.Time{} // the client slowed down
+			}
+		}
+		h.reg.Dispatch(c, msg)
+	}
+}
+
+// rejectRateLimited answers a message over the rate limit with an error
+// that carries its service and callId when they are readable.
+func (c *conn) rejectRateLimited(msg []byte) {
+	c.h.metrics.rateLimited.Inc()
+	call, derr := c.h.reg.Decode(msg)
+	if derr != nil {
+		c.Send(rpc.AppendError(nil, derr.Service, derr.CallID, "Rate limit exceeded"))
+		return
+	}
+	c.Send(rpc.AppendError(nil, rpc.QuoteName(call.Service()), call.Req.CallID, "Rate limit exceeded"))
+}
+
+// Shutdown closes every connection with 1001 and waits until all have
+// ended or ctx is done, then refuses new ones.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.pingOnce.Do(func() { close(h.stopPing) })
+	h.mu.Lock()
+	h.closing = true
+	for c := range h.conns {
+		c.Close(rpc.CloseGoingAway, rpc.ReasonShuttingDown)
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		h.mu.Lock()
+		for c := range h.conns {
+			c.ws.NetConn().Close()
+		}
+		h.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Len returns the number of open connections.
+func (h *Handler) Len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns)
+}
