@@ -1,0 +1,492 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/v2"
+	"github.com/snorkyhq/snorky/sync/pubsub"
+)
+
+// Config is the whole configuration file (README "Configuration").
+type Config struct {
+	Database *DatabaseConfig         `koanf:"database"`
+	Frontend FrontendConfig          `koanf:"frontend"`
+	Backend  BackendConfig           `koanf:"backend"`
+	Tokens   TokensConfig            `koanf:"tokens"`
+	Services ServicesConfig          `koanf:"services"`
+	PubSub   PubSubConfig            `koanf:"pubsub"`
+	Limits   LimitsConfig            `koanf:"limits"`
+	Models   map[string]ModelConfig  `koanf:"models"`
+	Dealers  map[string]DealerConfig `koanf:"dealers"`
+	Log      LogConfig               `koanf:"log"`
+	Shutdown ShutdownConfig          `koanf:"shutdown"`
+}
+
+// DatabaseConfig is the PostgreSQL source; absent means DataSync is fed by
+// publishDeltas only.
+type DatabaseConfig struct {
+	URL             string        `koanf:"url"`
+	Slot            string        `koanf:"slot"`
+	Publication     string        `koanf:"publication"`
+	TimeZone        string        `koanf:"timezone"`
+	ReplicaIdentity string        `koanf:"replica_identity"`
+	Migrate         bool          `koanf:"migrate"`
+	History         HistoryConfig `koanf:"history"`
+}
+
+// HistoryConfig bounds the recent transactions the engine keeps.
+type HistoryConfig struct {
+	MaxAge   time.Duration `koanf:"max_age"`
+	MaxBytes ByteSize      `koanf:"max_bytes"`
+}
+
+// TLSConfig enables TLS on a listener when both files are set.
+type TLSConfig struct {
+	CertFile string `koanf:"cert_file"`
+	KeyFile  string `koanf:"key_file"`
+}
+
+// FrontendConfig is the public WebSocket listener.
+type FrontendConfig struct {
+	Listen          string        `koanf:"listen"`
+	Path            string        `koanf:"path"`
+	AllowedOrigins  []string      `koanf:"allowed_origins"`
+	MaxMessageBytes ByteSize      `koanf:"max_message_bytes"`
+	SendQueueBytes  ByteSize      `koanf:"send_queue_bytes"`
+	PingInterval    time.Duration `koanf:"ping_interval"`
+	WriteTimeout    time.Duration `koanf:"write_timeout"`
+	TLS             TLSConfig     `koanf:"tls"`
+}
+
+// BackendConfig is the private HTTP listener.
+type BackendConfig struct {
+	Listen       string    `koanf:"listen"`
+	Path         string    `koanf:"path"`
+	APIKey       string    `koanf:"api_key"`
+	MaxBodyBytes ByteSize  `koanf:"max_body_bytes"`
+	TLS          TLSConfig `koanf:"tls"`
+}
+
+// TokensConfig signs subscription and identity tokens.
+type TokensConfig struct {
+	Secret         string        `koanf:"secret"`
+	AcquireTimeout time.Duration `koanf:"acquire_timeout"`
+	IdentityTTL    time.Duration `koanf:"identity_ttl"`
+}
+
+// ServicesConfig holds the service names on the wire.
+type ServicesConfig struct {
+	PubSub          string `koanf:"pubsub"`
+	PubSubBackend   string `koanf:"pubsub_backend"`
+	Messaging       string `koanf:"messaging"`
+	DataSync        string `koanf:"datasync"`
+	DataSyncBackend string `koanf:"datasync_backend"`
+	Chat            string `koanf:"chat"`
+	Cursors         string `koanf:"cursors"`
+	Identity        string `koanf:"identity"`
+	IdentityBackend string `koanf:"identity_backend"`
+}
+
+// PubSubConfig is the client publish policy.
+type PubSubConfig struct {
+	// ClientPublish is true, false, or a list of channel prefixes clients
+	// may publish to.
+	ClientPublish any `koanf:"client_publish"`
+	// ClientPublishDeny lists channel prefixes clients may not publish to.
+	ClientPublishDeny []string `koanf:"client_publish_deny"`
+}
+
+// LimitsConfig holds per-connection limits (reliability.md S1).
+type LimitsConfig struct {
+	CommandsPerSecond     float64       `koanf:"commands_per_second"`
+	RateLimitGrace        time.Duration `koanf:"rate_limit_grace"`
+	ChannelsPerConnection int           `koanf:"channels_per_connection"`
+	DocumentsPerConn      int           `koanf:"documents_per_connection"`
+	MessageBodyBytes      ByteSize      `koanf:"message_body_bytes"`
+	PendingDeltas         int           `koanf:"pending_deltas"`
+}
+
+// ModelConfig declares a model: a table, or a name fed by publishDeltas.
+type ModelConfig struct {
+	Table           string   `koanf:"table"`
+	Key             []string `koanf:"key"`
+	Columns         []string `koanf:"columns"`
+	ReplicaIdentity string   `koanf:"replica_identity"`
+}
+
+// DealerConfig declares a dealer.
+type DealerConfig struct {
+	Model string `koanf:"model"`
+	Kind  string `koanf:"kind"`
+	Key   string `koanf:"key"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	Level  string `koanf:"level"`
+	Format string `koanf:"format"`
+}
+
+// ShutdownConfig bounds the graceful shutdown.
+type ShutdownConfig struct {
+	Timeout time.Duration `koanf:"timeout"`
+}
+
+// defaults are the values of every key not set in the file or environment.
+func defaults() map[string]any {
+	return map[string]any{
+		"frontend.listen":                 ":5001",
+		"frontend.path":                   "/ws",
+		"frontend.allowed_origins":        []string{},
+		"frontend.max_message_bytes":      "64KiB",
+		"frontend.send_queue_bytes":       "1MiB",
+		"frontend.ping_interval":          "25s",
+		"frontend.write_timeout":          "10s",
+		"backend.listen":                  "127.0.0.1:5002",
+		"backend.path":                    "/backend",
+		"backend.max_body_bytes":          "1MiB",
+		"tokens.acquire_timeout":          "120s",
+		"tokens.identity_ttl":             "24h",
+		"services.pubsub":                 "pubsub",
+		"services.pubsub_backend":         "pubsub_backend",
+		"services.messaging":              "messaging",
+		"services.datasync":               "datasync",
+		"services.datasync_backend":       "datasync_backend",
+		"services.chat":                   "chat",
+		"services.cursors":                "cursors",
+		"services.identity":               "identity",
+		"services.identity_backend":       "identity_backend",
+		"pubsub.client_publish":           true,
+		"limits.commands_per_second":      100,
+		"limits.rate_limit_grace":         "10s",
+		"limits.channels_per_connection":  256,
+		"limits.documents_per_connection": 64,
+		"limits.message_body_bytes":       "16KiB",
+		"limits.pending_deltas":           10000,
+		"log.level":                       "info",
+		"log.format":                      "text",
+		"shutdown.timeout":                "10s",
+	}
+}
+
+func databaseDefaults() map[string]any {
+	return map[string]any{
+		"database.slot":              "snorky",
+		"database.publication":       "snorky",
+		"database.timezone":          "UTC",
+		"database.replica_identity":  "full",
+		"database.history.max_age":   "2m",
+		"database.history.max_bytes": "64MiB",
+	}
+}
+
+const envPrefix = "SNORKY_"
+
+// loadConfig reads defaults, then the YAML file (if path is not empty), then
+// SNORKY_ environment variables. It returns warnings for environment
+// variables that name no key.
+func loadConfig(path string, environ []string) (*Config, []string, error) {
+	k := koanf.New(".")
+	fileK := koanf.New(".")
+	if path != "" {
+		if err := fileK.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return nil, nil, fmt.Errorf("reading config file %s: %w", path, err)
+		}
+		if unknown := unknownKeys(fileK.Raw(), reflect.TypeFor[Config](), ""); len(unknown) > 0 {
+			return nil, nil, fmt.Errorf("config file %s: %s", path, strings.Join(unknown, "; "))
+		}
+	}
+	envK := koanf.New(".")
+	if err := envK.Load(env.Provider(".", env.Opt{
+		Prefix: envPrefix,
+		TransformFunc: func(key, v string) (string, any) {
+			return envKey(key), v
+		},
+		EnvironFunc: func() []string { return environ },
+	}), nil); err != nil {
+		return nil, nil, fmt.Errorf("reading environment: %w", err)
+	}
+	var warnings []string
+	for _, key := range envK.Keys() {
+		if fieldType(reflect.TypeFor[Config](), key) == nil {
+			name := envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "__"))
+			if strings.HasPrefix(name, "SNORKY_TEST_") || strings.HasPrefix(name, "SNORKY_BENCH_") {
+				continue
+			}
+			warnings = append(warnings, fmt.Sprintf("environment variable %s names no configuration key; ignored", name))
+			envK.Delete(key)
+		}
+	}
+
+	k.Load(confmap.Provider(defaults(), "."), nil)
+	if fileK.Exists("database") || envK.Exists("database") {
+		k.Load(confmap.Provider(databaseDefaults(), "."), nil)
+	}
+	k.Merge(fileK)
+	k.Merge(envK)
+
+	var cfg Config
+	dc := &mapstructure.DecoderConfig{
+		DecodeHook: mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.TextUnmarshallerHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		),
+		WeaklyTypedInput: true,
+		ErrorUnused:      true,
+		Result:           &cfg,
+		TagName:          "koanf",
+	}
+	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{DecoderConfig: dc}); err != nil {
+		return nil, warnings, fmt.Errorf("config: %s", cleanDecodeError(err))
+	}
+	sort.Strings(warnings)
+	return &cfg, warnings, nil
+}
+
+// envKey maps SNORKY_BACKEND__API_KEY to backend.api_key.
+func envKey(name string) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(name, envPrefix)), "__", ".")
+}
+
+func cleanDecodeError(err error) string {
+	s := err.Error()
+	s = strings.ReplaceAll(s, "decoding failed due to the following error(s):\n\n", "")
+	return strings.ReplaceAll(s, "\n", "; ")
+}
+
+// fieldType returns the type at a dotted key path, or nil when the path
+// names no key. Map segments accept any name.
+func fieldType(t reflect.Type, path string) reflect.Type {
+	for _, seg := range strings.Split(path, ".") {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		switch t.Kind() {
+		case reflect.Struct:
+			f, ok := structField(t, seg)
+			if !ok {
+				return nil
+			}
+			t = f.Type
+		case reflect.Map:
+			t = t.Elem()
+		default:
+			return nil
+		}
+	}
+	return t
+}
+
+func structField(t reflect.Type, key string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Tag.Get("koanf") == key {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
+}
+
+// unknownKeys lists the keys of v (a value read from YAML) that t does not
+// declare, each with the keys that t does declare there.
+func unknownKeys(v any, t reflect.Type, path string) []string {
+	if t == nil {
+		return nil
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil
+	}
+	var out []string
+	switch t.Kind() {
+	case reflect.Struct:
+		names := slices.Sorted(func(yield func(string) bool) {
+			for k := range m {
+				if !yield(k) {
+					return
+				}
+			}
+		})
+		for _, name := range names {
+			f, ok := structField(t, name)
+			if !ok {
+				out = append(out, fmt.Sprintf("unknown key %s (known keys here: %s)", join(path, name), strings.Join(knownKeys(t), ", ")))
+				continue
+			}
+			out = append(out, unknownKeys(m[name], f.Type, join(path, name))...)
+		}
+	case reflect.Map:
+		for name, sub := range m {
+			out = append(out, unknownKeys(sub, t.Elem(), join(path, name))...)
+		}
+	}
+	return out
+}
+
+func knownKeys(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		out = append(out, t.Field(i).Tag.Get("koanf"))
+	}
+	return out
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// ByteSize is a size in bytes, written as a number or with a unit: "64KiB",
+// "1MiB", "2GiB", "512B", "10kB".
+type ByteSize int64
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"kB", 1000}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a size: write a number of bytes or one with a unit (B, KiB, MiB, GiB, kB, MB, GB), e.g. 64KiB", string(text))
+	}
+	*b = ByteSize(n * mult)
+	return nil
+}
+
+// validate checks what no package Config checks: cross-section rules.
+func (c *Config) validate() error {
+	if c.Tokens.Secret == "" {
+		return errors.New("tokens.secret: must be set (at least 16 bytes): it signs subscription and identity tokens; set it in the file or with SNORKY_TOKENS__SECRET")
+	}
+	if len(c.Tokens.Secret) < 16 {
+		return errors.New("tokens.secret: too short: use at least 16 bytes of random text")
+	}
+	if c.Tokens.AcquireTimeout <= 0 {
+		return errors.New("tokens.acquire_timeout: must be positive")
+	}
+	if c.Tokens.IdentityTTL <= 0 {
+		return errors.New("tokens.identity_ttl: must be positive")
+	}
+	if c.Frontend.Path == "" || c.Frontend.Path[0] != '/' {
+		return errors.New("frontend.path: must start with /")
+	}
+	if c.Frontend.Listen == "" {
+		return errors.New("frontend.listen: must be set, e.g. \":5001\"")
+	}
+	if c.Backend.Listen == "" {
+		return errors.New("backend.listen: must be set, e.g. \"127.0.0.1:5002\"")
+	}
+	if err := c.Frontend.TLS.validate("frontend.tls"); err != nil {
+		return err
+	}
+	if err := c.Backend.TLS.validate("backend.tls"); err != nil {
+		return err
+	}
+	names := map[string]string{}
+	v := reflect.ValueOf(c.Services)
+	for i := range v.NumField() {
+		key := "services." + v.Type().Field(i).Tag.Get("koanf")
+		name := v.Field(i).String()
+		if name == "" {
+			return fmt.Errorf("%s: must not be empty", key)
+		}
+		if other, ok := names[name]; ok {
+			return fmt.Errorf("%s: name %q is already used by %s", key, name, other)
+		}
+		names[name] = key
+	}
+	if _, err := c.pubSubPolicy(); err != nil {
+		return err
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log.format: %q is not one of text, json", c.Log.Format)
+	}
+	if c.Shutdown.Timeout <= 0 {
+		return errors.New("shutdown.timeout: must be positive")
+	}
+	return nil
+}
+
+func (t TLSConfig) validate(key string) error {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return fmt.Errorf("%s: set both cert_file and key_file, or neither", key)
+	}
+	for _, f := range []string{t.CertFile, t.KeyFile} {
+		if f == "" {
+			continue
+		}
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("%s: %v", key, err)
+		}
+	}
+	return nil
+}
+
+// pubSubPolicy turns pubsub.client_publish (true, false or a list of
+// prefixes) and pubsub.client_publish_deny into a policy.
+func (c *Config) pubSubPolicy() (pubsub.Policy, error) {
+	p := pubsub.Policy{DenyPrefixes: c.PubSub.ClientPublishDeny}
+	switch v := c.PubSub.ClientPublish.(type) {
+	case bool:
+		p.ClientPublish = v
+	case string:
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			// From the environment: a comma-separated list of prefixes.
+			p.ClientPublish = true
+			p.AllowPrefixes = strings.Split(v, ",")
+			break
+		}
+		p.ClientPublish = b
+	case []any:
+		p.ClientPublish = true
+		for i, e := range v {
+			s, ok := e.(string)
+			if !ok || s == "" {
+				return p, fmt.Errorf("pubsub.client_publish[%d]: must be a non-empty channel prefix string", i)
+			}
+			p.AllowPrefixes = append(p.AllowPrefixes, s)
+		}
+		if len(p.AllowPrefixes) == 0 {
+			p.ClientPublish = false
+		}
+	default:
+		return p, fmt.Errorf("pubsub.client_publish: must be true, false, or a list of channel prefixes clients may publish to")
+	}
+	return p, nil
+}

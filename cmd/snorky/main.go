@@ -1,0 +1,88 @@
+// Command snorky is the Snorky server: a real-time sync server for
+// PostgreSQL speaking the Snorky wire protocol over WebSocket.
+//
+// Usage:
+//
+//	snorky serve --config FILE   run the server
+//	snorky version               print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "snorky:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+const usage = `Snorky: a real-time sync server for PostgreSQL.
+
+Usage:
+  snorky serve --config FILE   run the server
+  snorky version               print the version
+
+Configuration: a YAML file (see README), overridden by SNORKY_<SECTION>__<KEY>
+environment variables, e.g. SNORKY_BACKEND__API_KEY.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "serve":
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		path := fs.String("config", "", "path of the YAML configuration file")
+		if err := fs.Parse(args[1:]); err != nil {
+			return errUsage
+		}
+		return serve(ctx, *path, os.Environ(), stderr, nil)
+	case "version", "--version", "-v":
+		fmt.Fprintln(stdout, "snorky", versionString())
+		return nil
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprintf(stderr, "snorky: unknown command %q\n\n%s", args[0], usage)
+	return errUsage
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v := bi.Main.Version
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
+			}
+		}
+		return v + " " + bi.GoVersion
+	}
+	return "(devel)"
+}

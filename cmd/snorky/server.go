@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/snorkyhq/snorky/backendapi"
+	"github.com/snorkyhq/snorky/sync/messaging"
+	"github.com/snorkyhq/snorky/sync/pubsub"
+	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/wsapi"
+)
+
+// server is one running Snorky: its listeners, registries and services.
+type server struct {
+	cfg     *Config
+	log     *slog.Logger
+	metrics *prometheus.Registry
+
+	front, back       *rpc.Registry
+	ws                *wsapi.Handler
+	backend           *backendapi.Handler
+	frontLn, backLn   net.Listener
+	frontSrv, backSrv *http.Server
+}
+
+// serve loads the configuration and runs the server until ctx is done.
+// ready, when not nil, receives the server once it listens (tests).
+func serve(ctx context.Context, path string, environ []string, logOut io.Writer, ready func(*server)) error {
+	cfg, warnings, err := loadConfig(path, environ)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, logOut)
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	s, err := newServer(cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := s.listen(); err != nil {
+		return err
+	}
+	if ready != nil {
+		ready(s)
+	}
+	return s.run(ctx)
+}
+
+func newLogger(c LogConfig, out io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
+}
+
+// newServer validates cfg and builds every part, without listening.
+func newServer(cfg *Config, log *slog.Logger) (*server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	policy, _ := cfg.pubSubPolicy()
+	s := &server{
+		cfg:     cfg,
+		log:     log,
+		metrics: prometheus.NewRegistry(),
+		front:   rpc.NewRegistry(log),
+		back:    rpc.NewRegistry(log),
+	}
+	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	in := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "snorky_messages_in_total",
+		Help: "Requests received, by endpoint and service.",
+	}, []string{"endpoint", "service"})
+	s.metrics.MustRegister(in)
+	s.front.SetObserver(rpc.Observer{In: func(svc string) { in.WithLabelValues("frontend", svc).Inc() }})
+	s.back.SetObserver(rpc.Observer{In: func(svc string) { in.WithLabelValues("backend", svc).Inc() }})
+
+	names := cfg.Services
+	ps := pubsub.New(names.PubSub, pubsub.Config{Policy: policy, MaxChannelsPerConn: cfg.Limits.ChannelsPerConnection})
+	register := func(r *rpc.Registry, name string, svc rpc.Service) error {
+		if err := r.Register(name, svc); err != nil {
+			return fmt.Errorf("services: %w", err)
+		}
+		return nil
+	}
+	for _, e := range []struct {
+		reg  *rpc.Registry
+		name string
+		svc  rpc.Service
+	}{
+		{s.front, names.PubSub, ps},
+		{s.front, names.Messaging, messaging.New(names.Messaging, nil)},
+		{s.back, names.PubSubBackend, pubsub.NewBackend(ps)},
+	} {
+		if err := register(e.reg, e.name, e.svc); err != nil {
+			return nil, err
+		}
+	}
+
+	var err error
+	s.ws, err = wsapi.NewHandler(wsapi.Config{
+		AllowedOrigins:    cfg.Frontend.AllowedOrigins,
+		MaxMessageBytes:   int64(cfg.Frontend.MaxMessageBytes),
+		SendQueueBytes:    int(cfg.Frontend.SendQueueBytes),
+		PingInterval:      cfg.Frontend.PingInterval,
+		WriteTimeout:      cfg.Frontend.WriteTimeout,
+		CommandsPerSecond: cfg.Limits.CommandsPerSecond,
+		RateLimitGrace:    cfg.Limits.RateLimitGrace,
+	}, s.front, nil, log.With("endpoint", "frontend"), s.metrics)
+	if err != nil {
+		return nil, err
+	}
+	s.backend, err = backendapi.New(backendapi.Config{
+		Path:         cfg.Backend.Path,
+		APIKey:       cfg.Backend.APIKey,
+		MaxBodyBytes: int64(cfg.Backend.MaxBodyBytes),
+	}, s.back, log.With("endpoint", "backend"), s.metrics, s.metrics, map[string]backendapi.ReadyFunc{})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// listen opens both listeners.
+func (s *server) listen() error {
+	var err error
+	if s.frontLn, err = listen("frontend", s.cfg.Frontend.Listen, s.cfg.Frontend.TLS); err != nil {
+		return err
+	}
+	if s.backLn, err = listen("backend", s.cfg.Backend.Listen, s.cfg.Backend.TLS); err != nil {
+		s.frontLn.Close()
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(s.cfg.Frontend.Path, s.ws)
+	s.frontSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	s.backSrv = &http.Server{Handler: s.backend, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	return nil
+}
+
+func listen(what, addr string, t TLSConfig) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s.listen: %w", what, err)
+	}
+	if t.CertFile == "" {
+		return ln, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("%s.tls: loading certificate: %w", what, err)
+	}
+	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), nil
+}
+
+// run serves until ctx is done, then shuts down in the order of style.md
+// point 13: stop accepting, close WebSockets with 1001, stop the WAL reader
+// (which sends its final acknowledgement), close database connections.
+func (s *server) run(ctx context.Context) error {
+	errc := make(chan error, 2)
+	go func() { errc <- serveHTTP(s.frontSrv, s.frontLn, "frontend") }()
+	go func() { errc <- serveHTTP(s.backSrv, s.backLn, "backend") }()
+	s.log.Info("snorky serving", "frontend", "ws://"+s.frontLn.Addr().String()+s.cfg.Frontend.Path, "backend", "http://"+s.backLn.Addr().String()+s.cfg.Backend.Path, "version", versionString())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.Shutdown.Timeout)
+	defer cancel()
+	// 1. Stop accepting; in-flight backend calls finish.
+	s.frontSrv.Shutdown(sctx)
+	s.backSrv.Shutdown(sctx)
+	// 2. Close every WebSocket with 1001 and wait for their goroutines.
+	if err := s.ws.Shutdown(sctx); err != nil {
+		s.log.Warn("closing WebSockets timed out", "err", err)
+	}
+	s.log.Info("stopped")
+	return runErr
+}
+
+func serveHTTP(srv *http.Server, ln net.Listener, what string) error {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// frontendURL and backendURL are for tests and logs.
+func (s *server) frontendURL() string {
+	return "ws://" + s.frontLn.Addr().String() + s.cfg.Frontend.Path
+}
+
+func (s *server) backendURL() string {
+	return "http://" + s.backLn.Addr().String() + s.cfg.Backend.Path
+}
