@@ -2,6 +2,7 @@ package wsapi
 
 import (
 	"encoding/binary"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ type conn struct {
 
 	identity atomic.Pointer[rpc.Identity]
 	pingDue  atomic.Bool
+	aborted  atomic.Bool // the send queue overflowed
 
 	mu     sync.Mutex
 	queue  [][]byte
@@ -70,7 +72,7 @@ func (c *conn) Send(frame []byte) {
 	if c.queued+len(frame) > c.h.cfg.SendQueueBytes {
 		c.overflowLocked()
 		c.mu.Unlock()
-		c.signal()
+		c.abortWrite()
 		return
 	}
 	wasEmpty := len(c.queue) == 0
@@ -96,7 +98,7 @@ func (c *conn) SendLatest(key string, frame []byte) {
 		if c.queued > c.h.cfg.SendQueueBytes {
 			c.overflowLocked()
 			c.mu.Unlock()
-			c.signal()
+			c.abortWrite()
 			return
 		}
 		c.mu.Unlock()
@@ -105,7 +107,7 @@ func (c *conn) SendLatest(key string, frame []byte) {
 	if c.queued+len(frame) > c.h.cfg.SendQueueBytes {
 		c.overflowLocked()
 		c.mu.Unlock()
-		c.signal()
+		c.abortWrite()
 		return
 	}
 	if c.latest == nil {
@@ -119,6 +121,14 @@ func (c *conn) SendLatest(key string, frame []byte) {
 	if wasEmpty {
 		c.signal()
 	}
+}
+
+// abortWrite wakes the writer, ending a write blocked on a full socket at
+// once: a slow consumer is dropped without waiting for the write timeout.
+func (c *conn) abortWrite() {
+	c.aborted.Store(true)
+	c.ws.NetConn().SetWriteDeadline(time.Now())
+	c.signal()
 }
 
 func (c *conn) overflowLocked() {
@@ -154,6 +164,8 @@ func (c *conn) queuedBytes() int {
 	defer c.mu.Unlock()
 	return c.queued
 }
+
+var errSlowConsumer = errors.New("slow consumer")
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
@@ -217,7 +229,12 @@ func (c *conn) writeFrames(frames [][]byte) error {
 	}
 	nc := c.ws.NetConn()
 	nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
-	_, err := nc.Write(buf)
+	var err error
+	if c.aborted.Load() {
+		err = errSlowConsumer // overflowed before the deadline was set
+	} else {
+		_, err = nc.Write(buf)
+	}
 	c.h.metrics.countOut(frames)
 	if cap(buf) <= 256<<10 {
 		*bp = buf

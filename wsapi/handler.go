@@ -251,3 +251,6 @@ func (h *Handler) Len() int {
 	defer h.mu.Unlock()
 	return len(h.conns)
 }
+
+// SlowConsumerCloses is the counter of connections closed with 4008.
+func (h *Handler) SlowConsumerCloses() prometheus.Counter { return h.metrics.slowConsumers }
