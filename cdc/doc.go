@@ -1,4 +1,44 @@
 // Package cdc tails PostgreSQL with logical replication (pgoutput) and hands
 // whole committed transactions (Txn) in commit order to a Sink, confirming
 // to PostgreSQL only what the Sink has taken.
+//
+// # What it owns
+//
+// A Reader (NewReader, Run) keeps a publication equal to the configured
+// tables (publish_via_partition_root), creates a permanent pgoutput slot
+// when absent, checks each table's key and replica identity (CheckTables,
+// R5) and streams from the slot. Check reports unmet prerequisites (wal_level,
+// REPLICATION, slot, publication, tables) with their fix, changing nothing.
+//
+// # Goroutines
+//
+// Run's goroutine owns the replication connection, the relation cache, the
+// type cache and the open transaction: it receives, decodes each message into
+// owned values, and sends standby status updates from a timer. A second
+// goroutine (the applier) calls Sink.Apply for each committed transaction, in
+// order, through a hand-off of one transaction; while the sink is busy the
+// reader keeps sending status updates, so a stalled pipeline never gets the
+// walsender to time out, and PostgreSQL keeps the WAL. A third goroutine
+// polls the slot's retained WAL for the metric. All stop when Run returns.
+//
+// # Invariants
+//
+//   - The flush position sent to PostgreSQL is the end LSN
+//     (TransactionEndLSN) of the latest transaction the sink took, or the
+//     latest keepalive position when nothing is in flight (no open
+//     transaction, nothing waiting for the sink). It never moves backwards.
+//     On shutdown the applier is allowed to finish and one final status
+//     update is sent.
+//   - After a lost connection the reader resumes after the last transaction
+//     it handed on, so the sink sees no duplicate within one process; after a
+//     restart PostgreSQL resends from the confirmed position (at-least-once).
+//   - Row values are JSON equal to to_jsonb(row): the replication session
+//     pins DateStyle=ISO, IntervalStyle=postgres, bytea_output=hex,
+//     extra_float_digits=1 and the configured TimeZone; int8 and numeric
+//     keep every digit. Composite-typed columns are rendered as their text
+//     (to_jsonb would give an object).
+//   - An unchanged TOAST value is filled from the old row (REPLICA IDENTITY
+//     FULL) or named in Change.Unchanged; it is never reported as null.
+//   - Malformed replication messages are an error (ErrMalformed) and a
+//     reconnect, never a panic.
 package cdc

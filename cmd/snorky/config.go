@@ -116,7 +116,7 @@ type LimitsConfig struct {
 	ChannelsPerConnection int           `koanf:"channels_per_connection"`
 	DocumentsPerConn      int           `koanf:"documents_per_connection"`
 	MessageBodyBytes      ByteSize      `koanf:"message_body_bytes"`
-	PendingDeltas         int           `koanf:"pending_deltas"`
+	PendingBytes          ByteSize      `koanf:"pending_bytes"`
 }
 
 // ModelConfig declares a model: a table, or a name fed by publishDeltas.
@@ -175,7 +175,7 @@ func defaults() map[string]any {
 		"limits.channels_per_connection":  256,
 		"limits.documents_per_connection": 64,
 		"limits.message_body_bytes":       "16KiB",
-		"limits.pending_deltas":           10000,
+		"limits.pending_bytes":            "512KiB",
 		"log.level":                       "info",
 		"log.format":                      "text",
 		"shutdown.timeout":                "10s",

@@ -9,14 +9,21 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/snorkyhq/snorky/backendapi"
+	"github.com/snorkyhq/snorky/dealers"
+	"github.com/snorkyhq/snorky/sync/chat"
+	"github.com/snorkyhq/snorky/sync/cursors"
+	"github.com/snorkyhq/snorky/sync/datasync"
+	"github.com/snorkyhq/snorky/sync/identity"
 	"github.com/snorkyhq/snorky/sync/messaging"
 	"github.com/snorkyhq/snorky/sync/pubsub"
 	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/sync/token"
 	"github.com/snorkyhq/snorky/wsapi"
 )
 
@@ -27,6 +34,7 @@ type server struct {
 	metrics *prometheus.Registry
 
 	front, back       *rpc.Registry
+	datasync          *datasync.Engine
 	ws                *wsapi.Handler
 	backend           *backendapi.Handler
 	frontLn, backLn   net.Listener
@@ -90,6 +98,41 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 	s.back.SetObserver(rpc.Observer{In: func(svc string) { in.WithLabelValues("backend", svc).Inc() }})
 
 	names := cfg.Services
+	signer, err := token.New([]byte(cfg.Tokens.Secret))
+	if err != nil {
+		return nil, fmt.Errorf("tokens.secret: %w", err)
+	}
+	dsCfg := datasync.Config{
+		Service:        names.DataSync,
+		Models:         map[string]datasync.Model{},
+		Dealers:        map[string]dealers.Config{},
+		AcquireTimeout: cfg.Tokens.AcquireTimeout,
+		PendingBytes:   int(cfg.Limits.PendingBytes),
+		Signer:         signer,
+		Database:       cfg.Database != nil,
+	}
+	for name, m := range cfg.Models {
+		dsCfg.Models[name] = datasync.Model{Table: qualifyTable(m.Table), Key: m.Key, Columns: m.Columns}
+	}
+	for name, d := range cfg.Dealers {
+		dsCfg.Dealers[name] = dealers.Config{Model: d.Model, Kind: dealers.Kind(d.Kind), Key: d.Key}
+	}
+	dir, err := identity.New(signer, identity.Config{DefaultTTL: cfg.Tokens.IdentityTTL})
+	if err != nil {
+		return nil, err
+	}
+	chatSvc, err := chat.New(names.Chat, chat.Config{MaxChannels: cfg.Limits.ChannelsPerConnection, MaxBodyBytes: int(cfg.Limits.MessageBodyBytes)})
+	if err != nil {
+		return nil, err
+	}
+	cursorSvc, err := cursors.New(names.Cursors, cursors.Config{MaxDocuments: cfg.Limits.DocumentsPerConn})
+	if err != nil {
+		return nil, err
+	}
+	s.datasync, err = datasync.New(dsCfg, log.With("service", "datasync"), s.metrics)
+	if err != nil {
+		return nil, err
+	}
 	ps := pubsub.New(names.PubSub, pubsub.Config{Policy: policy, MaxChannelsPerConn: cfg.Limits.ChannelsPerConnection})
 	register := func(r *rpc.Registry, name string, svc rpc.Service) error {
 		if err := r.Register(name, svc); err != nil {
@@ -105,13 +148,18 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		{s.front, names.PubSub, ps},
 		{s.front, names.Messaging, messaging.New(names.Messaging, nil)},
 		{s.back, names.PubSubBackend, pubsub.NewBackend(ps)},
+		{s.front, names.DataSync, s.datasync.Frontend()},
+		{s.back, names.DataSyncBackend, s.datasync.Backend()},
+		{s.front, names.Identity, dir.Frontend()},
+		{s.back, names.IdentityBackend, dir.Backend()},
+		{s.front, names.Chat, chatSvc},
+		{s.front, names.Cursors, cursorSvc},
 	} {
 		if err := register(e.reg, e.name, e.svc); err != nil {
 			return nil, err
 		}
 	}
 
-	var err error
 	s.ws, err = wsapi.NewHandler(wsapi.Config{
 		AllowedOrigins:    cfg.Frontend.AllowedOrigins,
 		MaxMessageBytes:   int64(cfg.Frontend.MaxMessageBytes),
@@ -120,7 +168,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		WriteTimeout:      cfg.Frontend.WriteTimeout,
 		CommandsPerSecond: cfg.Limits.CommandsPerSecond,
 		RateLimitGrace:    cfg.Limits.RateLimitGrace,
-	}, s.front, nil, log.With("endpoint", "frontend"), s.metrics)
+	}, s.front, dir.AuthenticateToken, log.With("endpoint", "frontend"), s.metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -210,4 +258,12 @@ func (s *server) frontendURL() string {
 
 func (s *server) backendURL() string {
 	return "http://" + s.backLn.Addr().String() + s.cfg.Backend.Path
+}
+
+// qualifyTable puts an unqualified table in the public schema.
+func qualifyTable(t string) string {
+	if t == "" || strings.Contains(t, ".") {
+		return t
+	}
+	return "public." + t
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync/atomic"
+	"unicode/utf8"
 )
 
 // Conn is one client connection as the services see it. Implementations are
@@ -181,6 +182,9 @@ func (e *DecodeError) Error() string { return e.Message }
 
 // Decode parses one envelope and finds its service.
 func (r *Registry) Decode(frame []byte) (*Call, *DecodeError) {
+	if !utf8.Valid(frame) {
+		return nil, &DecodeError{Message: "Invalid JSON: the message is not valid UTF-8"}
+	}
 	var env map[string]json.RawMessage
 	if err := json.Unmarshal(frame, &env); err != nil {
 		var ute *json.UnmarshalTypeError

@@ -1,0 +1,449 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// shutdownTimeout bounds the wait for the sink's Apply in progress at
+// shutdown and the final status update.
+const shutdownTimeout = 10 * time.Second
+
+// Reader tails the configured tables through a permanent logical
+// replication slot and hands whole transactions, in commit order, to a
+// Sink. See the package documentation for its goroutines and invariants.
+type Reader struct {
+	cfg     Config
+	sink    Sink
+	log     *slog.Logger
+	metrics *Metrics
+
+	ready     atomic.Bool
+	taken     atomic.Uint64 // EndLSN of the latest transaction the sink took
+	pending   atomic.Int64  // transactions handed to the applier, not yet taken
+	confirmed atomic.Uint64 // last flush position sent to PostgreSQL
+
+	// Owned by the Run goroutine.
+	st           *stream
+	handed       uint64 // EndLSN of the latest transaction handed to the applier
+	serverEnd    uint64 // latest server WAL end seen
+	keepaliveEnd uint64 // latest keepalive position
+	queue        chan handoff
+	applyErr     chan error
+	stopApply    chan struct{}
+	applierDone  chan struct{}
+}
+
+// handoff is a transaction on its way to the sink; txn is nil for an empty
+// transaction that only advances the position.
+type handoff struct {
+	txn *Txn
+	end uint64
+}
+
+// NewReader returns a reader of cfg (defaults applied) feeding sink. log
+// may be nil (discard); metrics may be nil.
+func NewReader(cfg Config, sink Sink, log *slog.Logger, metrics *Metrics) *Reader {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.WithDefaults()
+	return &Reader{cfg: cfg, sink: sink, log: log.With("slot", cfg.Slot), metrics: metrics}
+}
+
+// Ready reports whether the reader is connected and streaming (for /readyz).
+func (r *Reader) Ready() bool { return r.ready.Load() }
+
+// TakenLSN is the end LSN of the latest transaction the sink took.
+func (r *Reader) TakenLSN() uint64 { return r.taken.Load() }
+
+// ConfirmedLSN is the flush position last sent to PostgreSQL.
+func (r *Reader) ConfirmedLSN() uint64 { return r.confirmed.Load() }
+
+// Run streams until ctx is done (then it returns nil after a final status
+// update) or a permanent error occurs: invalid configuration, an
+// ErrPrerequisite (wal_level, privileges, tables), ErrSlotInvalidated, or an
+// error from the sink. Connection losses and server restarts are retried
+// with exponential backoff and jitter; a slot in use (ErrSlotInUse) is
+// waited for. Run may be called once.
+func (r *Reader) Run(ctx context.Context) error {
+	if err := r.cfg.Validate(); err != nil {
+		return err
+	}
+	r.st = newStream(nil, r.cfg.MessagePrefix)
+	r.queue = make(chan handoff, 1)
+	r.applyErr = make(chan error, 1)
+	r.stopApply = make(chan struct{})
+	r.applierDone = make(chan struct{})
+	go r.applier()
+
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if r.cfg.WALPollInterval > 0 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.pollWAL(pollCtx)
+		}()
+	}
+	defer func() {
+		stopPoll()
+		r.stopApplier()
+		wg.Wait()
+	}()
+
+	delay := r.cfg.MinBackoff
+	for {
+		began := time.Now()
+		streamed, err := r.session(ctx)
+		r.ready.Store(false)
+		r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.connected }, 0)
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case errors.Is(err, ErrPrerequisite), errors.Is(err, ErrSlotInvalidated), errors.Is(err, errSink):
+			r.log.Error("cdc: stopping", "err", err)
+			return err
+		}
+		r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.reconnects }, 1)
+		if streamed && time.Since(began) > 10*time.Second {
+			delay = r.cfg.MinBackoff
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		if errors.Is(err, ErrSlotInUse) {
+			r.log.Info("cdc: slot in use by another connection, waiting", "err", err, "retry_in", wait)
+		} else {
+			r.log.Warn("cdc: replication interrupted", "err", err, "retry_in", wait)
+		}
+		delay = min(delay*2, r.cfg.MaxBackoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+var errSink = errors.New("sink refused a transaction")
+
+// applier calls the sink, in order, for what the reader hands on, so that
+// a slow sink never keeps the reader from sending status updates.
+func (r *Reader) applier() {
+	defer close(r.applierDone)
+	for {
+		select {
+		case <-r.stopApply:
+			return
+		case h := <-r.queue:
+			if h.txn != nil {
+				if err := r.sink.Apply(h.txn); err != nil {
+					r.applyErr <- fmt.Errorf("%w: xid %d at %s: %w", errSink, h.txn.Xid, pglogrepl.LSN(h.txn.CommitLSN), err)
+					return
+				}
+				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.transactions }, 1)
+				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.changes }, float64(len(h.txn.Changes)))
+			}
+			r.taken.Store(h.end)
+			r.pending.Add(-1)
+		}
+	}
+}
+
+func (r *Reader) stopApplier() {
+	select {
+	case <-r.stopApply:
+	default:
+		close(r.stopApply)
+	}
+	select {
+	case <-r.applierDone:
+	case <-time.After(shutdownTimeout):
+		r.log.Warn("cdc: the sink did not return within the shutdown timeout")
+	}
+}
+
+// session runs one connection: setup, then streaming until an error or
+// ctx is done. streamed reports whether it got as far as streaming.
+func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
+	sqlConn, err := connectSQL(ctx, r.cfg)
+	if err != nil {
+		return false, classifySetup(err)
+	}
+	defer sqlConn.Close(context.WithoutCancel(ctx))
+
+	if err := CheckTables(ctx, sqlConn, r.cfg.Tables); err != nil {
+		return false, err
+	}
+	if err := ensurePublication(ctx, sqlConn, r.cfg); err != nil {
+		return false, err
+	}
+	repl, err := connectReplication(ctx, r.cfg)
+	if err != nil {
+		return false, classifySetup(err)
+	}
+	defer repl.Close(context.WithoutCancel(ctx))
+
+	created, err := ensureSlot(ctx, sqlConn, repl, r.cfg)
+	if err != nil {
+		return false, err
+	}
+	if created {
+		r.log.Info("cdc: created replication slot")
+	}
+	r.st.lookup = sqlLookup(sqlConn)
+	r.st.reset()
+
+	// Resume after what was handed on in this process (the applier still
+	// holds it); on a fresh process from the slot's confirmed position.
+	start := pglogrepl.LSN(r.handed)
+	pubArg := strings.ReplaceAll(pgx.Identifier{r.cfg.Publication}.Sanitize(), "'", "''")
+	err = pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, start, pglogrepl.StartReplicationOptions{
+		Mode: pglogrepl.LogicalReplication,
+		PluginArgs: []string{
+			"proto_version '1'",
+			"publication_names '" + pubArg + "'",
+			"messages 'true'",
+		},
+	})
+	if err != nil {
+		return false, classifySetup(fmt.Errorf("starting replication: %w", err))
+	}
+	r.ready.Store(true)
+	r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.connected }, 1)
+	r.log.Info("cdc: streaming", "lsn", start)
+
+	err = r.stream(ctx, repl)
+	if ctx.Err() != nil {
+		r.shutdown(repl)
+		return true, nil
+	}
+	return true, err
+}
+
+// shutdown waits for the sink's Apply in progress and sends the final
+// status update.
+func (r *Reader) shutdown(repl *pgconn.PgConn) {
+	r.stopApplier()
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := r.sendStatus(ctx, repl, false); err != nil {
+		r.log.Warn("cdc: final status update failed", "err", err)
+		return
+	}
+	r.log.Info("cdc: final status update sent", "lsn", pglogrepl.LSN(r.confirmed.Load()))
+}
+
+// flushPosition is the position safe to confirm: the end of the latest
+// transaction the sink took, or the keepalive position when nothing is in
+// flight (no open transaction, nothing waiting for the sink).
+func (r *Reader) flushPosition() uint64 {
+	pos := r.taken.Load()
+	if !r.st.inTxn() && r.pending.Load() == 0 && r.keepaliveEnd > pos {
+		pos = r.keepaliveEnd
+	}
+	return pos
+}
+
+func (r *Reader) sendStatus(ctx context.Context, conn *pgconn.PgConn, replyRequested bool) error {
+	pos := r.flushPosition()
+	if c := r.confirmed.Load(); pos < c {
+		pos = c // never move backwards
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: pglogrepl.LSN(pos),
+		WALFlushPosition: pglogrepl.LSN(pos),
+		WALApplyPosition: pglogrepl.LSN(pos),
+		ReplyRequested:   replyRequested,
+	})
+	if err != nil {
+		return fmt.Errorf("sending standby status: %w", err)
+	}
+	r.confirmed.Store(pos)
+	r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.confirmedLSN }, float64(pos))
+	if r.serverEnd > pos {
+		r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.lagBytes }, float64(r.serverEnd-pos))
+	} else {
+		r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.lagBytes }, 0)
+	}
+	return nil
+}
+
+var errDeadLink = errors.New("no message from PostgreSQL within the receive timeout")
+
+// stream receives and decodes until an error or ctx is done.
+func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
+	interval := r.cfg.StatusInterval
+	nextStatus := time.Now()
+	lastRecv := time.Now()
+	for {
+		select {
+		case err := <-r.applyErr:
+			return err
+		default:
+		}
+		now := time.Now()
+		if now.Sub(lastRecv) > r.cfg.ReceiveTimeout {
+			return fmt.Errorf("%w (%v)", errDeadLink, r.cfg.ReceiveTimeout)
+		}
+		if !now.Before(nextStatus) {
+			if err := r.sendStatus(ctx, conn, now.Sub(lastRecv) >= interval); err != nil {
+				return err
+			}
+			nextStatus = now.Add(interval)
+		}
+		rctx, cancel := context.WithDeadline(ctx, nextStatus)
+		msg, err := conn.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receiving: %w", err)
+		}
+		lastRecv = time.Now()
+		switch m := msg.(type) {
+		case *pgproto3.CopyData:
+			if len(m.Data) == 0 {
+				return fmt.Errorf("%w: empty CopyData", ErrMalformed)
+			}
+			switch m.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("%w: %v", ErrMalformed, err)
+				}
+				r.noteServerEnd(uint64(pkm.ServerWALEnd))
+				r.keepaliveEnd = max(r.keepaliveEnd, uint64(pkm.ServerWALEnd))
+				if pkm.ReplyRequested {
+					if err := r.sendStatus(ctx, conn, false); err != nil {
+						return err
+					}
+					nextStatus = time.Now().Add(interval)
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("%w: %v", ErrMalformed, err)
+				}
+				r.noteServerEnd(uint64(xld.ServerWALEnd))
+				r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.receivedLSN }, float64(xld.WALStart))
+				txn, err := r.st.handle(ctx, xld.WALData)
+				if err != nil {
+					return err
+				}
+				if txn != nil {
+					if err := r.handOff(ctx, conn, txn, &nextStatus); err != nil {
+						return err
+					}
+					lastRecv = time.Now()
+				}
+			}
+		case *pgproto3.ErrorResponse:
+			return classifySetup(fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(m)))
+		case *pgproto3.CopyDone:
+			return errors.New("replication stream ended by the server")
+		}
+	}
+}
+
+func (r *Reader) noteServerEnd(lsn uint64) {
+	if lsn > r.serverEnd {
+		r.serverEnd = lsn
+	}
+}
+
+// handOff gives a committed transaction to the applier, sending status
+// updates while the sink is busy so that PostgreSQL never times the
+// connection out.
+func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nextStatus *time.Time) error {
+	h := handoff{txn: txn, end: txn.EndLSN}
+	if len(txn.Changes) == 0 && len(txn.Messages) == 0 {
+		h.txn = nil
+	}
+	r.pending.Add(1)
+	var waited time.Time
+	for {
+		timer := time.NewTimer(time.Until(*nextStatus))
+		select {
+		case r.queue <- h:
+			timer.Stop()
+			r.handed = h.end
+			if !waited.IsZero() {
+				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.handoffWait }, time.Since(waited).Seconds())
+			}
+			return nil
+		case <-timer.C:
+			if waited.IsZero() {
+				waited = time.Now()
+			}
+			if err := r.sendStatus(ctx, conn, false); err != nil {
+				r.pending.Add(-1)
+				return err
+			}
+			*nextStatus = time.Now().Add(r.cfg.StatusInterval)
+		case err := <-r.applyErr:
+			timer.Stop()
+			r.pending.Add(-1)
+			return err
+		case <-ctx.Done():
+			timer.Stop()
+			r.pending.Add(-1)
+			return ctx.Err()
+		}
+	}
+}
+
+// pollWAL updates the retained-WAL metric from pg_replication_slots.
+func (r *Reader) pollWAL(ctx context.Context) {
+	t := time.NewTicker(r.cfg.WALPollInterval)
+	defer t.Stop()
+	for {
+		if n, err := RetainedWAL(ctx, r.cfg); err == nil {
+			r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.retainedWAL }, float64(n))
+		} else if ctx.Err() == nil {
+			r.log.Debug("cdc: polling retained WAL", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// RetainedWAL returns the bytes of WAL the slot of cfg retains
+// (pg_current_wal_lsn() - restart_lsn), or 0 when the slot does not exist.
+func RetainedWAL(ctx context.Context, cfg Config) (int64, error) {
+	cfg = cfg.WithDefaults()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := connectSQL(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var n int64
+	err = conn.QueryRow(ctx, `SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::int8
+		FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	return n, err
+}

@@ -1,0 +1,247 @@
+package cdc
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/snorkyhq/snorky/cdc/pglocal"
+)
+
+func describe(c Change) string {
+	s := c.Op.String() + " " + c.Table
+	if c.New != nil {
+		s += " new=" + rowJSON(c.New)
+	}
+	if c.Old != nil {
+		s += " old=" + rowJSON(c.Old)
+	}
+	if len(c.Unchanged) > 0 {
+		s += " unchanged=" + strings.Join(c.Unchanged, ",")
+	}
+	return s
+}
+
+func TestChangesInCommitOrder(t *testing.T) {
+	url := pglocal.NewDatabase(t)
+	execSQL(t, url,
+		`CREATE TABLE tasks (id int PRIMARY KEY, title text, done bool)`,
+		`CREATE TABLE keyed (id int PRIMARY KEY, v text)`,
+		`CREATE SCHEMA app`,
+		`CREATE TABLE app.notes (id int PRIMARY KEY, body text)`,
+	)
+	cfg := testConfig(url, "tasks", "app.notes")
+	cfg.Tables = append(cfg.Tables, TableConfig{Name: "keyed", ReplicaIdentity: IdentityDefault})
+	sink := &collector{}
+	startReader(t, cfg, sink)
+
+	execSQL(t, url,
+		`INSERT INTO tasks VALUES (1, 'a', false)`,
+		`BEGIN; INSERT INTO tasks VALUES (2, 'b', false), (3, 'c', true); INSERT INTO app.notes VALUES (1, 'n'); COMMIT`,
+		`BEGIN; INSERT INTO tasks VALUES (99, 'rolled back', false); ROLLBACK`,
+		`UPDATE tasks SET done = true WHERE id = 1`,
+		`INSERT INTO keyed VALUES (1, 'x')`,
+		`UPDATE keyed SET v = 'y' WHERE id = 1`,
+		`UPDATE keyed SET id = 2 WHERE id = 1`,
+		`DELETE FROM keyed WHERE id = 2`,
+		`DELETE FROM tasks WHERE id = 2`,
+		`TRUNCATE tasks, app.notes`,
+	)
+	want := [][]string{
+		{`insert public.tasks new={"id":1,"title":"a","done":false}`},
+		{`insert public.tasks new={"id":2,"title":"b","done":false}`, `insert public.tasks new={"id":3,"title":"c","done":true}`, `insert app.notes new={"id":1,"body":"n"}`},
+		{`update public.tasks new={"id":1,"title":"a","done":true} old={"id":1,"title":"a","done":false}`},
+		{`insert public.keyed new={"id":1,"v":"x"}`},
+		{`update public.keyed new={"id":1,"v":"y"}`},
+		{`update public.keyed new={"id":2,"v":"y"} old={"id":1}`},
+		{`delete public.keyed old={"id":2}`},
+		{`delete public.tasks old={"id":2,"title":"b","done":false}`},
+		{`truncate public.tasks`, `truncate app.notes`},
+	}
+	eventually(t, 30*time.Second, "all transactions delivered", func() bool { return len(sink.snapshot()) >= len(want) })
+	txns := sink.snapshot()
+	if len(txns) != len(want) {
+		t.Fatalf("transactions: got %d, want %d", len(txns), len(want))
+	}
+	var prev uint64
+	for i, txn := range txns {
+		var got []string
+		for _, c := range txn.Changes {
+			got = append(got, describe(c))
+		}
+		if strings.Join(got, "\n") != strings.Join(want[i], "\n") {
+			t.Errorf("txn %d:\ngot  %q\nwant %q", i, got, want[i])
+		}
+		if txn.EndLSN <= prev || txn.CommitLSN >= txn.EndLSN {
+			t.Errorf("txn %d: CommitLSN %s EndLSN %s after previous end %s: want increasing", i, pglogrepl.LSN(txn.CommitLSN), pglogrepl.LSN(txn.EndLSN), pglogrepl.LSN(prev))
+		}
+		if txn.CommitTime.IsZero() || txn.Xid == 0 {
+			t.Errorf("txn %d: CommitTime %v, Xid %d: want both set", i, txn.CommitTime, txn.Xid)
+		}
+		prev = txn.EndLSN
+	}
+	// The publication covers exactly the configured tables, via the root.
+	if got := queryString(t, url, `SELECT string_agg(schemaname || '.' || tablename, ',' ORDER BY schemaname, tablename) || ' ' || bool_and(p.pubviaroot)
+		FROM pg_publication_tables JOIN pg_publication p USING (pubname) WHERE pubname = 'snorky_test'`); got != "app.notes,public.keyed,public.tasks true" {
+		t.Errorf("publication: got %q, want app.notes,public.keyed,public.tasks true", got)
+	}
+	if got := queryString(t, url, `SELECT relreplident::text FROM pg_class WHERE oid = 'tasks'::regclass`); got != "f" {
+		t.Errorf("replica identity of tasks: got %q, want f", got)
+	}
+}
+
+func TestLogicalMessages(t *testing.T) {
+	url := pglocal.NewDatabase(t)
+	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
+	sink := &collector{}
+	startReader(t, testConfig(url, "t"), sink)
+	execSQL(t, url, `BEGIN; INSERT INTO t VALUES (1); SELECT pg_logical_emit_message(true, 'snorky', 'hello'); SELECT pg_logical_emit_message(true, 'other', 'x'); INSERT INTO t VALUES (2); COMMIT`)
+	eventually(t, 30*time.Second, "txn delivered", func() bool { return len(sink.snapshot()) == 1 })
+	txn := sink.snapshot()[0]
+	if len(txn.Messages) != 1 || txn.Messages[0].Index != 1 || string(txn.Messages[0].Content) != "hello" {
+		t.Errorf("messages: got %+v, want one 'hello' at index 1", txn.Messages)
+	}
+}
+
+func TestConfirmedNeverPassesTaken(t *testing.T) {
+	url := pglocal.NewDatabase(t)
+	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
+	gate := make(chan struct{})
+	sink := &collector{gate: gate}
+	cfg := testConfig(url, "t")
+	r := startReader(t, cfg, sink)
+	t.Cleanup(func() { close(gate) })
+
+	slotConfirmed := func() uint64 {
+		s := queryString(t, url, `SELECT coalesce(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot)
+		lsn, err := pglogrepl.ParseLSN(s)
+		if err != nil {
+			t.Fatalf("parsing %q: %v", s, err)
+		}
+		return uint64(lsn)
+	}
+	before := slotConfirmed()
+	for i := 1; i <= 3; i++ {
+		execSQL(t, url, fmt.Sprintf(`INSERT INTO t VALUES (%d)`, i))
+	}
+	end := queryString(t, url, `SELECT pg_current_wal_lsn()::text`)
+	// Let status updates flow while the sink holds the first transaction.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if got := slotConfirmed(); got > r.TakenLSN() && got > before {
+			t.Fatalf("confirmed_flush_lsn %s passed what the sink took (%s)", pglogrepl.LSN(got), pglogrepl.LSN(r.TakenLSN()))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := 0; i < 3; i++ {
+		gate <- struct{}{}
+		want := r.TakenLSN()
+		_ = want
+	}
+	eventually(t, 30*time.Second, "three transactions taken", func() bool { return len(sink.snapshot()) == 3 })
+	endLSN, _ := pglogrepl.ParseLSN(end)
+	eventually(t, 30*time.Second, "slot confirmed up to the last transaction", func() bool {
+		return slotConfirmed() >= sink.snapshot()[2].EndLSN && r.ConfirmedLSN() >= sink.snapshot()[2].EndLSN
+	})
+	if last := sink.snapshot()[2].EndLSN; last > uint64(endLSN) {
+		t.Errorf("last EndLSN %s beyond the WAL end %s after the commits", pglogrepl.LSN(last), endLSN)
+	}
+}
+
+func TestReconnectAfterRestart(t *testing.T) {
+	srv := pglocal.StartTB(t, pglocal.Options{})
+	url := pglocal.NewDatabaseAt(t, srv.URL("postgres"))
+	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
+	sink := &collector{}
+	r := startReader(t, testConfig(url, "t"), sink)
+
+	for i := 1; i <= 20; i++ {
+		execSQL(t, url, fmt.Sprintf(`INSERT INTO t VALUES (%d)`, i))
+	}
+	eventually(t, 30*time.Second, "first 20 delivered", func() bool { return len(sink.changes()) == 20 })
+	if err := srv.Restart(context.Background(), pglocal.Fast); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	for i := 21; i <= 40; i++ {
+		execSQL(t, url, fmt.Sprintf(`INSERT INTO t VALUES (%d)`, i))
+	}
+	eventually(t, 60*time.Second, "all 40 delivered after the restart", func() bool { return len(sink.changes()) >= 40 && r.Ready() })
+	seen := make(map[string]int)
+	for i, c := range sink.changes() {
+		id := string(c.New[0].Value)
+		seen[id]++
+		if want := fmt.Sprint(i + 1); id != want {
+			t.Errorf("change %d: got id %s, want %s (commit order, no duplicate)", i, id, want)
+		}
+	}
+	if len(seen) != 40 {
+		t.Errorf("distinct rows: got %d, want 40", len(seen))
+	}
+}
+
+func TestSchemaChangesMidStream(t *testing.T) {
+	url := pglocal.NewDatabase(t)
+	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY, a text, b int)`)
+	sink := &collector{}
+	startReader(t, testConfig(url, "t"), sink)
+	execSQL(t, url,
+		`INSERT INTO t VALUES (1, 'x', 1)`,
+		`ALTER TABLE t ADD COLUMN c numeric DEFAULT 1.50`,
+		`INSERT INTO t VALUES (2, 'y', 2, 3.25)`,
+		`ALTER TABLE t DROP COLUMN b`,
+		`INSERT INTO t VALUES (3, 'z', 4)`,
+		`ALTER TABLE t RENAME COLUMN a TO title`,
+		`ALTER TABLE t ALTER COLUMN c TYPE text`,
+		`UPDATE t SET title = 'zz' WHERE id = 3`,
+	)
+	want := []string{
+		`insert public.t new={"id":1,"a":"x","b":1}`,
+		`insert public.t new={"id":2,"a":"y","b":2,"c":3.25}`,
+		`insert public.t new={"id":3,"a":"z","c":4}`,
+		`update public.t new={"id":3,"title":"zz","c":"4"} old={"id":3,"title":"z","c":"4"}`,
+	}
+	eventually(t, 30*time.Second, "all changes", func() bool { return len(sink.changes()) >= len(want) })
+	for i, c := range sink.changes() {
+		if got := describe(c); i >= len(want) || got != want[i] {
+			t.Errorf("change %d: got %s, want %s", i, got, want[min(i, len(want)-1)])
+		}
+	}
+}
+
+func TestUnchangedToast(t *testing.T) {
+	url := pglocal.NewDatabase(t)
+	big := strings.Repeat("0123456789abcdef", 20*1024/16)
+	execSQL(t, url,
+		`CREATE TABLE full_t (id int PRIMARY KEY, n int, big text)`,
+		`ALTER TABLE full_t ALTER COLUMN big SET STORAGE EXTERNAL`,
+		`CREATE TABLE def_t (id int PRIMARY KEY, n int, big text)`,
+		`ALTER TABLE def_t ALTER COLUMN big SET STORAGE EXTERNAL`,
+		fmt.Sprintf(`INSERT INTO full_t VALUES (1, 1, '%s')`, big),
+		fmt.Sprintf(`INSERT INTO def_t VALUES (1, 1, '%s')`, big),
+	)
+	cfg := testConfig(url, "full_t")
+	cfg.Tables = append(cfg.Tables, TableConfig{Name: "def_t", ReplicaIdentity: IdentityDefault})
+	sink := &collector{}
+	startReader(t, cfg, sink)
+	execSQL(t, url, `UPDATE full_t SET n = 2`, `UPDATE def_t SET n = 2`)
+	eventually(t, 30*time.Second, "two updates", func() bool { return len(sink.changes()) == 2 })
+	changes := sink.changes()
+	full, def := changes[0], changes[1]
+	if len(full.Unchanged) != 0 || len(full.New) != 3 || string(full.New[2].Value) != `"`+big+`"` {
+		t.Errorf("FULL: got unchanged %v and %d columns (big filled: %v), want big filled from the old row",
+			full.Unchanged, len(full.New), len(full.New) == 3 && string(full.New[2].Value) == `"`+big+`"`)
+	}
+	if strings.Join(def.Unchanged, ",") != "big" || len(def.New) != 2 {
+		t.Errorf("DEFAULT: got unchanged %v, new %s; want big unchanged and absent", def.Unchanged, rowJSON(def.New))
+	}
+	for _, c := range changes {
+		for _, col := range c.New {
+			if col.Name == "big" && string(col.Value) == "null" {
+				t.Errorf("%s: unchanged TOAST reported as null", c.Table)
+			}
+		}
+	}
+}

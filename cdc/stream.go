@@ -1,0 +1,266 @@
+package cdc
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// relation is the cached shape of a published table (pgoutput Relation).
+type relation struct {
+	name string // schema.table
+	cols []relColumn
+}
+
+type relColumn struct {
+	name string
+	key  bool
+	typ  *pgType
+}
+
+// stream turns pgoutput messages into whole transactions. It owns the
+// relation cache and the open transaction; it is used by one goroutine.
+type stream struct {
+	rels   map[uint32]*relation
+	types  *typeCache
+	lookup typeLookup
+	prefix string
+
+	txn *Txn // open transaction, between Begin and Commit
+}
+
+func newStream(lookup typeLookup, prefix string) *stream {
+	return &stream{rels: make(map[uint32]*relation), types: newTypeCache(), lookup: lookup, prefix: prefix}
+}
+
+// reset forgets the open transaction (after a lost connection: PostgreSQL
+// sends it again). The relation cache is kept: PostgreSQL sends Relation
+// messages again on a new connection before they are used.
+func (s *stream) reset() { s.txn = nil }
+
+// inTxn reports whether a transaction is open.
+func (s *stream) inTxn() bool { return s.txn != nil }
+
+// handle processes one pgoutput message and returns the transaction it
+// completes, if any.
+func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
+	msg, err := parseMessage(data)
+	if err != nil {
+		return nil, err
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		if s.txn != nil {
+			return nil, fmt.Errorf("%w: begin of xid %d inside xid %d", ErrMalformed, m.Xid, s.txn.Xid)
+		}
+		s.txn = &Txn{Xid: m.Xid, CommitTime: m.CommitTime, CommitLSN: uint64(m.FinalLSN)}
+	case *pglogrepl.CommitMessage:
+		if s.txn == nil {
+			return nil, fmt.Errorf("%w: commit without begin", ErrMalformed)
+		}
+		txn := s.txn
+		s.txn = nil
+		txn.CommitLSN = uint64(m.CommitLSN)
+		txn.EndLSN = uint64(m.TransactionEndLSN)
+		txn.CommitTime = m.CommitTime
+		return txn, nil
+	case *pglogrepl.RelationMessage:
+		return nil, s.relation(ctx, m)
+	case *pglogrepl.InsertMessage:
+		rel, err := s.change(m.RelationID, "insert")
+		if err != nil {
+			return nil, err
+		}
+		c := Change{Table: rel.name, Op: Insert}
+		if c.New, c.Unchanged, err = decodeNew(rel, m.Tuple, nil); err != nil {
+			return nil, fmt.Errorf("decoding insert into %s: %w", rel.name, err)
+		}
+		s.txn.Changes = append(s.txn.Changes, c)
+	case *pglogrepl.UpdateMessage:
+		rel, err := s.change(m.RelationID, "update")
+		if err != nil {
+			return nil, err
+		}
+		c := Change{Table: rel.name, Op: Update}
+		var oldFull []Column
+		if m.OldTuple != nil {
+			if c.Old, err = decodeOld(rel, m.OldTuple, m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey); err != nil {
+				return nil, fmt.Errorf("decoding update of %s (old): %w", rel.name, err)
+			}
+			if m.OldTupleType == pglogrepl.UpdateMessageTupleTypeOld {
+				oldFull = c.Old
+			}
+		}
+		if c.New, c.Unchanged, err = decodeNew(rel, m.NewTuple, oldFull); err != nil {
+			return nil, fmt.Errorf("decoding update of %s: %w", rel.name, err)
+		}
+		s.txn.Changes = append(s.txn.Changes, c)
+	case *pglogrepl.DeleteMessage:
+		rel, err := s.change(m.RelationID, "delete")
+		if err != nil {
+			return nil, err
+		}
+		c := Change{Table: rel.name, Op: Delete}
+		if c.Old, err = decodeOld(rel, m.OldTuple, m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey); err != nil {
+			return nil, fmt.Errorf("decoding delete from %s: %w", rel.name, err)
+		}
+		s.txn.Changes = append(s.txn.Changes, c)
+	case *pglogrepl.TruncateMessage:
+		if s.txn == nil {
+			return nil, fmt.Errorf("%w: truncate outside a transaction", ErrMalformed)
+		}
+		for _, id := range m.RelationIDs {
+			rel := s.rels[id]
+			if rel == nil {
+				return nil, fmt.Errorf("%w: truncate of unknown relation %d", ErrMalformed, id)
+			}
+			s.txn.Changes = append(s.txn.Changes, Change{Table: rel.name, Op: Truncate})
+		}
+	case *pglogrepl.LogicalDecodingMessage:
+		if m.Transactional && s.txn != nil && strings.HasPrefix(m.Prefix, s.prefix) {
+			s.txn.Messages = append(s.txn.Messages, Message{
+				Index:   len(s.txn.Changes),
+				Prefix:  m.Prefix,
+				Content: m.Content,
+				LSN:     uint64(m.LSN),
+			})
+		}
+	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage:
+		// Types are resolved from the catalog; origins do not matter.
+	}
+	return nil, nil
+}
+
+func (s *stream) change(id uint32, what string) (*relation, error) {
+	if s.txn == nil {
+		return nil, fmt.Errorf("%w: %s outside a transaction", ErrMalformed, what)
+	}
+	rel := s.rels[id]
+	if rel == nil {
+		return nil, fmt.Errorf("%w: %s on unknown relation %d", ErrMalformed, what, id)
+	}
+	return rel, nil
+}
+
+func (s *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	oids := make([]uint32, len(m.Columns))
+	for i, c := range m.Columns {
+		oids[i] = c.DataType
+	}
+	types, err := s.types.resolve(ctx, s.lookup, oids)
+	if err != nil {
+		return fmt.Errorf("relation %s.%s: %w", m.Namespace, m.RelationName, err)
+	}
+	rel := &relation{name: m.Namespace + "." + m.RelationName, cols: make([]relColumn, len(m.Columns))}
+	for i, c := range m.Columns {
+		rel.cols[i] = relColumn{name: c.Name, key: c.Flags&1 != 0, typ: types[i]}
+	}
+	s.rels[m.RelationID] = rel
+	return nil
+}
+
+// decodeOld decodes an old tuple: all columns ('O', REPLICA IDENTITY FULL)
+// or only the key columns ('K', the others are sent as nulls).
+func decodeOld(rel *relation, t *pglogrepl.TupleData, keyOnly bool) ([]Column, error) {
+	if t == nil {
+		return nil, nil
+	}
+	if len(t.Columns) != len(rel.cols) {
+		return nil, fmt.Errorf("%w: tuple has %d columns, relation %d", ErrMalformed, len(t.Columns), len(rel.cols))
+	}
+	var buf []byte
+	ends := make([]int, 0, len(rel.cols))
+	idx := make([]int, 0, len(rel.cols))
+	for i, c := range t.Columns {
+		if keyOnly && !rel.cols[i].key {
+			continue
+		}
+		var err error
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeToast:
+			// PostgreSQL flattens old tuples, so this should not happen;
+			// leave the column out rather than report a null.
+			continue
+		case pglogrepl.TupleDataTypeNull:
+			buf = append(buf, "null"...)
+		case pglogrepl.TupleDataTypeText:
+			if buf, err = appendValue(buf, rel.cols[i].typ, c.Data); err != nil {
+				return nil, fmt.Errorf("column %s: %w", rel.cols[i].name, err)
+			}
+		default:
+			return nil, fmt.Errorf("%w: column %s: unsupported format %q", ErrMalformed, rel.cols[i].name, c.DataType)
+		}
+		ends = append(ends, len(buf))
+		idx = append(idx, i)
+	}
+	cols := make([]Column, len(idx))
+	start := 0
+	for j, i := range idx {
+		cols[j] = Column{Name: rel.cols[i].name, Value: buf[start:ends[j]:ends[j]]}
+		start = ends[j]
+	}
+	return cols, nil
+}
+
+// decodeNew decodes a new tuple. An unchanged TOAST column is filled from
+// old (the FULL old row) when it has the column, else left out and named in
+// unchanged.
+func decodeNew(rel *relation, t *pglogrepl.TupleData, old []Column) (cols []Column, unchanged []string, err error) {
+	if t == nil {
+		return nil, nil, fmt.Errorf("%w: missing new tuple", ErrMalformed)
+	}
+	if len(t.Columns) != len(rel.cols) {
+		return nil, nil, fmt.Errorf("%w: tuple has %d columns, relation %d", ErrMalformed, len(t.Columns), len(rel.cols))
+	}
+	var buf []byte
+	type span struct{ col, end int }
+	spans := make([]span, 0, len(rel.cols))
+	fill := make(map[int]Column)
+	for i, c := range t.Columns {
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			buf = append(buf, "null"...)
+		case pglogrepl.TupleDataTypeText:
+			if buf, err = appendValue(buf, rel.cols[i].typ, c.Data); err != nil {
+				return nil, nil, fmt.Errorf("column %s: %w", rel.cols[i].name, err)
+			}
+		case pglogrepl.TupleDataTypeToast:
+			if oc, ok := findColumn(old, i, rel.cols[i].name); ok {
+				fill[i] = oc
+				spans = append(spans, span{i, -1})
+			} else {
+				unchanged = append(unchanged, rel.cols[i].name)
+			}
+			continue
+		default:
+			return nil, nil, fmt.Errorf("%w: column %s: unsupported format %q", ErrMalformed, rel.cols[i].name, c.DataType)
+		}
+		spans = append(spans, span{i, len(buf)})
+	}
+	cols = make([]Column, len(spans))
+	start := 0
+	for j, sp := range spans {
+		if sp.end < 0 {
+			cols[j] = fill[sp.col]
+			continue
+		}
+		cols[j] = Column{Name: rel.cols[sp.col].name, Value: buf[start:sp.end:sp.end]}
+		start = sp.end
+	}
+	return cols, unchanged, nil
+}
+
+// findColumn finds column name in cols, trying index i first.
+func findColumn(cols []Column, i int, name string) (Column, bool) {
+	if i < len(cols) && cols[i].Name == name {
+		return cols[i], true
+	}
+	for _, c := range cols {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Column{}, false
+}

@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// serverFlags selects the server under test: spawned by the runner (the
+// default) or already running (--server-pid with its URLs).
+type serverFlags struct {
+	bin          string
+	pid          int
+	wsURL        string
+	backendURL   string
+	readyURL     string
+	key          string
+	sendQueue    int
+	readyTimeout time.Duration
+	keepDir      bool
+}
+
+func (f *serverFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.bin, "server-bin", "", "snorky binary to spawn (default: go build ./cmd/snorky, else snorky on PATH)")
+	fs.IntVar(&f.pid, "server-pid", 0, "measure an already running server with this PID instead of spawning one (needs --ws, --backend, --key)")
+	fs.StringVar(&f.wsURL, "ws", "", "frontend WebSocket URL of a running server, e.g. ws://127.0.0.1:5001/ws")
+	fs.StringVar(&f.backendURL, "backend", "", "backend URL of a running server, e.g. http://127.0.0.1:5002/backend")
+	fs.StringVar(&f.readyURL, "ready", "", "readiness URL to poll (default: /readyz on the backend listener)")
+	fs.StringVar(&f.key, "key", "", "backend API key of a running server")
+	fs.IntVar(&f.sendQueue, "send-queue-bytes", 1<<20, "frontend.send_queue_bytes of the spawned server")
+	fs.DurationVar(&f.readyTimeout, "ready-timeout", 60*time.Second, "how long to wait for the server to become ready")
+	fs.BoolVar(&f.keepDir, "keep", false, "keep the spawned server's temporary directory (config, log)")
+}
+
+// server is the server under test.
+type server struct {
+	PID        int
+	WSURL      string
+	BackendURL string
+	Key        string
+
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when a spawned server has exited
+	dir    string        // temporary directory of a spawned server
+	log    string        // its log file
+	keep   bool
+}
+
+// startServer spawns and waits for the server, or attaches to a running one.
+func startServer(ctx context.Context, f serverFlags, logf func(string, ...any)) (*server, error) {
+	if f.pid != 0 {
+		if f.wsURL == "" || f.backendURL == "" {
+			return nil, errors.New("--server-pid needs --ws and --backend")
+		}
+		if _, err := readProc(f.pid); err != nil {
+			return nil, fmt.Errorf("--server-pid %d: %w", f.pid, err)
+		}
+		s := &server{PID: f.pid, WSURL: f.wsURL, BackendURL: f.backendURL, Key: f.key}
+		return s, waitReady(ctx, readyURL(f), f.readyTimeout, nil)
+	}
+
+	dir, err := os.MkdirTemp("", "snorky-bench-")
+	if err != nil {
+		return nil, err
+	}
+	s := &server{dir: dir, log: filepath.Join(dir, "server.log"), keep: f.keepDir, Key: "bench-key"}
+	ok := false
+	defer func() {
+		if !ok {
+			s.Stop()
+		}
+	}()
+
+	bin := f.bin
+	if bin == "" {
+		if bin, err = findServer(ctx, dir, logf); err != nil {
+			return nil, err
+		}
+	}
+	wsPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	bePort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	s.WSURL = fmt.Sprintf("ws://127.0.0.1:%d/ws", wsPort)
+	s.BackendURL = fmt.Sprintf("http://127.0.0.1:%d/backend", bePort)
+	cfgPath := filepath.Join(dir, "snorky.yaml")
+	cfg := serverConfig(wsPort, bePort, s.Key, f.sendQueue)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(s.log)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close() // the child holds its own descriptor
+
+	s.cmd = exec.Command(bin, "serve", "--config", cfgPath)
+	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
+	s.cmd.Env = serverEnv(os.Environ())
+	// The server dies with the runner even if the runner is killed.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	s.PID = s.cmd.Process.Pid
+	s.exited = make(chan struct{})
+	go func() {
+		_ = s.cmd.Wait()
+		close(s.exited)
+	}()
+	logf("server: pid %d, %s, %s, log %s", s.PID, s.WSURL, s.BackendURL, s.log)
+	ready := f.readyURL
+	if ready == "" {
+		ready = fmt.Sprintf("http://127.0.0.1:%d/readyz", bePort)
+	}
+	if err := waitReady(ctx, ready, f.readyTimeout, s.exited); err != nil {
+		return nil, fmt.Errorf("%w\n%s", err, s.logTail())
+	}
+	ok = true
+	return s, nil
+}
+
+// serverEnv drops SNORKY_ variables from the spawned server's environment:
+// its configuration is exactly the file the runner wrote (and the server
+// refuses SNORKY_ variables that name no key, like SNORKY_BENCH_E2E).
+func serverEnv(environ []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, "SNORKY_") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func readyURL(f serverFlags) string {
+	if f.readyURL != "" {
+		return f.readyURL
+	}
+	u := f.backendURL
+	if i := strings.Index(u, "://"); i >= 0 {
+		if j := strings.IndexByte(u[i+3:], '/'); j >= 0 {
+			return u[:i+3+j] + "/readyz"
+		}
+	}
+	return strings.TrimRight(u, "/") + "/readyz"
+}
+
+// serverConfig is the YAML the spawned server runs with: loopback only, every
+// origin, no rate limit.
+func serverConfig(wsPort, bePort int, key string, sendQueue int) string {
+	return fmt.Sprintf(`# written by snorky-bench
+frontend:
+  listen: "127.0.0.1:%d"
+  path: /ws
+  allowed_origins: ["*"]
+  send_queue_bytes: %d
+backend:
+  listen: "127.0.0.1:%d"
+  path: /backend
+  api_key: %q
+tokens:
+  secret: "0123456789abcdef0123456789abcdef"
+limits:
+  commands_per_second: 0
+`, wsPort, sendQueue, bePort, key)
+}
+
+// findServer builds cmd/snorky of the enclosing module into dir, or falls
+// back to snorky on PATH.
+func findServer(ctx context.Context, dir string, logf func(string, ...any)) (string, error) {
+	bin := filepath.Join(dir, "snorky")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/snorkyhq/snorky/cmd/snorky")
+	out, buildErr := cmd.CombinedOutput()
+	if buildErr == nil {
+		logf("server: built %s", bin)
+		return bin, nil
+	}
+	if p, err := exec.LookPath("snorky"); err == nil {
+		logf("server: go build failed (%v); using %s", buildErr, p)
+		return p, nil
+	}
+	return "", fmt.Errorf("no server binary: go build ./cmd/snorky: %v: %s; and no snorky on PATH (use --server-bin)", buildErr, bytes.TrimSpace(out))
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// waitReady polls url until it answers 200, the timeout passes or exited is
+// closed.
+func waitReady(ctx context.Context, url string, timeout time.Duration, exited <-chan struct{}) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	last := "no answer"
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("server not ready at %s after %v: %s", url, timeout, last)
+		case <-exited:
+			return fmt.Errorf("server exited before it was ready")
+		case <-tick.C:
+		}
+	}
+}
+
+// Sample reads the server's CPU time and RSS.
+func (s *server) Sample() (procSample, error) { return readProc(s.PID) }
+
+// Exited reports whether a spawned server has exited.
+func (s *server) Exited() bool {
+	if s.exited == nil {
+		return false
+	}
+	select {
+	case <-s.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stop ends a spawned server (SIGTERM, then SIGKILL after 15 s) and removes
+// its directory; it does nothing to a server it did not spawn. The returned
+// error says how the server exited when it did not exit cleanly.
+func (s *server) Stop() error {
+	if s.dir == "" {
+		return nil
+	}
+	var err error
+	if s.cmd != nil && s.cmd.Process != nil {
+		if !s.Exited() {
+			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-s.exited:
+			case <-time.After(15 * time.Second):
+				_ = s.cmd.Process.Kill()
+				<-s.exited
+				err = errors.New("server did not exit within 15s of SIGTERM; killed")
+			}
+		}
+		if err == nil && s.cmd.ProcessState != nil && !s.cmd.ProcessState.Success() {
+			err = fmt.Errorf("server exited: %v\n%s", s.cmd.ProcessState, s.logTail())
+		}
+	}
+	if !s.keep {
+		os.RemoveAll(s.dir)
+	}
+	s.dir = ""
+	return err
+}
+
+// logTail returns the last lines of a spawned server's log.
+func (s *server) logTail() string {
+	if s.log == "" {
+		return ""
+	}
+	b, err := os.ReadFile(s.log)
+	if err != nil {
+		return ""
+	}
+	const maxTail = 2000
+	if len(b) > maxTail {
+		b = b[len(b)-maxTail:]
+	}
+	return "server log (tail):\n" + string(b)
+}

@@ -1,0 +1,213 @@
+package dealers
+
+import "slices"
+
+// The filter index. Each distinct filter (by canonical text) is one entry,
+// shared by every subscription that uses it. An entry is listed under one
+// indexed field and the canonical values that field must equal for the
+// filter to be true: for ["==", f, v] that is v, for ["in", f, vs] the
+// values vs, for ["or", …] of such conditions on one field their union, and
+// for ["and", …] the cheapest of its operands' conditions. A filter with no
+// such condition is in the linear list and evaluated for every row.
+//
+// To match a row, the dealer looks up, for each indexed field, the row's
+// value, and evaluates only the entries listed under it: the cost per row
+// grows with the number of indexed fields and of candidates, not with the
+// number of subscriptions.
+
+// filterEntry is one distinct filter and its subscriptions.
+type filterEntry struct {
+	f    *Filter
+	key  string // canonical filter text
+	subs subSet
+	// field is where the entry is listed; nil when it is in d.linear.
+	field *fieldIndex
+	vals  []string // canonical values the entry is listed under
+	// slots[i] is the entry's position in field.buckets[vals[i]], or
+	// slots[0] its position in d.linear.
+	slots []int32
+}
+
+// slotRef is an entry in a bucket: which entry, and which of its values the
+// bucket is for (so a swap-remove can update the moved entry's slot).
+type slotRef struct {
+	e *filterEntry
+	i int32
+}
+
+// fieldIndex lists entries by the canonical value of one field.
+type fieldIndex struct {
+	field   string
+	path    []string
+	buckets map[string][]slotRef
+	entries int
+}
+
+// condition is a way to index a filter: it can be true only when the field
+// equals one of vals.
+type condition struct {
+	n    *node // the == or in node that names the field
+	vals []*value
+}
+
+// conditions appends the indexable conditions of n: every one of them is
+// necessary for n to be true.
+func conditions(n *node, out []condition) []condition {
+	switch n.op {
+	case opEq:
+		return append(out, condition{n: n, vals: []*value{&n.val}})
+	case opIn:
+		c := condition{n: n, vals: make([]*value, len(n.vals))}
+		for i := range n.vals {
+			c.vals[i] = &n.vals[i]
+		}
+		return append(out, c)
+	case opAnd:
+		for i := range n.kids {
+			out = conditions(&n.kids[i], out)
+		}
+		return out
+	case opOr:
+		// An or of ==/in (or such ors) on one field: the union.
+		if len(n.kids) == 0 {
+			return out
+		}
+		var u condition
+		for i := range n.kids {
+			k := &n.kids[i]
+			if k.op != opEq && k.op != opIn && k.op != opOr {
+				return out
+			}
+			cs := conditions(k, nil)
+			if len(cs) != 1 {
+				return out
+			}
+			if u.n == nil {
+				u.n = cs[0].n
+			} else if cs[0].n.field != u.n.field {
+				return out
+			}
+			u.vals = append(u.vals, cs[0].vals...)
+		}
+		return append(out, u)
+	}
+	return out
+}
+
+// index lists a new entry: under the condition whose buckets currently hold
+// the fewest entries (a cheap guess at the most selective one), or in the
+// linear list.
+func (d *Dealer) index(e *filterEntry) {
+	cs := conditions(&e.f.root, nil)
+	best, bestCost := -1, 0
+	var bestVals []string
+	for i, c := range cs {
+		vals := uniqueCanonicals(c.vals)
+		cost := 0
+		if fi := d.byField[c.n.field]; fi != nil {
+			for _, v := range vals {
+				cost += len(fi.buckets[v])
+			}
+		}
+		if best < 0 || cost < bestCost || (cost == bestCost && len(vals) < len(bestVals)) {
+			best, bestCost, bestVals = i, cost, vals
+		}
+	}
+	if best < 0 {
+		e.slots = []int32{int32(len(d.linear))}
+		d.linear = append(d.linear, e)
+		return
+	}
+	n := cs[best].n
+	fi := d.byField[n.field]
+	if fi == nil {
+		fi = &fieldIndex{field: n.field, path: n.path, buckets: make(map[string][]slotRef)}
+		d.byField[n.field] = fi
+		d.fields = append(d.fields, fi)
+	}
+	fi.entries++
+	e.field = fi
+	e.vals = bestVals
+	e.slots = make([]int32, len(bestVals))
+	for i, v := range bestVals {
+		b := fi.buckets[v]
+		e.slots[i] = int32(len(b))
+		fi.buckets[v] = append(b, slotRef{e: e, i: int32(i)})
+	}
+}
+
+// uniqueCanonicals returns the canonical texts of vals, each once.
+func uniqueCanonicals(vals []*value) []string {
+	out := make([]string, 0, len(vals))
+	seen := make(map[string]struct{}, len(vals))
+	for _, v := range vals {
+		c := canonical(v)
+		if _, dup := seen[c]; dup {
+			continue
+		}
+		seen[c] = struct{}{}
+		out = append(out, c)
+	}
+	return out
+}
+
+// unindex removes an entry from the index.
+func (d *Dealer) unindex(e *filterEntry) {
+	fi := e.field
+	if fi == nil {
+		p := e.slots[0]
+		last := len(d.linear) - 1
+		if int(p) != last {
+			m := d.linear[last]
+			d.linear[p] = m
+			m.slots[0] = p
+		}
+		d.linear[last] = nil
+		d.linear = d.linear[:last]
+		return
+	}
+	for i, v := range e.vals {
+		b := fi.buckets[v]
+		p := e.slots[i]
+		last := len(b) - 1
+		if int(p) != last {
+			b[p] = b[last]
+			b[p].e.slots[b[p].i] = p
+		}
+		b[last] = slotRef{}
+		b = b[:last]
+		if len(b) == 0 {
+			delete(fi.buckets, v)
+		} else {
+			fi.buckets[v] = b
+		}
+	}
+	fi.entries--
+	if fi.entries == 0 {
+		delete(d.byField, fi.field)
+		if i := slices.Index(d.fields, fi); i >= 0 {
+			d.fields = slices.Delete(d.fields, i, i+1)
+		}
+	}
+}
+
+// matchFilters is Match for a filter dealer.
+func (d *Dealer) matchFilters(row *Row, yield func(sub uint64)) {
+	for _, fi := range d.fields {
+		v := row.root.lookup(fi.path)
+		if v == nil {
+			continue
+		}
+		d.scratch = appendCanonical(d.scratch[:0], v)
+		for _, ref := range fi.buckets[string(d.scratch)] {
+			if ref.e.f.Match(row) {
+				ref.e.subs.each(yield)
+			}
+		}
+	}
+	for _, e := range d.linear {
+		if e.f.Match(row) {
+			e.subs.each(yield)
+		}
+	}
+}

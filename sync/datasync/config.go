@@ -1,0 +1,139 @@
+package datasync
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/snorkyhq/snorky/dealers"
+	"github.com/snorkyhq/snorky/sync/token"
+)
+
+// Model is a model: a table's rows, or a name fed only by publishDeltas.
+type Model struct {
+	// Table is the schema-qualified table ("public.tasks"); empty for a
+	// model fed only by publishDeltas.
+	Table string
+	// Key lists the key columns (the primary key by default; [id] without
+	// a table).
+	Key []string
+	// Columns lists the columns that reach clients; empty means all.
+	Columns []string
+}
+
+// Config configures the DataSync engine.
+type Config struct {
+	// Service is the frontend service's wire name (for notifications).
+	Service string
+	Models  map[string]Model
+	Dealers map[string]dealers.Config
+	// AcquireTimeout is how long an authorised subscription waits for its
+	// acquire. Default 120s.
+	AcquireTimeout time.Duration
+	// PendingBytes bounds the deltas buffered for a subscription before it
+	// is acquired; past it the subscription is dropped. Default 512 KiB
+	// (below the default 1 MiB send queue, so the flush on acquire fits).
+	PendingBytes int
+	// Signer signs subscription tokens. Required.
+	Signer *token.Signer
+	// Database says a PostgreSQL source feeds the engine (snapshots need
+	// one).
+	Database bool
+	// Now returns the time; default time.Now (tests).
+	Now func() time.Time
+}
+
+// Validate reports the first problem, naming the configuration key.
+func (c *Config) Validate() error {
+	if c.Signer == nil {
+		return errors.New("tokens.secret: required to sign subscription tokens")
+	}
+	if c.AcquireTimeout < 0 {
+		return errors.New("tokens.acquire_timeout: must be positive")
+	}
+	if c.PendingBytes < 0 {
+		return errors.New("limits.pending_bytes: must be positive")
+	}
+	tables := map[string]string{}
+	for _, name := range sortedKeys(c.Models) {
+		m := c.Models[name]
+		if name == "" {
+			return errors.New("models: a model needs a name")
+		}
+		if m.Table != "" {
+			if other, ok := tables[m.Table]; ok {
+				return fmt.Errorf("models.%s.table: table %s is already the table of model %s", name, m.Table, other)
+			}
+			tables[m.Table] = name
+		}
+		for i, col := range m.Key {
+			if col == "" {
+				return fmt.Errorf("models.%s.key[%d]: empty column name", name, i)
+			}
+		}
+		if len(m.Columns) > 0 {
+			for _, k := range m.Key {
+				if !contains(m.Columns, k) {
+					return fmt.Errorf("models.%s.columns: must include the key column %q", name, k)
+				}
+			}
+		}
+	}
+	for _, name := range sortedKeys(c.Dealers) {
+		d := c.Dealers[name]
+		if _, err := dealers.New(name, d); err != nil {
+			return err
+		}
+		m, ok := c.Models[d.Model]
+		if !ok {
+			return fmt.Errorf("dealers.%s.model: no model named %q; declare it under models", name, d.Model)
+		}
+		if d.Kind == dealers.KindSimple && len(m.Columns) > 0 {
+			col := d.Key
+			for i := range col {
+				if col[i] == '.' {
+					col = col[:i]
+					break
+				}
+			}
+			if !contains(m.Columns, col) {
+				return fmt.Errorf("dealers.%s.key: column %q is not among the columns of model %s", name, col, d.Model)
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Config) withDefaults() {
+	if c.AcquireTimeout == 0 {
+		c.AcquireTimeout = 120 * time.Second
+	}
+	if c.PendingBytes == 0 {
+		c.PendingBytes = 512 << 10
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Service == "" {
+		c.Service = "datasync"
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, e := range list {
+		if e == s {
+			return true
+		}
+	}
+	return false
+}

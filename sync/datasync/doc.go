@@ -1,0 +1,17 @@
+// Package datasync is the DataSync service (spec §2.5 and §3): the backend
+// authorises subscriptions and gets signed, single-use tokens; browsers
+// acquire them; and every delta, from publishDeltas or from a PostgreSQL
+// transaction (Engine.Apply), is routed through the dealers of its model to
+// the subscriptions that match it, with the insert/update/delete transitions
+// of §3.2.
+//
+// One mutex (Engine.mu) guards everything: subscriptions, dealers, pending
+// buffers and the stream position. Routing runs under it and only queues
+// frames (rpc.Conn.Send never blocks), so a transaction's deltas reach every
+// connection contiguously and in commit order, and acquire flushes a
+// subscription's pending deltas before its response with nothing in between.
+//
+// Each delta is encoded at most once per shape (the update itself, the
+// insert and the delete it becomes for subscriptions entering or leaving the
+// match), and the same bytes are queued for every subscription of that shape.
+package datasync
