@@ -36,6 +36,9 @@ type Reader struct {
 	pending   atomic.Int64  // transactions handed to the applier, not yet taken
 	confirmed atomic.Uint64 // last flush position sent to PostgreSQL
 
+	// tap, when set (tests), sees every pgoutput message received.
+	tap func([]byte)
+
 	// Owned by the Run goroutine.
 	st           *stream
 	handed       uint64 // EndLSN of the latest transaction handed to the applier
@@ -344,6 +347,9 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				}
 				r.noteServerEnd(uint64(xld.ServerWALEnd))
 				r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.receivedLSN }, float64(xld.WALStart))
+				if r.tap != nil {
+					r.tap(xld.WALData)
+				}
 				txn, err := r.st.handle(ctx, xld.WALData)
 				if err != nil {
 					return err

@@ -150,7 +150,9 @@ var (
 	genTimestamptz = func(r *rand.Rand) *string {
 		return sometimes(r, []string{"infinity", "-infinity", "epoch"}, func() string { return randTimestamp(r, true) })
 	}
-	genText  = func(r *rand.Rand) *string { return sometimes(r, []string{"", "NULL", `"`}, func() string { return randText(r) }) }
+	genText = func(r *rand.Rand) *string {
+		return sometimes(r, []string{"", "NULL", `"`}, func() string { return randText(r) })
+	}
 	genJSONB = func(r *rand.Rand) *string { return sometimes(r, nil, func() string { return randJSON(r, 0) }) }
 	genDate  = func(r *rand.Rand) *string {
 		return sometimes(r, []string{"infinity", "-infinity", "0044-03-15 BC"}, func() string { return randTimestamp(r, false)[:10] })
@@ -175,7 +177,9 @@ var typeColumns = []typeColumn{
 		})
 	}},
 	{"f8", "float8", genFloat8},
-	{"b", "bool", func(r *rand.Rand) *string { return sometimes(r, nil, func() string { return []string{"t", "f"}[r.IntN(2)] }) }},
+	{"b", "bool", func(r *rand.Rand) *string {
+		return sometimes(r, nil, func() string { return []string{"t", "f"}[r.IntN(2)] })
+	}},
 	{"txt", "text", genText},
 	{"vc", "varchar(40)", genText},
 	{"ch", "char(5)", func(r *rand.Rand) *string { return sometimes(r, []string{"", "ab"}, func() string { return "x" }) }},
@@ -194,8 +198,12 @@ var typeColumns = []typeColumn{
 		})
 	}},
 	{"d", "date", genDate},
-	{"tm", "time", func(r *rand.Rand) *string { return sometimes(r, []string{"24:00:00"}, func() string { return randTimestamp(r, false)[11:] }) }},
-	{"tmtz", "timetz", func(r *rand.Rand) *string { return sometimes(r, nil, func() string { return randTimestamp(r, true)[11:] }) }},
+	{"tm", "time", func(r *rand.Rand) *string {
+		return sometimes(r, []string{"24:00:00"}, func() string { return randTimestamp(r, false)[11:] })
+	}},
+	{"tmtz", "timetz", func(r *rand.Rand) *string {
+		return sometimes(r, nil, func() string { return randTimestamp(r, true)[11:] })
+	}},
 	{"ts", "timestamp", func(r *rand.Rand) *string {
 		return sometimes(r, []string{"infinity", "-infinity"}, func() string { return randTimestamp(r, false) })
 	}},
@@ -207,12 +215,22 @@ var typeColumns = []typeColumn{
 	}},
 	{"js", "json", genJSONB},
 	{"jsb", "jsonb", genJSONB},
-	{"mood", "mood", func(r *rand.Rand) *string { return sometimes(r, nil, func() string { return []string{"sad", "ok", "happy \"quoted\""}[r.IntN(3)] }) }},
-	{"posnum", "posnum", func(r *rand.Rand) *string { return sometimes(r, nil, func() string { return randDigits(r, 1+r.IntN(25)) + ".5" }) }},
-	{"money", "money", func(r *rand.Rand) *string { return sometimes(r, nil, func() string { return fmt.Sprintf("%d.%02d", r.IntN(100000), r.IntN(100)) }) }},
-	{"oid", "oid", func(r *rand.Rand) *string { return sometimes(r, nil, func() string { return strconv.Itoa(int(r.Uint32() >> 1)) }) }},
+	{"mood", "mood", func(r *rand.Rand) *string {
+		return sometimes(r, nil, func() string { return []string{"sad", "ok", "happy \"quoted\""}[r.IntN(3)] })
+	}},
+	{"posnum", "posnum", func(r *rand.Rand) *string {
+		return sometimes(r, nil, func() string { return randDigits(r, 1+r.IntN(25)) + ".5" })
+	}},
+	{"money", "money", func(r *rand.Rand) *string {
+		return sometimes(r, nil, func() string { return fmt.Sprintf("%d.%02d", r.IntN(100000), r.IntN(100)) })
+	}},
+	{"oid", "oid", func(r *rand.Rand) *string {
+		return sometimes(r, nil, func() string { return strconv.Itoa(int(r.Uint32() >> 1)) })
+	}},
 	{"i2v", "int2vector", func(r *rand.Rand) *string { return sometimes(r, []string{""}, func() string { return "1 -2 300" }) }},
-	{"a_i4", "int4[]", arrayOf(func(r *rand.Rand) *string { return sometimes(r, nil, func() string { return strconv.Itoa(int(r.Int32())) }) })},
+	{"a_i4", "int4[]", arrayOf(func(r *rand.Rand) *string {
+		return sometimes(r, nil, func() string { return strconv.Itoa(int(r.Int32())) })
+	})},
 	{"a_i8_2d", "int8[][]", matrixOf(genInt8)},
 	{"a_txt", "text[]", arrayOf(genText)},
 	{"a_num", "numeric[]", arrayOf(genNumeric)},

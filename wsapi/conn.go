@@ -84,6 +84,33 @@ func (c *conn) Send(frame []byte) {
 	}
 }
 
+// SendMany queues frames with nothing between them; if they do not all fit,
+// the connection is a slow consumer.
+func (c *conn) SendMany(frames [][]byte) {
+	n := 0
+	for _, f := range frames {
+		n += len(f)
+	}
+	c.mu.Lock()
+	if c.closeCode != 0 {
+		c.mu.Unlock()
+		return
+	}
+	if c.queued+n > c.h.cfg.SendQueueBytes {
+		c.overflowLocked()
+		c.mu.Unlock()
+		c.abortWrite()
+		return
+	}
+	wasEmpty := len(c.queue) == 0
+	c.queue = append(c.queue, frames...)
+	c.queued += n
+	c.mu.Unlock()
+	if wasEmpty {
+		c.signal()
+	}
+}
+
 // SendLatest queues frame, replacing a frame queued under key and not yet
 // written.
 func (c *conn) SendLatest(key string, frame []byte) {

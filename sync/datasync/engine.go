@@ -298,9 +298,7 @@ func (e *Engine) deliverLocked(s *subscription, frame []byte, batch bool) {
 // flushLocked queues a transaction's frames, each connection's together.
 func (e *Engine) flushLocked() {
 	for _, c := range e.outKeys {
-		for _, f := range e.out[c] {
-			c.Send(f)
-		}
+		rpc.SendMany(c, e.out[c])
 	}
 	clear(e.out)
 	clear(e.outKeys)

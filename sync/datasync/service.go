@@ -61,8 +61,8 @@ func (f *Frontend) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var tok string
-	if json.Unmarshal(p["token"], &tok) != nil {
+	tok, ok := rpc.String(p["token"])
+	if !ok {
 		return nil, ErrTokenNotString
 	}
 	if req.Command == "acquireSubscription" {
@@ -188,8 +188,8 @@ func (e *Engine) authorize(rawItems, snapshot json.RawMessage) (string, error) {
 		if !ok {
 			return "", ErrMissingDealer
 		}
-		var name string
-		if json.Unmarshal(rawDealer, &name) != nil {
+		name, ok := rpc.String(rawDealer)
+		if !ok {
 			return "", ErrDealerNotString
 		}
 		d := e.dealers[name]
@@ -259,14 +259,11 @@ func (e *Engine) parseDeltaLocked(o map[string]json.RawMessage, d *delta) error 
 	if !okT || !okM {
 		return ErrMissingField
 	}
-	var name string
-	if json.Unmarshal(rawModel, &name) != nil {
+	name, ok := rpc.String(rawModel)
+	if !ok {
 		return ErrModelNotString
 	}
-	var typ string
-	if json.Unmarshal(rawType, &typ) != nil {
-		return ErrInvalidDeltaType
-	}
+	typ, _ := rpc.String(rawType)
 	switch typ {
 	case "insert", "delete":
 		data, ok := o["data"]

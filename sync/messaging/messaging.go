@@ -46,8 +46,8 @@ func New(name string, policy NamePolicy) *Service {
 
 // Names are strings; any other JSON value is invalid params.
 func stringParam(raw json.RawMessage) (string, error) {
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	s, ok := rpc.String(raw)
+	if !ok {
 		return "", rpc.ErrInvalidParams
 	}
 	return s, nil

@@ -42,8 +42,7 @@ func (p Policy) Allows(channel json.RawMessage) bool {
 	if len(p.AllowPrefixes) == 0 && len(p.DenyPrefixes) == 0 {
 		return true
 	}
-	var name string
-	isString := json.Unmarshal(channel, &name) == nil
+	name, isString := rpc.String(channel)
 	for _, d := range p.DenyPrefixes {
 		if isString && strings.HasPrefix(name, d) {
 			return false

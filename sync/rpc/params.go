@@ -25,3 +25,24 @@ func Params(raw json.RawMessage, required, optional []string) (map[string]json.R
 	}
 	return p, nil
 }
+
+// String decodes a JSON string strictly: null and every other type fail
+// (encoding/json would accept null as "").
+func String(raw json.RawMessage) (string, bool) {
+	raw = trimSpace(raw)
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", false
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t' || b[0] == '\n' || b[0] == '\r') {
+		b = b[1:]
+	}
+	return b
+}

@@ -30,6 +30,24 @@ type Conn interface {
 	Close(code int, reason string)
 }
 
+// BatchSender is implemented by connections that can queue several frames
+// with nothing else between them (a transaction's deltas, spec §1.6).
+type BatchSender interface {
+	SendMany(frames [][]byte)
+}
+
+// SendMany queues frames on c contiguously when c supports it, else one by
+// one.
+func SendMany(c Conn, frames [][]byte) {
+	if b, ok := c.(BatchSender); ok {
+		b.SendMany(frames)
+		return
+	}
+	for _, f := range frames {
+		c.Send(f)
+	}
+}
+
 // Identity is who a connection is: any JSON value, plus its canonical form
 // (jsonval.Canonical) for use as a map key.
 type Identity struct {
