@@ -1,0 +1,166 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+func identityToken(t testing.TB, s *server, identity any) string {
+	t.Helper()
+	var tok string
+	if err := json.Unmarshal(backendOK(t, s, "identity_backend", "authorizeIdentity", map[string]any{"identity": identity}), &tok); err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+func dialToken(t testing.TB, s *server, tok string) *wsClient {
+	t.Helper()
+	u := s.frontendURL() + "?token=" + url.QueryEscape(tok)
+	orig := s.cfg.Frontend.Path
+	_ = orig
+	ws, _, err := websocket.DefaultDialer.Dial(u, nil)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	c := &wsClient{t: t, ws: ws, msgs: make(chan []byte, 1000), done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for {
+			_, m, err := ws.ReadMessage()
+			if err != nil {
+				c.closeErr = err
+				return
+			}
+			c.msgs <- m
+		}
+	}()
+	t.Cleanup(func() { ws.Close() })
+	return c
+}
+
+// TestIdentityChatOverWebSocket: identity from the URL token and from
+// authenticate, chat presence across two devices of one identity, and
+// disconnectIdentity closing with 4001.
+func TestIdentityChatOverWebSocket(t *testing.T) {
+	s := startServer(t, "")
+	alice1 := dialToken(t, s, identityToken(t, s, "alice"))
+	alice2 := dialToken(t, s, identityToken(t, s, "alice"))
+	bob := dial(t, s, nil)
+	bob.fails("chat", "join", map[string]any{"channel": "#cats"}, "Not authenticated")
+	if got := bob.ok("identity", "authenticate", map[string]any{"token": identityToken(t, s, "bob")}); got != "bob" {
+		t.Fatalf("authenticate: got %v, want bob", got)
+	}
+	bob.fails("identity", "authenticate", map[string]any{"token": identityToken(t, s, "bob")}, "Identity already set")
+
+	bob.ok("chat", "join", map[string]any{"channel": "#cats"})
+	alice1.ok("chat", "join", map[string]any{"channel": "#cats"})
+	if m := bob.next()["message"].(map[string]any); m["type"] != "presence" || m["from"] != "alice" || m["status"] != "joined" {
+		t.Fatalf("bob: got %v, want alice joined", m)
+	}
+	// Alice's second device: no new presence for bob.
+	alice2.ok("chat", "join", map[string]any{"channel": "#cats"})
+	alice2.ok("chat", "send", map[string]any{"channel": "#cats", "body": "meow"})
+	for _, c := range []*wsClient{bob, alice1, alice2} {
+		m := c.next()["message"].(map[string]any)
+		if m["type"] != "message" || m["from"] != "alice" || m["body"] != "meow" || !strings.HasSuffix(m["timestamp"].(string), "Z") {
+			t.Fatalf("got %v, want alice's message", m)
+		}
+	}
+	// Logout: both of alice's devices are closed with 4001.
+	var n int
+	json.Unmarshal(backendOK(t, s, "identity_backend", "disconnectIdentity", map[string]any{"identity": "alice"}), &n)
+	if n != 2 {
+		t.Fatalf("disconnectIdentity: got %d, want 2", n)
+	}
+	for _, c := range []*wsClient{alice1, alice2} {
+		var ce *websocket.CloseError
+		if err := c.waitClose(); !errors.As(err, &ce) || ce.Code != 4001 || ce.Text != "identity revoked" {
+			t.Fatalf("got %v, want close 4001 identity revoked", err)
+		}
+	}
+	// Her last connection has gone: bob sees her leave.
+	if m := bob.next()["message"].(map[string]any); m["type"] != "presence" || m["status"] != "left" {
+		t.Fatalf("bob: got %v, want alice left", m)
+	}
+}
+
+func TestBadIdentityTokenInURLCloses4001(t *testing.T) {
+	s := startServer(t, "")
+	tok := identityToken(t, s, "alice")
+	for _, bad := range []string{"garbage", tok[:len(tok)-3] + "xyz"} {
+		c := dialToken(t, s, bad)
+		var ce *websocket.CloseError
+		if err := c.waitClose(); !errors.As(err, &ce) || ce.Code != 4001 || ce.Text != "invalid identity token" {
+			t.Fatalf("token %q: got %v, want close 4001 invalid identity token", bad, err)
+		}
+	}
+}
+
+// TestRateLimit: a client over the rate limit is answered with the error
+// and then disconnected with 4029, while another user's messages keep
+// flowing.
+func TestRateLimit(t *testing.T) {
+	s := startServer(t, `limits: {commands_per_second: 20, rate_limit_grace: 1s}`)
+	abuser, other, listener := dial(t, s, nil), dial(t, s, nil), dial(t, s, nil)
+	listener.ok("pubsub", "subscribe", map[string]any{"channel": "c"})
+
+	limited := 0
+	closed := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-abuser.done:
+				closed <- abuser.closeErr
+				return
+			default:
+			}
+			if err := abuser.ws.WriteMessage(websocket.TextMessage, []byte(`{"service":"pubsub","message":{"command":"publish","params":{"channel":"x","message":1},"callId":1}}`)); err != nil {
+				<-abuser.done
+				closed <- abuser.closeErr
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	deadline := time.After(20 * time.Second)
+	var closeErr error
+loop:
+	for {
+		select {
+		case m := <-abuser.msgs:
+			if strings.Contains(string(m), `"message":"Rate limit exceeded"`) {
+				limited++
+			}
+		case closeErr = <-closed:
+			break loop
+		case <-deadline:
+			t.Fatal("abuser not disconnected within 20s")
+		}
+	}
+	for len(abuser.msgs) > 0 {
+		if strings.Contains(string(<-abuser.msgs), "Rate limit exceeded") {
+			limited++
+		}
+	}
+	var ce *websocket.CloseError
+	if !errors.As(closeErr, &ce) || ce.Code != 4029 {
+		t.Fatalf("abuser: got %v, want close 4029", closeErr)
+	}
+	if limited == 0 {
+		t.Fatal("abuser never got \"Rate limit exceeded\"")
+	}
+	// The other user was never limited.
+	for i := range 10 {
+		other.ok("pubsub", "publish", map[string]any{"channel": "c", "message": i})
+		if m := listener.next()["message"].(map[string]any); m["type"] != "message" {
+			t.Fatalf("listener: got %v", m)
+		}
+	}
+}
