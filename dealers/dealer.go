@@ -76,12 +76,13 @@ type Dealer struct {
 	items int
 	all   subSet // every subscription with an item, with its item count
 
-	keys map[string]*subSet // simple: canonical key → subscriptions
+	keys keyMap[subSet] // simple: canonical key → subscriptions
 
 	filters map[string]*filterEntry // filter: canonical filter text → entry
 	fields  []*fieldIndex           // filter: the indexed fields, in creation order
 	byField map[string]*fieldIndex  // filter: dotted field → index
 	linear  []*filterEntry          // filter: entries with nothing to index
+	paths   map[string]*sharedPath  // filter: fields of all filters, split once
 
 	scratch []byte // canonical text of the value being looked up
 }
@@ -99,10 +100,10 @@ func New(name string, cfg Config) (*Dealer, error) {
 	switch cfg.Kind {
 	case KindSimple:
 		d.path = strings.Split(cfg.Key, ".")
-		d.keys = make(map[string]*subSet)
 	case KindFilter:
 		d.filters = make(map[string]*filterEntry)
 		d.byField = make(map[string]*fieldIndex)
+		d.paths = make(map[string]*sharedPath)
 	}
 	return d, nil
 }
@@ -158,18 +159,14 @@ func (d *Dealer) Add(sub uint64, q Query) {
 	d.check(q)
 	switch d.cfg.Kind {
 	case KindSimple:
-		s := d.keys[q.key]
-		if s == nil {
-			s = &subSet{}
-			d.keys[q.key] = s
-		}
+		s, _ := d.keys.get(q.key)
 		s.add(sub)
+		d.keys.set(q.key, s)
 	case KindFilter:
 		e := d.filters[q.key]
 		if e == nil {
-			e = &filterEntry{f: q.f, key: q.key}
+			e = d.newEntry(q)
 			d.filters[q.key] = e
-			d.index(e)
 		}
 		e.subs.add(sub)
 	}
@@ -184,12 +181,14 @@ func (d *Dealer) Remove(sub uint64, q Query) {
 	d.check(q)
 	switch d.cfg.Kind {
 	case KindSimple:
-		s := d.keys[q.key]
-		if s == nil || !s.remove(sub) {
+		s, ok := d.keys.get(q.key)
+		if !ok || !s.remove(sub) {
 			return
 		}
 		if s.len() == 0 {
-			delete(d.keys, q.key)
+			d.keys.delete(q.key)
+		} else {
+			d.keys.set(q.key, s)
 		}
 	case KindFilter:
 		e := d.filters[q.key]
@@ -197,7 +196,7 @@ func (d *Dealer) Remove(sub uint64, q Query) {
 			return
 		}
 		if e.subs.len() == 0 {
-			d.unindex(e)
+			d.dropEntry(e)
 			delete(d.filters, q.key)
 		}
 	case KindBroadcast:
@@ -224,7 +223,7 @@ func (d *Dealer) Match(row *Row, yield func(sub uint64)) {
 			return // absent key: nothing matches
 		}
 		d.scratch = appendCanonical(d.scratch[:0], v)
-		if s := d.keys[string(d.scratch)]; s != nil {
+		if s, ok := d.keys.lookup(d.scratch); ok {
 			s.each(yield)
 		}
 	case KindFilter:

@@ -163,8 +163,8 @@ func TestSimpleDealerDuplicateItems(t *testing.T) {
 	if got := matches(d, row); got != nil {
 		t.Errorf("after removing both: got %v, want none", got)
 	}
-	if d.Len() != 0 || len(d.keys) != 0 || all(d) != nil {
-		t.Errorf("got Len %d, %d keys, All %v; want an empty dealer", d.Len(), len(d.keys), all(d))
+	if d.Len() != 0 || d.keys.len() != 0 || all(d) != nil {
+		t.Errorf("got Len %d, %d keys, All %v; want an empty dealer", d.Len(), d.keys.len(), all(d))
 	}
 }
 
@@ -227,8 +227,14 @@ func TestFilterDealer(t *testing.T) {
 		t.Errorf("distinct filters: got %d, want %d", got, want)
 	}
 	// Sub 6's filter is listed under one of its conditions only.
-	if e := d.filters[mustCompile(t, d, `["and", ["==", "team", "red"], ["==", "owner", 7]]`).key]; e.field == nil || len(e.vals) != 1 {
-		t.Errorf("and-filter: got field %v vals %v, want one indexed value", e.field, e.vals)
+	if e := d.filters[mustCompile(t, d, `["and", ["==", "team", "red"], ["==", "owner", 7]]`).key]; e.field == nil || len(e.at) != 1 || e.f == nil {
+		t.Errorf("and-filter: got field %v at %v, filter %v; want one indexed value and the filter", e.field, e.at, e.f)
+	}
+	// Pure equality filters are found by the index and never evaluated.
+	for _, q := range []string{`["==", "owner", 7]`, `["in", "owner", [7, 8]]`, `["or", ["==", "owner", 8], ["in", "owner", [9]]]`} {
+		if e := d.filters[mustCompile(t, d, q).key]; e.field == nil || e.f != nil {
+			t.Errorf("%s: got field %v, filter %v; want indexed and exact", q, e.field, e.f)
+		}
 	}
 	if _, err := d.Compile(json.RawMessage(`["like", "a", 1]`)); err == nil || err.Error() != `unknown operator "like"` {
 		t.Errorf("Compile: got %v, want unknown operator", err)
@@ -239,7 +245,7 @@ func TestFilterDealer(t *testing.T) {
 		8: `["==", "owner", 7]`, 9: `["in", "owner", []]`, 10: `["or"]`} {
 		d.Remove(sub, mustCompile(t, d, q))
 	}
-	if d.Len() != 0 || len(d.filters) != 0 || len(d.fields) != 0 || len(d.byField) != 0 || len(d.linear) != 0 || all(d) != nil {
+	if d.Len() != 0 || len(d.filters) != 0 || len(d.fields) != 0 || len(d.byField) != 0 || len(d.linear) != 0 || len(d.paths) != 0 || all(d) != nil {
 		t.Errorf("after removing everything: Len %d, %d filters, %d fields, %d linear; want an empty dealer",
 			d.Len(), len(d.filters), len(d.fields), len(d.linear))
 	}

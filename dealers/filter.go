@@ -46,10 +46,9 @@ type node struct {
 	op    op
 	field string   // comparisons and in: the dotted field as written
 	path  []string // field split at dots
-	val   value    // comparisons: the operand
+	val   value    // comparisons: the operand; in: the array of values
 	num   *jsonval.Number
-	vals  []value // in: the listed values
-	kids  []node  // and, or, not
+	kids  []node // and, or, not
 }
 
 // ParseFilter validates and compiles a filter expression. The error's text
@@ -115,7 +114,7 @@ func compileNode(n *node, v *value) error {
 		if args[1].kind != kindArray {
 			return fmt.Errorf(`"in" takes an array of values, got %s`, args[1].kind)
 		}
-		n.vals = args[1].c.elems
+		n.val = args[1]
 		return nil
 	}
 	n.val = args[1]
@@ -176,8 +175,8 @@ func (n *node) eval(root *value) bool {
 	case opNe:
 		return !n.equal(v)
 	case opIn:
-		for i := range n.vals {
-			if equal(v, &n.vals[i]) {
+		for i := range n.val.c.elems {
+			if equal(v, &n.val.c.elems[i]) {
 				return true
 			}
 		}

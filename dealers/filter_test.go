@@ -81,7 +81,7 @@ func TestFilterMatch(t *testing.T) {
 		{`["<", "a", "b"]`, `{"a": "a"}`, true},
 		{`["<", "a", "b"]`, `{"a": "ba"}`, false},
 		{`["<", "a", "ab"]`, `{"a": "a"}`, true},
-		{`["<", "a", "Z"]`, `{"a": "a"}`, false},           // code point order
+		{`["<", "a", "Z"]`, `{"a": "a"}`, false},                 // code point order
 		{`["<", "a", "\uffff"]`, `{"a": "\ud83d\ude00"}`, false}, // U+1F600 > U+FFFF
 		{`[">=", "a", ""]`, `{"a": ""}`, true},
 		// ordering across types and of other types is false

@@ -62,7 +62,7 @@ func FuzzParseFilter(f *testing.F) {
 		}
 		d.Remove(1, q)
 		d.Remove(2, q)
-		if d.Len() != 0 || len(d.filters) != 0 || len(d.fields) != 0 || len(d.linear) != 0 {
+		if d.Len() != 0 || len(d.filters) != 0 || len(d.fields) != 0 || len(d.linear) != 0 || len(d.paths) != 0 {
 			t.Fatalf("dealer not empty after removing every item")
 		}
 	})

@@ -17,15 +17,24 @@ import "slices"
 
 // filterEntry is one distinct filter and its subscriptions.
 type filterEntry struct {
+	// f is the filter, with paths shared through d.paths; nil when the
+	// filter is exact: true exactly when its indexed field equals one of
+	// its values (an ==, an in, or an or of them on one field), so finding
+	// the entry is the match and nothing is evaluated.
 	f    *Filter
 	key  string // canonical filter text
 	subs subSet
 	// field is where the entry is listed; nil when it is in d.linear.
 	field *fieldIndex
-	vals  []string // canonical values the entry is listed under
-	// slots[i] is the entry's position in field.buckets[vals[i]], or
-	// slots[0] its position in d.linear.
-	slots []int32
+	// at lists the canonical values the entry is listed under and its
+	// position in each of their buckets; or, for a linear entry, at[0].slot
+	// is its position in d.linear.
+	at []entrySlot
+}
+
+type entrySlot struct {
+	val  string
+	slot int32
 }
 
 // slotRef is an entry in a bucket: which entry, and which of its values the
@@ -39,8 +48,66 @@ type slotRef struct {
 type fieldIndex struct {
 	field   string
 	path    []string
-	buckets map[string][]slotRef
+	buckets keyMap[[]slotRef]
 	entries int
+}
+
+// sharedPath is a field split at dots, shared by every filter of the dealer
+// that names it (less memory, and hot in the cache when routing).
+type sharedPath struct {
+	path []string
+	refs int
+}
+
+// newEntry makes the entry of a new distinct filter and indexes it.
+func (d *Dealer) newEntry(q Query) *filterEntry {
+	e := &filterEntry{key: q.key}
+	if !d.index(e, &q.f.root) {
+		e.f = &Filter{root: d.copyNode(&q.f.root)}
+	}
+	return e
+}
+
+// dropEntry removes an entry from the index and releases its paths.
+func (d *Dealer) dropEntry(e *filterEntry) {
+	d.unindex(e)
+	if e.f != nil {
+		d.releasePaths(&e.f.root)
+	}
+}
+
+// copyNode copies a filter tree, taking its paths from d.paths.
+func (d *Dealer) copyNode(n *node) node {
+	c := *n
+	if n.path != nil {
+		sp := d.paths[n.field]
+		if sp == nil {
+			sp = &sharedPath{path: n.path}
+			d.paths[n.field] = sp
+		}
+		sp.refs++
+		c.path = sp.path
+	}
+	if n.kids != nil {
+		c.kids = make([]node, len(n.kids))
+		for i := range n.kids {
+			c.kids[i] = d.copyNode(&n.kids[i])
+		}
+	}
+	return c
+}
+
+func (d *Dealer) releasePaths(n *node) {
+	if n.path != nil {
+		if sp := d.paths[n.field]; sp != nil {
+			if sp.refs--; sp.refs == 0 {
+				delete(d.paths, n.field)
+			}
+		}
+	}
+	for i := range n.kids {
+		d.releasePaths(&n.kids[i])
+	}
 }
 
 // condition is a way to index a filter: it can be true only when the field
@@ -57,9 +124,10 @@ func conditions(n *node, out []condition) []condition {
 	case opEq:
 		return append(out, condition{n: n, vals: []*value{&n.val}})
 	case opIn:
-		c := condition{n: n, vals: make([]*value, len(n.vals))}
-		for i := range n.vals {
-			c.vals[i] = &n.vals[i]
+		elems := n.val.c.elems
+		c := condition{n: n, vals: make([]*value, len(elems))}
+		for i := range elems {
+			c.vals[i] = &elems[i]
 		}
 		return append(out, c)
 	case opAnd:
@@ -94,11 +162,12 @@ func conditions(n *node, out []condition) []condition {
 	return out
 }
 
-// index lists a new entry: under the condition whose buckets currently hold
-// the fewest entries (a cheap guess at the most selective one), or in the
-// linear list.
-func (d *Dealer) index(e *filterEntry) {
-	cs := conditions(&e.f.root, nil)
+// index lists a new entry with filter root: under the condition whose
+// buckets currently hold the fewest entries (a cheap guess at the most
+// selective one), or in the linear list. It reports whether the filter is
+// exact (see filterEntry.f).
+func (d *Dealer) index(e *filterEntry, root *node) (exact bool) {
+	cs := conditions(root, nil)
 	best, bestCost := -1, 0
 	var bestVals []string
 	for i, c := range cs {
@@ -106,7 +175,8 @@ func (d *Dealer) index(e *filterEntry) {
 		cost := 0
 		if fi := d.byField[c.n.field]; fi != nil {
 			for _, v := range vals {
-				cost += len(fi.buckets[v])
+				b, _ := fi.buckets.get(v)
+				cost += len(b)
 			}
 		}
 		if best < 0 || cost < bestCost || (cost == bestCost && len(vals) < len(bestVals)) {
@@ -114,26 +184,27 @@ func (d *Dealer) index(e *filterEntry) {
 		}
 	}
 	if best < 0 {
-		e.slots = []int32{int32(len(d.linear))}
+		e.at = []entrySlot{{slot: int32(len(d.linear))}}
 		d.linear = append(d.linear, e)
-		return
+		return false
 	}
 	n := cs[best].n
 	fi := d.byField[n.field]
 	if fi == nil {
-		fi = &fieldIndex{field: n.field, path: n.path, buckets: make(map[string][]slotRef)}
+		fi = &fieldIndex{field: n.field, path: n.path}
 		d.byField[n.field] = fi
 		d.fields = append(d.fields, fi)
 	}
 	fi.entries++
 	e.field = fi
-	e.vals = bestVals
-	e.slots = make([]int32, len(bestVals))
+	e.at = make([]entrySlot, len(bestVals))
 	for i, v := range bestVals {
-		b := fi.buckets[v]
-		e.slots[i] = int32(len(b))
-		fi.buckets[v] = append(b, slotRef{e: e, i: int32(i)})
+		b, _ := fi.buckets.get(v)
+		e.at[i] = entrySlot{val: v, slot: int32(len(b))}
+		fi.buckets.set(v, append(b, slotRef{e: e, i: int32(i)}))
 	}
+	// For these operators conditions returned one condition: the root's.
+	return root.op == opEq || root.op == opIn || root.op == opOr
 }
 
 // uniqueCanonicals returns the canonical texts of vals, each once.
@@ -155,31 +226,31 @@ func uniqueCanonicals(vals []*value) []string {
 func (d *Dealer) unindex(e *filterEntry) {
 	fi := e.field
 	if fi == nil {
-		p := e.slots[0]
+		p := e.at[0].slot
 		last := len(d.linear) - 1
 		if int(p) != last {
 			m := d.linear[last]
 			d.linear[p] = m
-			m.slots[0] = p
+			m.at[0].slot = p
 		}
 		d.linear[last] = nil
 		d.linear = d.linear[:last]
 		return
 	}
-	for i, v := range e.vals {
-		b := fi.buckets[v]
-		p := e.slots[i]
+	for _, a := range e.at {
+		b, _ := fi.buckets.get(a.val)
+		p := a.slot
 		last := len(b) - 1
 		if int(p) != last {
 			b[p] = b[last]
-			b[p].e.slots[b[p].i] = p
+			b[p].e.at[b[p].i].slot = p
 		}
 		b[last] = slotRef{}
 		b = b[:last]
 		if len(b) == 0 {
-			delete(fi.buckets, v)
+			fi.buckets.delete(a.val)
 		} else {
-			fi.buckets[v] = b
+			fi.buckets.set(a.val, b)
 		}
 	}
 	fi.entries--
@@ -199,9 +270,10 @@ func (d *Dealer) matchFilters(row *Row, yield func(sub uint64)) {
 			continue
 		}
 		d.scratch = appendCanonical(d.scratch[:0], v)
-		for _, ref := range fi.buckets[string(d.scratch)] {
-			if ref.e.f.Match(row) {
-				ref.e.subs.each(yield)
+		b, _ := fi.buckets.lookup(d.scratch)
+		for _, ref := range b {
+			if e := ref.e; e.f == nil || e.f.Match(row) {
+				e.subs.each(yield)
 			}
 		}
 	}

@@ -204,7 +204,7 @@ func TestFilterDealerProperty(t *testing.T) {
 		return f.Match(mustRow(t, row))
 	}
 	churn(t, d, g, func() string { return g.filter(3) }, want)
-	if len(d.fields) != 0 || len(d.linear) != 0 {
+	if len(d.fields) != 0 || len(d.linear) != 0 || len(d.paths) != 0 {
 		t.Errorf("empty dealer still has %d fields, %d linear entries", len(d.fields), len(d.linear))
 	}
 }

@@ -2,21 +2,35 @@ package dealers
 
 // subSet is a multiset of subscription IDs: each subscription once, with the
 // number of items it added. Sets are small in the common case (one
-// subscription per key), so a set keeps a plain slice and adds a position map
-// only when it grows past smallSet.
+// subscription per key), so the first element is stored inline (no pointer
+// to follow when routing) and a position map is added only when the set
+// grows past smallSet.
 type subSet struct {
-	list []subCount
-	pos  map[uint64]int32 // index into list; nil while the set is small
+	first subCount   // element 0; n == 0 when the set is empty
+	rest  []subCount // elements 1…
+	pos   map[uint64]int32
 }
 
 type subCount struct {
 	sub uint64
-	n   uint32
+	n   uint32 // items; at least 1 for a member
 }
 
 const smallSet = 8
 
-func (s *subSet) len() int { return len(s.list) }
+func (s *subSet) len() int {
+	if s.first.n == 0 {
+		return 0
+	}
+	return 1 + len(s.rest)
+}
+
+func (s *subSet) at(i int) *subCount {
+	if i == 0 {
+		return &s.first
+	}
+	return &s.rest[i-1]
+}
 
 func (s *subSet) find(sub uint64) int {
 	if s.pos != nil {
@@ -25,9 +39,15 @@ func (s *subSet) find(sub uint64) int {
 		}
 		return -1
 	}
-	for i := range s.list {
-		if s.list[i].sub == sub {
-			return i
+	if s.first.n == 0 {
+		return -1
+	}
+	if s.first.sub == sub {
+		return 0
+	}
+	for i := range s.rest {
+		if s.rest[i].sub == sub {
+			return i + 1
 		}
 	}
 	return -1
@@ -36,17 +56,21 @@ func (s *subSet) find(sub uint64) int {
 // add counts one more item of sub.
 func (s *subSet) add(sub uint64) {
 	if i := s.find(sub); i >= 0 {
-		s.list[i].n++
+		s.at(i).n++
 		return
 	}
-	s.list = append(s.list, subCount{sub: sub, n: 1})
-	switch {
+	if s.first.n == 0 {
+		s.first = subCount{sub: sub, n: 1}
+		return
+	}
+	s.rest = append(s.rest, subCount{sub: sub, n: 1})
+	switch n := s.len(); {
 	case s.pos != nil:
-		s.pos[sub] = int32(len(s.list) - 1)
-	case len(s.list) > smallSet:
-		s.pos = make(map[uint64]int32, len(s.list))
-		for i, e := range s.list {
-			s.pos[e.sub] = int32(i)
+		s.pos[sub] = int32(n - 1)
+	case n > smallSet:
+		s.pos = make(map[uint64]int32, n)
+		for i := range n {
+			s.pos[s.at(i).sub] = int32(i)
 		}
 	}
 }
@@ -57,35 +81,43 @@ func (s *subSet) remove(sub uint64) bool {
 	if i < 0 {
 		return false
 	}
-	if s.list[i].n > 1 {
-		s.list[i].n--
+	if c := s.at(i); c.n > 1 {
+		c.n--
 		return true
 	}
-	last := len(s.list) - 1
+	last := s.len() - 1
 	if i != last {
-		s.list[i] = s.list[last]
+		*s.at(i) = *s.at(last)
 		if s.pos != nil {
-			s.pos[s.list[i].sub] = int32(i)
+			s.pos[s.at(i).sub] = int32(i)
 		}
 	}
-	s.list[last] = subCount{}
-	s.list = s.list[:last]
+	if last == 0 {
+		s.first = subCount{}
+	} else {
+		s.rest[last-1] = subCount{}
+		s.rest = s.rest[:last-1]
+	}
 	if s.pos != nil {
 		delete(s.pos, sub)
-		if len(s.list) <= smallSet/2 {
+		if s.len() <= smallSet/2 {
 			s.pos = nil
 		}
 	}
-	if len(s.list) == 0 {
-		s.list = nil
-	} else if cap(s.list) > 32 && len(s.list) < cap(s.list)/4 {
-		s.list = append([]subCount(nil), s.list...)
+	if len(s.rest) == 0 {
+		s.rest = nil
+	} else if cap(s.rest) > 32 && len(s.rest) < cap(s.rest)/4 {
+		s.rest = append([]subCount(nil), s.rest...)
 	}
 	return true
 }
 
 func (s *subSet) each(yield func(sub uint64)) {
-	for i := range s.list {
-		yield(s.list[i].sub)
+	if s.first.n == 0 {
+		return
+	}
+	yield(s.first.sub)
+	for i := range s.rest {
+		yield(s.rest[i].sub)
 	}
 }

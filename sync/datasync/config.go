@@ -40,6 +40,10 @@ type Config struct {
 	// Database says a PostgreSQL source feeds the engine (snapshots need
 	// one).
 	Database bool
+	// HistoryMaxAge and HistoryMaxBytes bound the recent transactions kept
+	// for snapshot handoff (D8). Defaults 2 minutes and 64 MiB.
+	HistoryMaxAge   time.Duration
+	HistoryMaxBytes int
 	// Now returns the time; default time.Now (tests).
 	Now func() time.Time
 }
@@ -111,6 +115,12 @@ func (c *Config) withDefaults() {
 	}
 	if c.PendingBytes == 0 {
 		c.PendingBytes = 512 << 10
+	}
+	if c.HistoryMaxAge == 0 {
+		c.HistoryMaxAge = 2 * time.Minute
+	}
+	if c.HistoryMaxBytes == 0 {
+		c.HistoryMaxBytes = 64 << 20
 	}
 	if c.Now == nil {
 		c.Now = time.Now

@@ -38,6 +38,8 @@ type Engine struct {
 	lsn   uint64
 	batch uint32
 
+	history *history // nil without a database
+
 	// Scratch state of one routing pass, reused.
 	marks   map[uint64]uint8
 	out     map[rpc.Conn][][]byte
@@ -60,6 +62,9 @@ type subscription struct {
 	pending [][]byte
 	size    int // bytes pending
 	timer   *time.Timer
+	// snap, when set, is the snapshot the application's query saw: the
+	// transactions visible in it are never delivered (D8).
+	snap *snapshot
 }
 
 type item struct {
@@ -90,6 +95,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 		byConn:  map[rpc.Conn]map[*subscription]struct{}{},
 		marks:   map[uint64]uint8{},
 		out:     map[rpc.Conn][][]byte{},
+	}
+	if cfg.Database {
+		e.history = newHistory(cfg.HistoryMaxAge, cfg.HistoryMaxBytes)
 	}
 	m, err := newMetrics(reg, e)
 	if err != nil {
@@ -255,7 +263,7 @@ func (e *Engine) routeLocked(d *delta, batch bool) error {
 	var frames [4][]byte // by mark: 1 old only, 2 new only, 3 both
 	for seq, mark := range e.marks {
 		s := e.subs[seq]
-		if s == nil {
+		if s == nil || s.snap != nil && d.lsn != 0 && s.snap.visible(d.xid) {
 			continue
 		}
 		f := frames[mark]
@@ -383,6 +391,8 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 	defer e.mu.Unlock()
 	e.lsn, e.batch = txn.EndLSN, 0
 	batch := len(txn.Changes) > 1
+	var kept []delta
+	size := 0
 	for i := range txn.Changes {
 		ch := &txn.Changes[i]
 		m := e.byTable[ch.Table]
@@ -416,9 +426,16 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 		if err := e.routeLocked(&d, batch); err != nil {
 			e.log.Error("routing a change", "table", ch.Table, "lsn", txn.CommitLSN, "err", err)
 		}
+		if e.history != nil {
+			kept = append(kept, d)
+			size += len(d.data) + len(d.old) + 128
+		}
 	}
 	if batch {
 		e.flushLocked()
+	}
+	if e.history != nil {
+		e.history.add(histTxn{xid: txn.Xid, at: e.cfg.Now(), deltas: kept, size: size + 64}, e.cfg.Now())
 	}
 	e.metrics.txns.Inc()
 	return nil
@@ -459,4 +476,57 @@ func (m *model) keyJSON(cols []cdc.Column) json.RawMessage {
 		}
 	}
 	return m.rowJSON(keep, nil)
+}
+
+// replayLocked queues, for a subscription authorised with a snapshot, the
+// held transactions its snapshot did not see, in commit order.
+func (e *Engine) replayLocked(s *subscription) {
+	e.history.each(func(t *histTxn) {
+		if s.snap.visible(t.xid) {
+			return
+		}
+		for i := range t.deltas {
+			if e.byID[s.id] != s {
+				return // dropped: too many pending deltas
+			}
+			d := &t.deltas[i]
+			if mark := e.marksFor(s, d); mark != 0 {
+				e.deliverLocked(s, e.encode(d, mark), false)
+			}
+		}
+	})
+}
+
+// marksFor evaluates one subscription's items against a delta.
+func (e *Engine) marksFor(s *subscription, d *delta) uint8 {
+	var mark uint8
+	var oldRow, newRow *dealers.Row
+	for _, it := range s.items {
+		if it.d.Model() != d.model.name {
+			continue
+		}
+		switch d.typ {
+		case "truncate":
+			mark |= inNew
+		case "insert", "delete":
+			if newRow == nil {
+				newRow, _ = dealers.NewRow(d.data)
+			}
+			if newRow != nil && it.d.MatchQuery(it.q, newRow) {
+				mark |= inNew
+			}
+		case "update":
+			if newRow == nil {
+				newRow, _ = dealers.NewRow(d.data)
+				oldRow, _ = dealers.NewRow(d.old)
+			}
+			if oldRow != nil && it.d.MatchQuery(it.q, oldRow) {
+				mark |= inOld
+			}
+			if newRow != nil && it.d.MatchQuery(it.q, newRow) {
+				mark |= inNew
+			}
+		}
+	}
+	return mark
 }

@@ -13,6 +13,14 @@ import (
 )
 
 func newTestEngine(t testing.TB) (*Engine, *rpc.Registry) {
+	return newTestEngineWith(t, false, 0)
+}
+
+func newTestEngineDB(t testing.TB, historyBytes int) (*Engine, *rpc.Registry) {
+	return newTestEngineWith(t, true, historyBytes)
+}
+
+func newTestEngineWith(t testing.TB, db bool, historyBytes int) (*Engine, *rpc.Registry) {
 	t.Helper()
 	signer, err := token.New([]byte("0123456789abcdef0123"))
 	if err != nil {
@@ -26,7 +34,9 @@ func newTestEngine(t testing.TB) (*Engine, *rpc.Registry) {
 			"ByOwner": {Model: "Task", Kind: dealers.KindSimple, Key: "owner"},
 			"All":     {Model: "Task", Kind: dealers.KindBroadcast},
 		},
-		Signer: signer,
+		Signer:          signer,
+		Database:        db,
+		HistoryMaxBytes: historyBytes,
 	}, nil, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -163,7 +163,7 @@ func (e *Engine) Authorize(items json.RawMessage) (string, error) {
 	return e.authorize(items, nil)
 }
 
-func (e *Engine) authorize(rawItems, snapshot json.RawMessage) (string, error) {
+func (e *Engine) authorize(rawItems, rawSnap json.RawMessage) (string, error) {
 	var list []json.RawMessage
 	if json.Unmarshal(rawItems, &list) != nil || list == nil {
 		return "", rpc.ErrInvalidParams
@@ -174,14 +174,24 @@ func (e *Engine) authorize(rawItems, snapshot json.RawMessage) (string, error) {
 			return "", rpc.ErrInvalidParams
 		}
 	}
-	if snapshot != nil {
+	var snap *snapshot
+	if rawSnap != nil {
 		if !e.cfg.Database {
 			return "", ErrSnapshotsNeedDB
 		}
-		return "", ErrInvalidSnapshot // replaced by the snapshot handoff
+		text, ok := rpc.String(rawSnap)
+		if !ok {
+			return "", ErrInvalidSnapshot
+		}
+		if snap, ok = parseSnapshot(text); !ok {
+			return "", ErrInvalidSnapshot
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if snap != nil && !e.history.covers(snap) {
+		return "", ErrSnapshotTooOld
+	}
 	items := make([]item, 0, len(objs))
 	for _, o := range objs {
 		rawDealer, ok := o["dealer"]
@@ -207,6 +217,10 @@ func (e *Engine) authorize(rawItems, snapshot json.RawMessage) (string, error) {
 		items = append(items, item{d: d, q: q})
 	}
 	s := e.newSubscriptionLocked(items)
+	if snap != nil {
+		s.snap = snap
+		e.replayLocked(s)
+	}
 	var pos delta
 	e.setOffset(&pos, 0)
 	payload, err := json.Marshal(tokenPayload{ID: s.id, Items: list, Start: string(pos.offset[:24])})
