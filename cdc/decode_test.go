@@ -191,7 +191,7 @@ func TestCaptureFuzzCorpus(t *testing.T) {
 	}()
 	eventually(t, 30*time.Second, "ready", r.Ready)
 	execSQL(t, url,
-		`INSERT INTO f VALUES (1, 1.5, '{a,NULL,"b c"}', '2024-01-01 00:00+00', repeat('x', 5000))`,
+		`INSERT INTO f VALUES (1, 1.5, '{a,NULL,"b c"}', '2024-01-01 00:00+00', repeat('x', 2500))`,
 		`INSERT INTO g VALUES (1, '{"a": [1, 2.5, null]}')`,
 		`UPDATE f SET n = 'NaN'`,
 		`UPDATE g SET v = '[]'`,
