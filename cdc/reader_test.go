@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
 )
 
@@ -128,9 +130,10 @@ func TestConfirmedNeverPassesTaken(t *testing.T) {
 		execSQL(t, url, fmt.Sprintf(`INSERT INTO t VALUES (%d)`, i))
 	}
 	end := queryString(t, url, `SELECT pg_current_wal_lsn()::text`)
-	// Let status updates flow while the sink holds the first transaction.
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) {
+	// Sample the slot while the sink holds the first transaction and
+	// status updates keep flowing (every 100ms).
+	eventually(t, 30*time.Second, "reader waiting on the sink", func() bool { return r.pending.Load() >= 2 })
+	for range 20 {
 		if got := slotConfirmed(); got > r.TakenLSN() && got > before {
 			t.Fatalf("confirmed_flush_lsn %s passed what the sink took (%s)", pglogrepl.LSN(got), pglogrepl.LSN(r.TakenLSN()))
 		}
@@ -138,8 +141,6 @@ func TestConfirmedNeverPassesTaken(t *testing.T) {
 	}
 	for i := 0; i < 3; i++ {
 		gate <- struct{}{}
-		want := r.TakenLSN()
-		_ = want
 	}
 	eventually(t, 30*time.Second, "three transactions taken", func() bool { return len(sink.snapshot()) == 3 })
 	endLSN, _ := pglogrepl.ParseLSN(end)
@@ -243,5 +244,53 @@ func TestUnchangedToast(t *testing.T) {
 				t.Errorf("%s: unchanged TOAST reported as null", c.Table)
 			}
 		}
+	}
+}
+
+func TestSlotTakeover(t *testing.T) {
+	url := pglocal.NewDatabase(t)
+	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
+	cfg := testConfig(url, "t")
+	first := &collector{}
+	r1 := NewReader(cfg, first, nil, nil)
+	ctx1, stop1 := context.WithCancel(context.Background())
+	done1 := make(chan error, 1)
+	go func() { done1 <- r1.Run(ctx1) }()
+	defer stop1()
+	eventually(t, 30*time.Second, "first reader ready", r1.Ready)
+	execSQL(t, url, `INSERT INTO t VALUES (1)`)
+	eventually(t, 30*time.Second, "first reader got row 1", func() bool { return len(first.changes()) == 1 })
+
+	reg := prometheus.NewRegistry()
+	second := &collector{}
+	r2 := NewReader(cfg, second, nil, NewMetrics(reg))
+	ctx2, stop2 := context.WithCancel(context.Background())
+	done2 := make(chan error, 1)
+	go func() { done2 <- r2.Run(ctx2) }()
+	defer func() {
+		stop2()
+		if err := <-done2; err != nil {
+			t.Errorf("second Run: %v", err)
+		}
+	}()
+	// The second waits (55006) while the first owns the slot.
+	eventually(t, 30*time.Second, "second reader retried", func() bool { return testutil.ToFloat64(r2.metrics.reconnects) >= 1 })
+	if r2.Ready() {
+		t.Fatalf("second reader ready while the first owns the slot")
+	}
+	stop1()
+	if err := <-done1; err != nil {
+		t.Fatalf("first Run: %v", err)
+	}
+	execSQL(t, url, `INSERT INTO t VALUES (2)`)
+	eventually(t, 30*time.Second, "second reader took over", func() bool { return len(second.changes()) == 1 })
+	if got := string(second.changes()[0].New[0].Value); got != "2" {
+		t.Errorf("second reader's first row: got %s, want 2 (row 1 was confirmed by the first)", got)
+	}
+	if got := testutil.ToFloat64(r2.metrics.transactions); got != 1 {
+		t.Errorf("snorky_cdc_transactions_total: got %v, want 1", got)
+	}
+	if n, err := testutil.GatherAndCount(reg); err != nil || n < 9 {
+		t.Errorf("registered metrics: got %d (%v), want 9", n, err)
 	}
 }

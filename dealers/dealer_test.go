@@ -263,3 +263,33 @@ func TestQueryKindMismatchPanics(t *testing.T) {
 	}()
 	f.Add(1, q)
 }
+
+func TestMatchQuery(t *testing.T) {
+	tests := []struct {
+		cfg   Config
+		query string
+		row   string
+		want  bool
+	}{
+		{Config{Model: "M", Kind: KindBroadcast}, `null`, `{}`, true},
+		{Config{Model: "M", Kind: KindSimple, Key: "a.b"}, `1.0`, `{"a": {"b": 1}}`, true},
+		{Config{Model: "M", Kind: KindSimple, Key: "a.b"}, `1`, `{"a": {"b": "1"}}`, false},
+		{Config{Model: "M", Kind: KindSimple, Key: "a.b"}, `1`, `{"a": 1}`, false},
+		{Config{Model: "M", Kind: KindFilter}, `["and", ["==", "a", 1], [">", "b", 2]]`, `{"a": 1, "b": 3}`, true},
+		{Config{Model: "M", Kind: KindFilter}, `["and", ["==", "a", 1], [">", "b", 2]]`, `{"a": 1, "b": 2}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.cfg.Kind)+" "+tt.query+" "+tt.row, func(t *testing.T) {
+			d := mustDealer(t, tt.cfg)
+			q := mustCompile(t, d, tt.query)
+			r := mustRow(t, tt.row)
+			if got := d.MatchQuery(q, r); got != tt.want {
+				t.Errorf("got %v, want %v", got, tt.want)
+			}
+			d.Add(1, q)
+			if got := matches(d, r) != nil; got != tt.want {
+				t.Errorf("Match: got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

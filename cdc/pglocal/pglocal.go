@@ -339,6 +339,10 @@ func (s *Server) downLocked(sig syscall.Signal) error {
 	if s.stopped {
 		return nil
 	}
+	var children []int
+	if sig == syscall.SIGKILL {
+		children = childrenOf(s.cmd.Process.Pid)
+	}
 	if err := s.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("pglocal: signalling postgres: %w", err)
 	}
@@ -350,14 +354,17 @@ func (s *Server) downLocked(sig syscall.Signal) error {
 	}
 	s.stopped = true
 	if sig == syscall.SIGKILL {
-		// The whole machine "crashed": kill the orphaned backends too (they
-		// share the postmaster's process group) and wait for them, so the
-		// next start does not find the shared memory still attached.
-		pgid := s.cmd.Process.Pid
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		// The whole machine "crashed": kill the orphaned backends too and
+		// wait for them, so the next start does not find the shared memory
+		// still attached.
+		for _, pid := range children {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		deadline := time.Now().Add(10 * time.Second)
-		for syscall.Kill(-pgid, 0) == nil && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
+		for _, pid := range children {
+			for running(pid) && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
 		}
 	}
 	return nil
@@ -529,4 +536,39 @@ func postmasterPID(path string) int {
 	}
 	pid, _ := strconv.Atoi(string(bytes.TrimSpace([]byte(line))))
 	return pid
+}
+
+// childrenOf lists the processes whose parent is pid (Linux /proc).
+func childrenOf(pid int) []int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []int
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may contain spaces.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) >= 2 && f[1] == strconv.Itoa(pid) {
+			if c, err := strconv.Atoi(filepath.Base(filepath.Dir(st))); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// running reports whether pid exists and is not a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }

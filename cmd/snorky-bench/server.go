@@ -59,8 +59,8 @@ type server struct {
 // startServer spawns and waits for the server, or attaches to a running one.
 func startServer(ctx context.Context, f serverFlags, logf func(string, ...any)) (*server, error) {
 	if f.pid != 0 {
-		if f.wsURL == "" || f.backendURL == "" {
-			return nil, errors.New("--server-pid needs --ws and --backend")
+		if f.wsURL == "" || f.backendURL == "" || f.key == "" {
+			return nil, errors.New("--server-pid needs --ws, --backend and --key")
 		}
 		if _, err := readProc(f.pid); err != nil {
 			return nil, fmt.Errorf("--server-pid %d: %w", f.pid, err)

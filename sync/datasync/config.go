@@ -1,6 +1,7 @@
 package datasync
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -44,6 +45,9 @@ type Config struct {
 	// for snapshot handoff (D8). Defaults 2 minutes and 64 MiB.
 	HistoryMaxAge   time.Duration
 	HistoryMaxBytes int
+	// Publish delivers a PubSub message published from SQL (snorky.publish);
+	// nil refuses such messages.
+	Publish func(channel, message json.RawMessage) error
 	// Now returns the time; default time.Now (tests).
 	Now func() time.Time
 }

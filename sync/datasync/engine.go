@@ -390,17 +390,54 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.lsn, e.batch = txn.EndLSN, 0
-	batch := len(txn.Changes) > 1
+	batch := len(txn.Changes)+len(txn.Messages) > 1
 	var kept []delta
 	size := 0
+	idx, msg := 0, 0
+	route := func(d *delta) {
+		e.setOffset(d, idx)
+		idx++
+		if err := e.routeLocked(d, batch); err != nil {
+			e.log.Error("routing a change", "model", d.model.name, "lsn", lsnText(txn.CommitLSN), "err", err)
+		}
+		if e.history != nil {
+			kept = append(kept, *d)
+			size += len(d.data) + len(d.old) + 128
+		}
+	}
+	// SQL messages (snorky.publish, snorky.publish_delta) come in their place
+	// among the row changes.
+	messagesBefore := func(i int) {
+		for ; msg < len(txn.Messages) && txn.Messages[msg].Index <= i; msg++ {
+			m := &txn.Messages[msg]
+			d, publish, err := e.parseMessageLocked(m)
+			if err != nil {
+				e.metrics.badMessages.Inc()
+				e.log.Warn("skipping a malformed SQL message", "lsn", lsnText(m.LSN), "prefix", m.Prefix, "err", err)
+				continue
+			}
+			if publish != nil {
+				if batch {
+					e.flushLocked() // what the transaction changed before comes first
+				}
+				if err := e.cfg.Publish(publish.Channel, publish.Message); err != nil {
+					e.metrics.badMessages.Inc()
+					e.log.Warn("skipping a malformed SQL publish", "lsn", lsnText(m.LSN), "err", err)
+				}
+				continue
+			}
+			d.lsn, d.xid = txn.CommitLSN, txn.Xid
+			route(d)
+		}
+	}
 	for i := range txn.Changes {
+		messagesBefore(i)
 		ch := &txn.Changes[i]
 		m := e.byTable[ch.Table]
 		if m == nil {
 			continue // a table of the publication that no model maps
 		}
 		d := delta{model: m, lsn: txn.CommitLSN, xid: txn.Xid}
-		e.setOffset(&d, i)
 		switch ch.Op {
 		case cdc.Insert:
 			d.typ = "insert"
@@ -423,14 +460,9 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 		default:
 			continue
 		}
-		if err := e.routeLocked(&d, batch); err != nil {
-			e.log.Error("routing a change", "table", ch.Table, "lsn", txn.CommitLSN, "err", err)
-		}
-		if e.history != nil {
-			kept = append(kept, d)
-			size += len(d.data) + len(d.old) + 128
-		}
+		route(&d)
 	}
+	messagesBefore(len(txn.Changes))
 	if batch {
 		e.flushLocked()
 	}
@@ -529,4 +561,58 @@ func (e *Engine) marksFor(s *subscription, d *delta) uint8 {
 		}
 	}
 	return mark
+}
+
+func lsnText(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }
+
+// MessagePrefix is the prefix of the logical messages the engine takes
+// (pg_logical_emit_message(true, 'snorky', …), written by the functions of
+// the snorky schema).
+const MessagePrefix = "snorky"
+
+// sqlPublish is a PubSub message published from SQL.
+type sqlPublish struct {
+	Channel json.RawMessage
+	Message json.RawMessage
+}
+
+// parseMessageLocked decodes one SQL message: {"op":"publish","channel",
+// "message"} or {"op":"delta","model","type","data","old_data"}.
+func (e *Engine) parseMessageLocked(m *cdc.Message) (*delta, *sqlPublish, error) {
+	if m.Prefix != MessagePrefix {
+		return nil, nil, fmt.Errorf("unknown prefix %q", m.Prefix)
+	}
+	var o map[string]json.RawMessage
+	if err := json.Unmarshal(m.Content, &o); err != nil || o == nil {
+		return nil, nil, fmt.Errorf("payload is not a JSON object")
+	}
+	op, _ := rpc.String(o["op"])
+	switch op {
+	case "publish":
+		ch, okC := o["channel"]
+		msg, okM := o["message"]
+		if !okC || !okM || e.cfg.Publish == nil {
+			return nil, nil, fmt.Errorf("publish needs channel and message")
+		}
+		return nil, &sqlPublish{Channel: ch, Message: msg}, nil
+	case "delta":
+		in := map[string]json.RawMessage{"type": o["type"], "model": o["model"]}
+		typ, _ := rpc.String(o["type"])
+		if typ == "update" {
+			in["newData"], in["oldData"] = o["data"], o["old_data"]
+		} else {
+			in["data"] = o["data"]
+		}
+		for k, v := range in {
+			if v == nil || string(v) == "null" && k != "data" {
+				delete(in, k)
+			}
+		}
+		var d delta
+		if err := e.parseDeltaLocked(in, &d); err != nil {
+			return nil, nil, err
+		}
+		return &d, nil, nil
+	}
+	return nil, nil, fmt.Errorf("unknown op %q", op)
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/snorkyhq/snorky/cdc"
 	"github.com/snorkyhq/snorky/dealers"
 	"github.com/snorkyhq/snorky/sync/internal/rpctest"
@@ -93,7 +94,7 @@ func TestApplyTransaction(t *testing.T) {
 		`{"service":"datasync","message":{"type":"delta","delta":{"type":"insert","model":"Task","data":{"id":1,"title":"a","owner":7},"offset":"00000000016B37700000000000000000","lsn":"0/16B3740","xid":742}}}`,
 		`{"service":"datasync","message":{"type":"delta","delta":{"type":"delete","model":"Task","data":{"id":1,"title":"a","owner":7},"offset":"00000000016B37700000000000000001","lsn":"0/16B3740","xid":742}}}`,
 		`{"service":"datasync","message":{"type":"delta","delta":{"type":"insert","model":"Task","data":{"id":2,"title":"c","owner":7},"unchanged":["body"],"offset":"00000000016B37700000000000000002","lsn":"0/16B3740","xid":742}}}`,
-		`{"service":"datasync","message":{"type":"delta","delta":{"type":"truncate","model":"Task","offset":"00000000016B37700000000000000004","lsn":"0/16B3740","xid":742}}}`,
+		`{"service":"datasync","message":{"type":"delta","delta":{"type":"truncate","model":"Task","offset":"00000000016B37700000000000000003","lsn":"0/16B3740","xid":742}}}`,
 	}
 	if len(got) != len(want) {
 		t.Fatalf("owner 7 got %d messages, want %d: %v", len(got), len(want), got)
@@ -113,5 +114,51 @@ func TestApplyTransaction(t *testing.T) {
 	// Position: a publishDeltas batch counts after the transaction.
 	if p := e.Position(); p != "00000000016B377000000000" {
 		t.Fatalf("Position: got %s", p)
+	}
+}
+
+// TestApplySQLMessages: snorky.publish and snorky.publish_delta messages are
+// handled in their place among the transaction's changes; malformed ones
+// are skipped and counted.
+func TestApplySQLMessages(t *testing.T) {
+	e, reg := newTestEngine(t)
+	c := acquire(t, e, reg, `[{"dealer":"ByOwner","query":7}]`)
+	var published []string
+	e.cfg.Publish = func(ch, msg json.RawMessage) error {
+		published = append(published, string(ch)+"="+string(msg))
+		// What the transaction changed before the publish is already queued.
+		if n := len(c.Take()); n != 1 {
+			t.Errorf("at publish time %d deltas were queued, want 1", n)
+		}
+		return nil
+	}
+	msg := func(index int, payload string) cdc.Message {
+		return cdc.Message{Index: index, Prefix: "snorky", Content: []byte(payload), LSN: 0x100}
+	}
+	txn := &cdc.Txn{Xid: 9, CommitLSN: 0x200, EndLSN: 0x208,
+		Changes: []cdc.Change{
+			{Table: "public.tasks", Op: cdc.Insert, New: cols("id", "1", "owner", "7")},
+		},
+		Messages: []cdc.Message{
+			msg(1, `{"op":"publish","channel":{"room":1},"message":"shipped"}`),
+			msg(1, `{"op":"delta","model":"Task","type":"insert","data":{"id":2,"owner":7},"old_data":null}`),
+			msg(1, `{"op":"delta","model":"Nope","type":"insert","data":{}}`),
+			msg(1, `not json`),
+			msg(1, `{"op":"delta","model":"Task","type":"update","data":{"id":2,"owner":8},"old_data":{"id":2,"owner":7}}`),
+		},
+	}
+	if err := e.Apply(txn); err != nil {
+		t.Fatal(err)
+	}
+	if len(published) != 1 || published[0] != `{"room":1}="shipped"` {
+		t.Fatalf("published %v", published)
+	}
+	got := rpctest.Msgs(t, c)
+	if len(got) != 2 || !strings.Contains(got[0].String(), `"type":"insert","model":"Task","data":{"id":2,"owner":7},"offset":"00000000000002080000000000000001"`) ||
+		!strings.Contains(got[1].String(), `"type":"delete","model":"Task","data":{"id":2,"owner":7},"offset":"00000000000002080000000000000002"`) {
+		t.Fatalf("got %v", got)
+	}
+	if n := testutil.ToFloat64(e.metrics.badMessages); n != 2 {
+		t.Fatalf("rejected messages: got %v, want 2", n)
 	}
 }
