@@ -120,7 +120,9 @@ func parseValue(data []byte) (value, error) {
 	if !json.Valid(data) {
 		return value{}, errInvalidJSON
 	}
-	p := parser{data: data, text: string(data)}
+	var members [16]member
+	var elems [16]value
+	p := parser{data: data, text: string(data), members: members[:0], elems: elems[:0]}
 	return p.value(), nil
 }
 
