@@ -57,7 +57,7 @@ func TestChangesInCommitOrder(t *testing.T) {
 		{`insert public.tasks new={"id":2,"title":"b","done":false}`, `insert public.tasks new={"id":3,"title":"c","done":true}`, `insert app.notes new={"id":1,"body":"n"}`},
 		{`update public.tasks new={"id":1,"title":"a","done":true} old={"id":1,"title":"a","done":false}`},
 		{`insert public.keyed new={"id":1,"v":"x"}`},
-		{`update public.keyed new={"id":1,"v":"y"}`},
+		{`update public.keyed new={"id":1,"v":"y"} old={"id":1}`},
 		{`update public.keyed new={"id":2,"v":"y"} old={"id":1}`},
 		{`delete public.keyed old={"id":2}`},
 		{`delete public.tasks old={"id":2,"title":"b","done":false}`},

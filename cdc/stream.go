@@ -96,6 +96,11 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 		if c.New, c.Unchanged, err = decodeNew(rel, m.NewTuple, oldFull); err != nil {
 			return nil, fmt.Errorf("decoding update of %s: %w", rel.name, err)
 		}
+		if c.Old == nil {
+			// The key did not change (REPLICA IDENTITY DEFAULT or INDEX):
+			// the old row's identity is the new row's key columns.
+			c.Old = keyColumns(rel, c.New)
+		}
 		s.txn.Changes = append(s.txn.Changes, c)
 	case *pglogrepl.DeleteMessage:
 		rel, err := s.change(m.RelationID, "delete")
@@ -263,4 +268,18 @@ func findColumn(cols []Column, i int, name string) (Column, bool) {
 		}
 	}
 	return Column{}, false
+}
+
+// keyColumns returns the replica-identity columns of a row image.
+func keyColumns(rel *relation, row []Column) []Column {
+	var out []Column
+	for _, col := range row {
+		for _, rc := range rel.cols {
+			if rc.name == col.Name && rc.key {
+				out = append(out, col)
+				break
+			}
+		}
+	}
+	return out
 }

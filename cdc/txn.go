@@ -46,8 +46,9 @@ type Change struct {
 	// New is the new row (Insert, Update), in table column order.
 	New []Column
 	// Old is the old row image (Update, Delete) as REPLICA IDENTITY gives
-	// it: every column under FULL, the key columns under DEFAULT; nil when
-	// PostgreSQL sent none (an update that changed no key under DEFAULT).
+	// it: every column under FULL, the key columns under DEFAULT (for an
+	// update that changed no key, PostgreSQL sends none and the reader takes
+	// the key columns of New).
 	Old []Column
 	// Unchanged names the columns of New whose value is unchanged TOAST that
 	// could not be filled from Old (REPLICA IDENTITY DEFAULT). Their Value in

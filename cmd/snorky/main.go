@@ -3,8 +3,10 @@
 //
 // Usage:
 //
-//	snorky serve --config FILE   run the server
-//	snorky version               print the version
+//	snorky serve --config FILE     run the server
+//	snorky check --config FILE     check the PostgreSQL prerequisites
+//	snorky migrate --config FILE   apply the snorky schema's migrations
+//	snorky version                 print the version
 package main
 
 import (
@@ -60,6 +62,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errUsage
 		}
 		return serve(ctx, *path, os.Environ(), stderr, nil)
+	case "check":
+		fs := flag.NewFlagSet("check", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		path := fs.String("config", "", "path of the YAML configuration file")
+		if err := fs.Parse(args[1:]); err != nil {
+			return errUsage
+		}
+		return check(ctx, *path, os.Environ(), stdout)
+	case "migrate":
+		fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		path := fs.String("config", "", "path of the YAML configuration file")
+		down := fs.Int("down", 0, "revert the N most recent migrations instead")
+		if err := fs.Parse(args[1:]); err != nil {
+			return errUsage
+		}
+		return migrateCommand(ctx, *path, os.Environ(), *down, stdout)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "snorky", versionString())
 		return nil

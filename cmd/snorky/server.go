@@ -3,18 +3,19 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/snorkyhq/snorky/backendapi"
+	"github.com/snorkyhq/snorky/cdc"
 	"github.com/snorkyhq/snorky/dealers"
 	"github.com/snorkyhq/snorky/sync/chat"
 	"github.com/snorkyhq/snorky/sync/cursors"
@@ -35,6 +36,7 @@ type server struct {
 
 	front, back       *rpc.Registry
 	datasync          *datasync.Engine
+	reader            *cdc.Reader // nil without a database
 	ws                *wsapi.Handler
 	backend           *backendapi.Handler
 	frontLn, backLn   net.Listener
@@ -80,6 +82,9 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.validateDatabase(); err != nil {
+		return nil, err
+	}
 	policy, _ := cfg.pubSubPolicy()
 	s := &server{
 		cfg:     cfg,
@@ -112,7 +117,15 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		Database:       cfg.Database != nil,
 	}
 	for name, m := range cfg.Models {
-		dsCfg.Models[name] = datasync.Model{Table: qualifyTable(m.Table), Key: m.Key, Columns: m.Columns}
+		table, err := normalTable("models."+name+".table", m.Table)
+		if err != nil {
+			return nil, err
+		}
+		dsCfg.Models[name] = datasync.Model{Table: table, Key: m.Key, Columns: m.Columns}
+	}
+	if cfg.Database != nil {
+		dsCfg.HistoryMaxAge = cfg.Database.History.MaxAge
+		dsCfg.HistoryMaxBytes = int(cfg.Database.History.MaxBytes)
 	}
 	for name, d := range cfg.Dealers {
 		dsCfg.Dealers[name] = dealers.Config{Model: d.Model, Kind: dealers.Kind(d.Kind), Key: d.Key}
@@ -129,11 +142,26 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	ps := pubsub.New(names.PubSub, pubsub.Config{Policy: policy, MaxChannelsPerConn: cfg.Limits.ChannelsPerConnection})
+	dsCfg.Publish = func(ch, msg json.RawMessage) error { return ps.Publish(ch, msg) }
 	s.datasync, err = datasync.New(dsCfg, log.With("service", "datasync"), s.metrics)
 	if err != nil {
 		return nil, err
 	}
-	ps := pubsub.New(names.PubSub, pubsub.Config{Policy: policy, MaxChannelsPerConn: cfg.Limits.ChannelsPerConnection})
+	ready := map[string]backendapi.ReadyFunc{}
+	if cfg.Database != nil {
+		cc, err := cfg.cdcConfig()
+		if err != nil {
+			return nil, err
+		}
+		s.reader = cdc.NewReader(cc, s.datasync, log.With("component", "cdc"), cdc.NewMetrics(s.metrics))
+		ready["database"] = func() error {
+			if !s.reader.Ready() {
+				return errors.New("not streaming from PostgreSQL yet (see the log)")
+			}
+			return nil
+		}
+	}
 	register := func(r *rpc.Registry, name string, svc rpc.Service) error {
 		if err := r.Register(name, svc); err != nil {
 			return fmt.Errorf("services: %w", err)
@@ -176,7 +204,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		Path:         cfg.Backend.Path,
 		APIKey:       cfg.Backend.APIKey,
 		MaxBodyBytes: int64(cfg.Backend.MaxBodyBytes),
-	}, s.back, log.With("endpoint", "backend"), s.metrics, s.metrics, map[string]backendapi.ReadyFunc{})
+	}, s.back, log.With("endpoint", "backend"), s.metrics, s.metrics, ready)
 	if err != nil {
 		return nil, err
 	}
@@ -220,9 +248,22 @@ func listen(what, addr string, t TLSConfig) (net.Listener, error) {
 // point 13: stop accepting, close WebSockets with 1001, stop the WAL reader
 // (which sends its final acknowledgement), close database connections.
 func (s *server) run(ctx context.Context) error {
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- serveHTTP(s.frontSrv, s.frontLn, "frontend") }()
 	go func() { errc <- serveHTTP(s.backSrv, s.backLn, "backend") }()
+	dbCtx, stopDB := context.WithCancel(context.Background())
+	defer stopDB()
+	dbDone := make(chan struct{})
+	if s.reader != nil {
+		go func() {
+			defer close(dbDone)
+			if err := s.runDatabase(dbCtx); err != nil {
+				errc <- fmt.Errorf("database: %w", err)
+			}
+		}()
+	} else {
+		close(dbDone)
+	}
 	s.log.Info("snorky serving", "frontend", "ws://"+s.frontLn.Addr().String()+s.cfg.Frontend.Path, "backend", "http://"+s.backLn.Addr().String()+s.cfg.Backend.Path, "version", versionString())
 
 	var runErr error
@@ -239,6 +280,14 @@ func (s *server) run(ctx context.Context) error {
 	// 2. Close every WebSocket with 1001 and wait for their goroutines.
 	if err := s.ws.Shutdown(sctx); err != nil {
 		s.log.Warn("closing WebSockets timed out", "err", err)
+	}
+	// 3. Stop reading the WAL: the reader finishes the transaction in hand,
+	// sends its final status update and closes its connections.
+	stopDB()
+	select {
+	case <-dbDone:
+	case <-sctx.Done():
+		s.log.Warn("stopping the WAL reader timed out")
 	}
 	s.log.Info("stopped")
 	return runErr
@@ -258,12 +307,4 @@ func (s *server) frontendURL() string {
 
 func (s *server) backendURL() string {
 	return "http://" + s.backLn.Addr().String() + s.cfg.Backend.Path
-}
-
-// qualifyTable puts an unqualified table in the public schema.
-func qualifyTable(t string) string {
-	if t == "" || strings.Contains(t, ".") {
-		return t
-	}
-	return "public." + t
 }

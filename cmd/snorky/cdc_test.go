@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/snorkyhq/snorky/cdc/pglocal"
+)
+
+func TestMain(m *testing.M) { os.Exit(pglocal.Main(m)) }
+
+// cdcEnv is a fresh database with a tasks table and a server streaming it.
+type cdcEnv struct {
+	s    *server
+	db   *pgx.Conn
+	url  string
+	slot string
+}
+
+func startCDC(t *testing.T, extra string) *cdcEnv {
+	t.Helper()
+	ctx := context.Background()
+	url := pglocal.NewDatabase(t)
+	db, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close(context.Background()) })
+	if _, err := db.Exec(ctx, `CREATE TABLE tasks (id bigint PRIMARY KEY, title text, owner int, done bool DEFAULT false, secret text);
+		CREATE TABLE notes (id int PRIMARY KEY, body text)`); err != nil {
+		t.Fatal(err)
+	}
+	slot := fmt.Sprintf("t_%d", time.Now().UnixNano()%1e9)
+	s := startServer(t, fmt.Sprintf(`database: {url: %q, slot: %s, publication: %s, migrate: true}
+models:
+  Task: {table: tasks, columns: [id, title, owner, done]}
+  Note: {table: public.notes}
+dealers:
+  AllTasks: {model: Task, kind: broadcast}
+  TasksByOwner: {model: Task, kind: simple, key: owner}
+  TaskFilter: {model: Task, kind: filter}
+  AllNotes: {model: Note, kind: broadcast}
+`, url, slot, slot)+extra)
+	eventually(t, "replication streaming", func() bool { return s.reader.Ready() })
+	return &cdcEnv{s: s, db: db, url: url, slot: slot}
+}
+
+func (e *cdcEnv) exec(t *testing.T, sql string) {
+	t.Helper()
+	if _, err := e.db.Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func TestCDCDeltasOverWebSocket(t *testing.T) {
+	e := startCDC(t, "")
+	all := dial(t, e.s, nil)
+	all.ok("datasync", "acquireSubscription", map[string]any{"token": authorize(t, e.s, `[{"dealer":"AllTasks","query":null}]`)})
+	owner7 := dial(t, e.s, nil)
+	owner7.ok("datasync", "acquireSubscription", map[string]any{"token": authorize(t, e.s, `[{"dealer":"TasksByOwner","query":7}]`)})
+
+	e.exec(t, `INSERT INTO tasks (id, title, owner, secret) VALUES (1, 'a', 7, 'hash')`)
+	e.exec(t, `BEGIN; INSERT INTO tasks (id, title, owner) VALUES (2, 'b', 8); UPDATE tasks SET title = 'a2' WHERE id = 1; COMMIT`)
+	e.exec(t, `BEGIN; INSERT INTO tasks (id, title, owner) VALUES (3, 'never', 7); ROLLBACK`)
+	e.exec(t, `UPDATE tasks SET owner = 7 WHERE id = 2`)
+	e.exec(t, `UPDATE tasks SET owner = 9 WHERE id = 1`)
+	e.exec(t, `DELETE FROM tasks WHERE id = 2`)
+	e.exec(t, `TRUNCATE tasks`)
+
+	summary := func(c *wsClient, n int) []string {
+		var out []string
+		for range n {
+			d := c.delta()
+			s := fmt.Sprint(d["type"])
+			if data, ok := d["data"].(map[string]any); ok {
+				s += fmt.Sprint(" ", data["id"], data["title"], data["owner"])
+				if _, leaked := data["secret"]; leaked {
+					t.Errorf("column secret reached a client: %v", d)
+				}
+			}
+			if data, ok := d["newData"].(map[string]any); ok {
+				s += fmt.Sprint(" ", data["id"], data["title"], data["owner"])
+			}
+			if d["lsn"] == nil || d["xid"] == nil || !offsetRE.MatchString(fmt.Sprint(d["offset"])) {
+				t.Errorf("delta %v lacks lsn, xid or offset", d)
+			}
+			out = append(out, s)
+		}
+		return out
+	}
+	got := strings.Join(summary(all, 7), "; ")
+	want := "insert 1a7; insert 2b8; update 1a27; update 2b7; update 1a29; delete 2b7; truncate"
+	if got != want {
+		t.Fatalf("broadcast subscriber:\n got %s\nwant %s", got, want)
+	}
+	got = strings.Join(summary(owner7, 6), "; ")
+	want = "insert 1a7; update 1a27; insert 2b7; delete 1a27; delete 2b7; truncate"
+	if got != want {
+		t.Fatalf("owner 7:\n got %s\nwant %s", got, want)
+	}
+	owner7.quiet(100 * time.Millisecond)
+}
