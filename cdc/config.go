@@ -63,7 +63,17 @@ type Config struct {
 	// MessagePrefix: transactional pg_logical_emit_message messages whose
 	// prefix starts with it are delivered in Txn.Messages. Default "snorky".
 	MessagePrefix string
+	// HeartbeatInterval is the period of the heartbeat: a non-transactional
+	// pg_logical_emit_message(false, 'snorky.heartbeat', '') written on a
+	// normal connection to the database, whose position is confirmed when
+	// it comes back on the stream with nothing in flight, so that the slot
+	// advances while this database is idle and others write (R4). Default
+	// 10s; negative disables heartbeats.
+	HeartbeatInterval time.Duration
 }
+
+// HeartbeatPrefix is the prefix of the reader's heartbeat messages.
+const HeartbeatPrefix = "snorky.heartbeat"
 
 // WithDefaults returns c with zero fields set to their defaults.
 func (c Config) WithDefaults() Config {
@@ -93,6 +103,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.MessagePrefix == "" {
 		c.MessagePrefix = "snorky"
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = 10 * time.Second
 	}
 	for i := range c.Tables {
 		if c.Tables[i].ReplicaIdentity == "" {

@@ -35,6 +35,7 @@ type Reader struct {
 	taken     atomic.Uint64 // EndLSN of the latest transaction the sink took
 	pending   atomic.Int64  // transactions handed to the applier, not yet taken
 	confirmed atomic.Uint64 // last flush position sent to PostgreSQL
+	epoch     atomic.Pointer[string]
 
 	// tap, when set (tests), sees every pgoutput message received.
 	tap func([]byte)
@@ -43,7 +44,10 @@ type Reader struct {
 	st           *stream
 	handed       uint64 // EndLSN of the latest transaction handed to the applier
 	serverEnd    uint64 // latest server WAL end seen
-	keepaliveEnd uint64 // latest keepalive position
+	// idleEnd is the latest position known to hold no transaction not yet
+	// received: a keepalive's WAL end or a non-transactional message
+	// (heartbeat). It is confirmed only when nothing is in flight.
+	idleEnd uint64
 	queue        chan handoff
 	applyErr     chan error
 	stopApply    chan struct{}
@@ -75,6 +79,17 @@ func (r *Reader) TakenLSN() uint64 { return r.taken.Load() }
 
 // ConfirmedLSN is the flush position last sent to PostgreSQL.
 func (r *Reader) ConfirmedLSN() uint64 { return r.confirmed.Load() }
+
+// Epoch is the stream's epoch: the random id recorded in snorky.stream when
+// the slot was created, read at the start of each session. It is "" when the
+// snorky schema is absent (migrations not applied) or before the first
+// session.
+func (r *Reader) Epoch() string {
+	if p := r.epoch.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // Run streams until ctx is done (then it returns nil after a final status
 // update) or a permanent error occurs: invalid configuration, an
@@ -207,6 +222,15 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	if created {
 		r.log.Info("cdc: created replication slot")
 	}
+	if epoch, err := streamEpoch(ctx, sqlConn, r.cfg.Slot, created); err != nil {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		r.log.Warn("cdc: recording the stream epoch in snorky.stream failed; continuing without one", "err", err)
+	} else if epoch != "" && epoch != r.Epoch() {
+		r.epoch.Store(&epoch)
+		r.log.Info("cdc: stream epoch", "epoch", epoch)
+	}
 	r.st.lookup = sqlLookup(sqlConn)
 	r.st.reset()
 
@@ -229,7 +253,17 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.connected }, 1)
 	r.log.Info("cdc: streaming", "lsn", start)
 
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	hbDone := make(chan struct{})
+	go func() {
+		defer close(hbDone)
+		if r.cfg.HeartbeatInterval > 0 {
+			r.heartbeat(hbCtx)
+		}
+	}()
 	err = r.stream(ctx, repl)
+	stopHeartbeat()
+	<-hbDone
 	if ctx.Err() != nil {
 		r.shutdown(repl)
 		return true, nil
@@ -251,12 +285,13 @@ func (r *Reader) shutdown(repl *pgconn.PgConn) {
 }
 
 // flushPosition is the position safe to confirm: the end of the latest
-// transaction the sink took, or the keepalive position when nothing is in
-// flight (no open transaction, nothing waiting for the sink).
+// transaction the sink took, or the latest keepalive or heartbeat position
+// when nothing is in flight (no open transaction, nothing waiting for the
+// sink).
 func (r *Reader) flushPosition() uint64 {
 	pos := r.taken.Load()
-	if !r.st.inTxn() && r.pending.Load() == 0 && r.keepaliveEnd > pos {
-		pos = r.keepaliveEnd
+	if !r.st.inTxn() && r.pending.Load() == 0 && r.idleEnd > pos {
+		pos = r.idleEnd
 	}
 	return pos
 }
@@ -333,7 +368,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 					return fmt.Errorf("%w: %v", ErrMalformed, err)
 				}
 				r.noteServerEnd(uint64(pkm.ServerWALEnd))
-				r.keepaliveEnd = max(r.keepaliveEnd, uint64(pkm.ServerWALEnd))
+				r.idleEnd = max(r.idleEnd, uint64(pkm.ServerWALEnd))
 				if pkm.ReplyRequested {
 					if err := r.sendStatus(ctx, conn, false); err != nil {
 						return err
@@ -353,6 +388,10 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				txn, err := r.st.handle(ctx, xld.WALData)
 				if err != nil {
 					return err
+				}
+				if lsn := r.st.takeMarker(); lsn != 0 {
+					r.idleEnd = max(r.idleEnd, lsn)
+					r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.heartbeats }, 1)
 				}
 				if txn != nil {
 					if err := r.handOff(ctx, conn, txn, &nextStatus); err != nil {
@@ -412,6 +451,68 @@ func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nex
 			timer.Stop()
 			r.pending.Add(-1)
 			return ctx.Err()
+		}
+	}
+}
+
+// heartbeatTimeout bounds one heartbeat (connecting included).
+const heartbeatTimeout = 10 * time.Second
+
+// heartbeat writes a non-transactional logical message every
+// HeartbeatInterval, on a connection of its own, until ctx is done. The
+// message comes back on the stream in WAL order and its position is
+// confirmed when nothing is in flight, so the slot advances even when this
+// database has no traffic while others of the cluster write (R4).
+func (r *Reader) heartbeat(ctx context.Context) {
+	t := time.NewTicker(r.cfg.HeartbeatInterval)
+	defer t.Stop()
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := func() error {
+			hctx, cancel := context.WithTimeout(ctx, heartbeatTimeout)
+			defer cancel()
+			if conn == nil {
+				c, err := connectSQL(hctx, r.cfg)
+				if err != nil {
+					return err
+				}
+				conn = c
+			}
+			_, err := conn.Exec(hctx, `SELECT pg_logical_emit_message(false, $1, '')`, HeartbeatPrefix)
+			return err
+		}()
+		switch {
+		case err == nil:
+			if failing {
+				r.log.Info("cdc: heartbeats resumed")
+			}
+			failing = false
+		case ctx.Err() != nil:
+			return
+		default:
+			if conn != nil && conn.IsClosed() {
+				conn = nil
+			} else if conn != nil && !pgconn.SafeToRetry(err) {
+				conn.Close(context.Background())
+				conn = nil
+			}
+			if !failing {
+				r.log.Warn("cdc: heartbeat failed; the slot may retain WAL while this database is idle", "err", err)
+			} else {
+				r.log.Debug("cdc: heartbeat failed", "err", err)
+			}
+			failing = true
 		}
 	}
 }

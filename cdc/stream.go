@@ -29,6 +29,13 @@ type stream struct {
 	prefix string
 
 	txn *Txn // open transaction, between Begin and Commit
+
+	// marker is the LSN of the latest non-transactional logical message
+	// (the reader's heartbeats among them), 0 once taken by takeMarker.
+	// PostgreSQL decodes in WAL order and sends a transaction whole at its
+	// commit, so every transaction that committed before a marker has been
+	// received when the marker arrives.
+	marker uint64
 }
 
 func newStream(lookup typeLookup, prefix string) *stream {
@@ -39,6 +46,14 @@ func newStream(lookup typeLookup, prefix string) *stream {
 // sends it again). The relation cache is kept: PostgreSQL sends Relation
 // messages again on a new connection before they are used.
 func (s *stream) reset() { s.txn = nil }
+
+// takeMarker returns the position of the latest non-transactional message
+// received since the last call, or 0.
+func (s *stream) takeMarker() uint64 {
+	m := s.marker
+	s.marker = 0
+	return m
+}
 
 // inTxn reports whether a transaction is open.
 func (s *stream) inTxn() bool { return s.txn != nil }
@@ -124,7 +139,13 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			s.txn.Changes = append(s.txn.Changes, Change{Table: rel.name, Op: Truncate})
 		}
 	case *pglogrepl.LogicalDecodingMessage:
-		if m.Transactional && s.txn != nil && strings.HasPrefix(m.Prefix, s.prefix) {
+		if !m.Transactional {
+			if s.txn == nil {
+				s.marker = max(s.marker, uint64(m.LSN))
+			}
+			return nil, nil
+		}
+		if s.txn != nil && strings.HasPrefix(m.Prefix, s.prefix) {
 			s.txn.Messages = append(s.txn.Messages, Message{
 				Index:   len(s.txn.Changes),
 				Prefix:  m.Prefix,

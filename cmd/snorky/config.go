@@ -222,12 +222,12 @@ func loadConfig(path string, environ []string) (*Config, []string, error) {
 	var warnings []string
 	for _, key := range envK.Keys() {
 		if fieldType(reflect.TypeFor[Config](), key) == nil {
+			envK.Delete(key)
 			name := envPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "__"))
 			if strings.HasPrefix(name, "SNORKY_TEST_") || strings.HasPrefix(name, "SNORKY_BENCH_") {
-				continue
+				continue // the tests' and benchmarks' own variables
 			}
 			warnings = append(warnings, fmt.Sprintf("environment variable %s names no configuration key; ignored", name))
-			envK.Delete(key)
 		}
 	}
 

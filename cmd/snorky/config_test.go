@@ -1,0 +1,84 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestLoadConfigLayers(t *testing.T) {
+	p := writeConfig(t, mergeYAML(baseConfig, "frontend: {listen: \"127.0.0.1:0\", ping_interval: 5s, send_queue_bytes: 2MiB}\n"))
+	cfg, warnings, err := loadConfig(p, []string{
+		"SNORKY_BACKEND__API_KEY=from-env",
+		"SNORKY_FRONTEND__ALLOWED_ORIGINS=https://a.example,https://b.example",
+		"SNORKY_NO_SUCH__KEY=1",
+		"SNORKY_TEST_DATABASE_URL=postgres://x",
+		"SNORKY_BENCH_E2E=1",
+		"OTHER=1",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Backend.APIKey != "from-env" {
+		t.Errorf("api_key: got %q, want the environment's", cfg.Backend.APIKey)
+	}
+	if got := strings.Join(cfg.Frontend.AllowedOrigins, " "); got != "https://a.example https://b.example" {
+		t.Errorf("allowed_origins: got %q", got)
+	}
+	if cfg.Frontend.PingInterval != 5*time.Second || cfg.Frontend.SendQueueBytes != 2<<20 || cfg.Frontend.Path != "/ws" {
+		t.Errorf("file and defaults: got %+v", cfg.Frontend)
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "SNORKY_NO_SUCH__KEY") {
+		t.Errorf("warnings: got %v, want one about SNORKY_NO_SUCH__KEY", warnings)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	for _, tc := range []struct{ yaml, want string }{
+		{"frontend: {lisen: x}", "unknown key frontend.lisen"},
+		{"fronted: {}", "unknown key fronted"},
+		{"models: {Task: {tabel: t}}", "unknown key models.Task.tabel"},
+		{"frontend: {max_message_bytes: lots}", "max_message_bytes"},
+		{"frontend: {ping_interval: soon}", "ping_interval"},
+		{"limits: {commands_per_second: fast}", "commands_per_second"},
+	} {
+		_, _, err := loadConfig(writeConfig(t, tc.yaml), nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error naming %q", tc.yaml, err, tc.want)
+		}
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}", ""},
+		{"tokens: {secret: 0123456789abcdef}", "backend.api_key"},
+		{"backend: {api_key: k}", "tokens.secret"},
+		{"backend: {api_key: k}\ntokens: {secret: short}", "tokens.secret"},
+		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\nservices: {chat: pubsub}", "services.pubsub"},
+		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\npubsub: {client_publish: 3}", "pubsub.client_publish"},
+		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\ndealers: {D: {model: Nope, kind: broadcast}}", "dealers.D.model"},
+		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\nmodels: {T: {}}\ndealers: {D: {model: T, kind: simple}}", "dealers.D.key"},
+		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\nmodels: {T: {table: t}}", "models.T.table"},
+		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\ndatabase: {url: postgres://x/y, replica_identity: default}\nmodels: {T: {table: t}}\ndealers: {D: {model: T, kind: filter}}", "dealers.D"},
+		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\nfrontend: {allowed_origins: [example.com]}", "frontend.allowed_origins[0]"},
+	} {
+		cfg, _, err := loadConfig(writeConfig(t, tc.yaml), nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.yaml, err)
+		}
+		_, err = newServer(cfg, slog.New(slog.DiscardHandler))
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s:\n got %v\nwant an error naming %q", tc.yaml, err, tc.want)
+		}
+	}
+}
