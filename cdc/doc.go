@@ -19,14 +19,25 @@
 // order, through a hand-off of one transaction; while the sink is busy the
 // reader keeps sending status updates, so a stalled pipeline never gets the
 // walsender to time out, and PostgreSQL keeps the WAL. A third goroutine
-// polls the slot's retained WAL for the metric. All stop when Run returns.
+// polls the slot's retained WAL for the metric. While a session streams, a
+// fourth writes a heartbeat every HeartbeatInterval on a connection of its
+// own: a non-transactional logical message with prefix snorky.heartbeat
+// and empty content. All stop when Run returns (the heartbeat when its
+// session ends).
+//
+// When the slot is created and the snorky schema exists (migrations
+// applied), the reader records a random epoch for the stream in
+// snorky.stream; Epoch returns it. Without the schema there is no epoch.
 //
 // # Invariants
 //
 //   - The flush position sent to PostgreSQL is the end LSN
 //     (TransactionEndLSN) of the latest transaction the sink took, or the
-//     latest keepalive position when nothing is in flight (no open
-//     transaction, nothing waiting for the sink). It never moves backwards.
+//     latest keepalive or heartbeat position when nothing is in flight (no
+//     open transaction, nothing waiting for the sink). A heartbeat comes back
+//     in WAL order, after every transaction committed before it, so an idle
+//     database lets the slot advance while others write (R4). It never moves
+//     backwards.
 //     On shutdown the applier is allowed to finish and one final status
 //     update is sent.
 //   - After a lost connection the reader resumes after the last transaction

@@ -14,6 +14,7 @@ type Metrics struct {
 	changes      prometheus.Counter
 	reconnects   prometheus.Counter
 	handoffWait  prometheus.Counter
+	heartbeats   prometheus.Counter
 }
 
 // NewMetrics creates the reader's metrics and registers them on reg (when
@@ -35,10 +36,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		changes:      c("changes_total", "Row changes handed to the sink."),
 		reconnects:   c("reconnects_total", "Replication sessions that ended with an error and were retried."),
 		handoffWait:  c("handoff_wait_seconds_total", "Time the reader waited for the sink to take a transaction."),
+		heartbeats:   c("heartbeats_received_total", "Non-transactional logical messages (heartbeats) received; their position is confirmed when nothing is in flight."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.receivedLSN, m.confirmedLSN, m.lagBytes, m.retainedWAL, m.connected,
-			m.transactions, m.changes, m.reconnects, m.handoffWait)
+			m.transactions, m.changes, m.reconnects, m.handoffWait, m.heartbeats)
 	}
 	return m
 }

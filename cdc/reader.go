@@ -41,17 +41,17 @@ type Reader struct {
 	tap func([]byte)
 
 	// Owned by the Run goroutine.
-	st           *stream
-	handed       uint64 // EndLSN of the latest transaction handed to the applier
-	serverEnd    uint64 // latest server WAL end seen
+	st        *stream
+	handed    uint64 // EndLSN of the latest transaction handed to the applier
+	serverEnd uint64 // latest server WAL end seen
 	// idleEnd is the latest position known to hold no transaction not yet
 	// received: a keepalive's WAL end or a non-transactional message
 	// (heartbeat). It is confirmed only when nothing is in flight.
-	idleEnd uint64
-	queue        chan handoff
-	applyErr     chan error
-	stopApply    chan struct{}
-	applierDone  chan struct{}
+	idleEnd     uint64
+	queue       chan handoff
+	applyErr    chan error
+	stopApply   chan struct{}
+	applierDone chan struct{}
 }
 
 // handoff is a transaction on its way to the sink; txn is nil for an empty
@@ -501,9 +501,7 @@ func (r *Reader) heartbeat(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		default:
-			if conn != nil && conn.IsClosed() {
-				conn = nil
-			} else if conn != nil && !pgconn.SafeToRetry(err) {
+			if conn != nil { // start afresh on the next tick
 				conn.Close(context.Background())
 				conn = nil
 			}

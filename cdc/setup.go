@@ -2,6 +2,8 @@ package cdc
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -495,4 +497,39 @@ func classifySetup(err error) error {
 		}
 	}
 	return err
+}
+
+// streamEpoch returns the stream's epoch from snorky.stream, recording a new
+// random one when the slot was just created (or when the row is missing:
+// the schema was migrated after the slot was made). Without the snorky
+// schema it returns "" and no error.
+func streamEpoch(ctx context.Context, conn *pgx.Conn, slot string, created bool) (string, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('snorky.stream') IS NOT NULL`).Scan(&exists); err != nil {
+		return "", fmt.Errorf("looking for snorky.stream: %w", err)
+	}
+	if !exists {
+		return "", nil
+	}
+	fresh := newEpoch()
+	upsert := `INSERT INTO snorky.stream (slot, epoch) VALUES ($1, $2) ON CONFLICT (slot) DO NOTHING`
+	if created {
+		upsert = `INSERT INTO snorky.stream (slot, epoch) VALUES ($1, $2)
+			ON CONFLICT (slot) DO UPDATE SET epoch = EXCLUDED.epoch, created_at = now()`
+	}
+	if _, err := conn.Exec(ctx, upsert, slot, fresh); err != nil {
+		return "", fmt.Errorf("recording the epoch of slot %s: %w", slot, err)
+	}
+	var epoch string
+	if err := conn.QueryRow(ctx, `SELECT epoch FROM snorky.stream WHERE slot = $1`, slot).Scan(&epoch); err != nil {
+		return "", fmt.Errorf("reading the epoch of slot %s: %w", slot, err)
+	}
+	return epoch, nil
+}
+
+// newEpoch returns 16 random lower-case hex digits.
+func newEpoch() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

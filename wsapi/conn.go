@@ -192,6 +192,9 @@ func (c *conn) queuedBytes() int {
 	return c.queued
 }
 
+// pingFrame is a final, unmasked ping frame without payload (RFC 6455).
+var pingFrame = []byte{0x89, 0x00}
+
 var errSlowConsumer = errors.New("slow consumer")
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -237,8 +240,12 @@ func (c *conn) writeLoop() {
 			return
 		}
 		if c.pingDue.Swap(false) {
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.cfg.WriteTimeout)); err != nil {
-				c.ws.NetConn().Close()
+			// An empty ping is two bytes; written directly, it needs no
+			// buffer and keeps the idle writer's stack small.
+			nc := c.ws.NetConn()
+			nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
+			if _, err := nc.Write(pingFrame); err != nil {
+				nc.Close()
 				return
 			}
 		}

@@ -58,7 +58,7 @@ func NewHandler(cfg Config, reg *rpc.Registry, auth Authenticator, log *slog.Log
 	}
 	h.metrics = m
 	h.upgrader = websocket.Upgrader{
-		ReadBufferSize:  1024,
+		ReadBufferSize:  512,
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin: func(r *http.Request) bool {
 			ok := h.cfg.originAllowed(r.Header.Get("Origin"), r.Host)
@@ -130,13 +130,6 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.wg.Add(1)
 	h.mu.Unlock()
 	h.metrics.open.Inc()
-	defer func() {
-		h.mu.Lock()
-		delete(h.conns, c)
-		h.mu.Unlock()
-		h.metrics.open.Dec()
-		h.wg.Done()
-	}()
 
 	go c.writeLoop()
 	if tok := r.URL.Query().Get("token"); tok != "" && h.auth != nil {
@@ -144,11 +137,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			c.Close(rpc.CloseIdentity, err.Error())
 		}
 	}
+	// The reader runs on a goroutine of its own so that net/http's
+	// connection goroutine, its stack and its buffers are released now:
+	// an idle connection holds only what it needs.
+	go c.serve()
+}
+
+// serve runs the reader until the connection ends, then releases it.
+func (c *conn) serve() {
+	h := c.h
 	c.readLoop()
 	h.reg.Disconnect(c)
 	c.readerGone()
 	<-c.done
-	ws.Close()
+	c.ws.Close()
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+	h.metrics.open.Dec()
+	h.wg.Done()
 }
 
 // readLoop reads messages until the connection fails or closes.

@@ -75,6 +75,63 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
+	for _, dealer := range []string{"simple", "broadcast"} {
+		for _, mode := range [][]string{{"--rate", "2000"}, {"--saturate"}} {
+			t.Run("datasync "+dealer+" "+mode[0], func(t *testing.T) {
+				const subs = 30
+				var res datasyncResult
+				runJSON(t, &res, append([]string{"datasync", "--subs", strconv.Itoa(subs), "--dealer", dealer, "--duration", "500ms", "--batch", "10"}, mode...)...)
+				if res.Deltas == 0 || res.PublishErrors != 0 {
+					t.Fatalf("published %d with %d errors (%s), want > 0 and none", res.Deltas, res.PublishErrors, res.FirstPublishError)
+				}
+				want := res.Deltas
+				if dealer == "broadcast" {
+					want *= subs
+				}
+				if res.Expected != want || res.Received != want || res.Lost != 0 {
+					t.Errorf("expected %d, received %d, lost %d, want %d, %d and 0", res.Expected, res.Received, res.Lost, want, want)
+				}
+				if res.Latency.Count != res.Received {
+					t.Errorf("latency samples %d, want %d", res.Latency.Count, res.Received)
+				}
+				if res.MetricDeliveries != float64(want) {
+					t.Errorf("server metric deliveries %v, want %d", res.MetricDeliveries, want)
+				}
+			})
+		}
+	}
+
+	for _, mode := range [][]string{{"--rate", "200"}, {"--saturate", "--backlog", "2000"}} {
+		t.Run("cdc "+mode[0], func(t *testing.T) {
+			if _, err := findPGBin(""); err != nil {
+				t.Skip(err)
+			}
+			var res cdcResult
+			runJSON(t, &res, append([]string{"cdc", "--subs", "20", "--duration", "500ms", "--writers", "2"}, mode...)...)
+			if res.Rows == 0 || res.WriteErrors != 0 {
+				t.Fatalf("committed %d rows with %d errors (%s), want > 0 and none", res.Rows, res.WriteErrors, res.FirstWriteError)
+			}
+			if res.Received != res.Rows || res.Lost != 0 {
+				t.Errorf("received %d, lost %d, want %d and 0", res.Received, res.Lost, res.Rows)
+			}
+			if res.MetricChanges != float64(res.Rows) {
+				t.Errorf("server metric cdc changes %v, want %d", res.MetricChanges, res.Rows)
+			}
+			if mode[0] == "--saturate" {
+				d := res.Drain
+				if d == nil {
+					t.Fatal("no drain comparison, want one")
+				}
+				if !d.ServerComplete || d.ServerDelivered != 2000 {
+					t.Errorf("server drained %d rows (complete %v), want 2000", d.ServerDelivered, d.ServerComplete)
+				}
+				if !d.RefComplete {
+					t.Errorf("pg_recvlogical did not finish: %s", d.RefError)
+				}
+			}
+		})
+	}
+
 	t.Run("conns", func(t *testing.T) {
 		const n = 150
 		var res connsResult

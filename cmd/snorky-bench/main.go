@@ -8,12 +8,17 @@
 //	snorky-bench pubsub --subscribers 1000 --saturate --duration 10s
 //	snorky-bench pubsub --subscribers 1000 --rate 15 --duration 30s
 //	snorky-bench conns --n 19000
+//	snorky-bench datasync --subs 10000 --dealer simple --saturate --duration 15s
+//	snorky-bench cdc --subs 1000 --rate 1000 --duration 20s
+//	snorky-bench cdc --saturate
 //
 // The runner imports nothing from the server. Its parts are kept reusable for
 // further scenarios: server.go (spawn/attach, readiness, stop), proc.go
 // (/proc CPU and RSS), latency.go (a concurrent log-linear histogram),
 // wsclient.go (dialing from many loopback source addresses, set-up RPCs, the
-// cheap seq/ts scan), and one file per scenario (pubsub.go, conns.go).
+// cheap seq/ts scan), dsclient.go (DataSync subscriptions, the receiving
+// side, /metrics), pgcluster.go (a throwaway PostgreSQL cluster), and one
+// file per scenario (pubsub.go, conns.go, datasync.go, cdc.go).
 package main
 
 import (
@@ -56,6 +61,13 @@ scenarios:
            server's CPU µs per delivered message and RSS
   conns    hold --n idle WebSocket connections (spread over worker
            processes); reports server RSS KiB per connection
+  datasync N DataSync subscriptions (simple or broadcast dealer) fed by
+           publishDeltas; reports deltas/s, deliveries/s, latency, loss and
+           the server's CPU µs per delivered delta
+  cdc      N subscriptions fed from PostgreSQL (a throwaway cluster, or
+           --database-url); reports row changes/s, commit→client latency,
+           server cores, and with --saturate the drain rate of a backlog
+           against pg_recvlogical's
 
 Run "snorky-bench <scenario> -h" for its flags. By default the runner builds
 and spawns the server itself on free loopback ports; --server-pid with --ws,
@@ -82,12 +94,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		ps pubsubConfig
 		cc connsConfig
+		dc datasyncConfig
+		xc cdcConfig
 	)
 	switch scenario {
 	case "pubsub":
 		ps.register(fs)
 	case "conns":
 		cc.register(fs)
+	case "datasync":
+		dc.register(fs)
+	case "cdc":
+		xc.register(fs)
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown scenario %q", scenario)
@@ -114,9 +132,35 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if bound == 0 {
 			bound = cc.Settle + 5*time.Minute
 		}
+	case "datasync":
+		if err := dc.Validate(); err != nil {
+			return err
+		}
+		if bound == 0 {
+			bound = dc.Duration + dc.Drain + 5*time.Minute
+		}
+		sf.extraConfig = datasyncServerConfig(dc.Model)
+	case "cdc":
+		if err := xc.Validate(); err != nil {
+			return err
+		}
+		if bound == 0 {
+			bound = xc.Duration + 2*xc.Drain + 5*time.Minute
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
+
+	var db *cdcDatabase
+	if scenario == "cdc" {
+		var err error
+		if db, err = openCDCDatabase(ctx, xc, logf); err != nil {
+			return err
+		}
+		db.DropServerSlot = sf.pid == 0
+		defer db.Close(logf)
+		sf.extraConfig = cdcServerConfig(db.URL, xc)
+	}
 
 	srv, err := startServer(ctx, sf, logf)
 	if err != nil {
@@ -142,6 +186,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return serverState(srv, err)
 		}
 		report = res
+	case "datasync":
+		res, err := runDatasync(ctx, dc, srv, logf)
+		if err != nil {
+			return serverState(srv, err)
+		}
+		report = res
+	case "cdc":
+		res, err := runCDC(ctx, xc, srv, db, logf)
+		if err != nil {
+			return serverState(srv, err)
+		}
+		report = res
 	}
 	if srv.Exited() {
 		return serverState(srv, errors.New("the server exited during the run"))
@@ -156,6 +212,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		printPubsub(stdout, r)
 	case *connsResult:
 		printConns(stdout, r)
+	case *datasyncResult:
+		printDatasync(stdout, r)
+	case *cdcResult:
+		printCDC(stdout, r)
 	}
 	return nil
 }

@@ -28,6 +28,11 @@ type serverFlags struct {
 	sendQueue    int
 	readyTimeout time.Duration
 	keepDir      bool
+	metricsURL   string
+
+	// extraConfig is YAML appended to the spawned server's configuration
+	// by the scenario (models, dealers, database); not a flag.
+	extraConfig string
 }
 
 func (f *serverFlags) register(fs *flag.FlagSet) {
@@ -40,6 +45,7 @@ func (f *serverFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.sendQueue, "send-queue-bytes", 1<<20, "frontend.send_queue_bytes of the spawned server")
 	fs.DurationVar(&f.readyTimeout, "ready-timeout", 60*time.Second, "how long to wait for the server to become ready")
 	fs.BoolVar(&f.keepDir, "keep", false, "keep the spawned server's temporary directory (config, log)")
+	fs.StringVar(&f.metricsURL, "metrics", "", "Prometheus metrics URL of a running server (default: /metrics on the backend listener)")
 }
 
 // server is the server under test.
@@ -47,6 +53,7 @@ type server struct {
 	PID        int
 	WSURL      string
 	BackendURL string
+	MetricsURL string
 	Key        string
 
 	cmd    *exec.Cmd
@@ -65,7 +72,10 @@ func startServer(ctx context.Context, f serverFlags, logf func(string, ...any)) 
 		if _, err := readProc(f.pid); err != nil {
 			return nil, fmt.Errorf("--server-pid %d: %w", f.pid, err)
 		}
-		s := &server{PID: f.pid, WSURL: f.wsURL, BackendURL: f.backendURL, Key: f.key}
+		s := &server{PID: f.pid, WSURL: f.wsURL, BackendURL: f.backendURL, MetricsURL: f.metricsURL, Key: f.key}
+		if s.MetricsURL == "" {
+			s.MetricsURL = siblingURL(f.backendURL, "/metrics")
+		}
 		return s, waitReady(ctx, readyURL(f), f.readyTimeout, nil)
 	}
 
@@ -97,8 +107,9 @@ func startServer(ctx context.Context, f serverFlags, logf func(string, ...any)) 
 	}
 	s.WSURL = fmt.Sprintf("ws://127.0.0.1:%d/ws", wsPort)
 	s.BackendURL = fmt.Sprintf("http://127.0.0.1:%d/backend", bePort)
+	s.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", bePort)
 	cfgPath := filepath.Join(dir, "snorky.yaml")
-	cfg := serverConfig(wsPort, bePort, s.Key, f.sendQueue)
+	cfg := serverConfig(wsPort, bePort, s.Key, f.sendQueue) + f.extraConfig
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -151,13 +162,17 @@ func readyURL(f serverFlags) string {
 	if f.readyURL != "" {
 		return f.readyURL
 	}
-	u := f.backendURL
+	return siblingURL(f.backendURL, "/readyz")
+}
+
+// siblingURL replaces the path of u (the backend URL) with path.
+func siblingURL(u, path string) string {
 	if i := strings.Index(u, "://"); i >= 0 {
 		if j := strings.IndexByte(u[i+3:], '/'); j >= 0 {
-			return u[:i+3+j] + "/readyz"
+			return u[:i+3+j] + path
 		}
 	}
-	return strings.TrimRight(u, "/") + "/readyz"
+	return strings.TrimRight(u, "/") + path
 }
 
 // serverConfig is the YAML the spawned server runs with: loopback only, every
@@ -240,6 +255,11 @@ func waitReady(ctx context.Context, url string, timeout time.Duration, exited <-
 	}
 }
 
+// Pause stops the server process (SIGSTOP) so that work queues up for it;
+// Resume continues it (SIGCONT).
+func (s *server) Pause() error  { return syscall.Kill(s.PID, syscall.SIGSTOP) }
+func (s *server) Resume() error { return syscall.Kill(s.PID, syscall.SIGCONT) }
+
 // Sample reads the server's CPU time and RSS.
 func (s *server) Sample() (procSample, error) { return readProc(s.PID) }
 
@@ -267,6 +287,7 @@ func (s *server) Stop() error {
 	if s.cmd != nil && s.cmd.Process != nil {
 		if !s.Exited() {
 			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			_ = s.cmd.Process.Signal(syscall.SIGCONT) // in case a scenario paused it
 			select {
 			case <-s.exited:
 			case <-time.After(15 * time.Second):

@@ -77,6 +77,7 @@ type BackendConfig struct {
 	Path         string    `koanf:"path"`
 	APIKey       string    `koanf:"api_key"`
 	MaxBodyBytes ByteSize  `koanf:"max_body_bytes"`
+	Pprof        bool      `koanf:"pprof"`
 	TLS          TLSConfig `koanf:"tls"`
 }
 

@@ -42,6 +42,7 @@ const usage = `Snorky: a real-time sync server for PostgreSQL.
 
 Usage:
   snorky serve --config FILE   run the server
+  snorky demo [--port 8080]    run the TodoMVC example on a throwaway PostgreSQL
   snorky version               print the version
 
 Configuration: a YAML file (see README), overridden by SNORKY_<SECTION>__<KEY>
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return errUsage
 		}
 		return migrateCommand(ctx, *path, os.Environ(), *down, stdout)
+	case "demo":
+		return demo(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintln(stdout, "snorky", versionString())
 		return nil

@@ -204,6 +204,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		Path:         cfg.Backend.Path,
 		APIKey:       cfg.Backend.APIKey,
 		MaxBodyBytes: int64(cfg.Backend.MaxBodyBytes),
+		Pprof:        cfg.Backend.Pprof,
 	}, s.back, log.With("endpoint", "backend"), s.metrics, s.metrics, ready)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/examples/todomvc"
+)
+
+// demoConfig is the embedded default configuration of `snorky demo`: the
+// server on loopback with free ports, streaming the tasks table of the
+// throwaway database. The %q verbs are the origins, the backend key, the
+// token secret and the database URL (Go's quoting is valid YAML for them).
+const demoConfig = `# snorky demo: generated at start, removed on exit.
+frontend:
+  listen: "127.0.0.1:0"
+  path: /ws
+  allowed_origins: [%q, %q]
+backend:
+  listen: "127.0.0.1:0"
+  path: /backend
+  api_key: %q
+tokens:
+  secret: %q
+database:
+  url: %q
+  migrate: true
+models:
+  Task: {table: public.tasks}
+dealers:
+  AllTasks: {model: Task, kind: broadcast}
+log: {level: %s}
+shutdown: {timeout: 5s}
+`
+
+// demoOptions configure runDemo.
+type demoOptions struct {
+	// Addr is where the TodoMVC page listens, e.g. "127.0.0.1:8080".
+	Addr string
+	// LogLevel is the server's log level (debug|info|warn|error).
+	LogLevel string
+	// Ready, when not nil, is called once everything serves (tests).
+	Ready func(demoInfo)
+}
+
+// demoInfo describes a running demo.
+type demoInfo struct {
+	PageURL     string  // the TodoMVC page
+	DatabaseURL string  // the throwaway database holding the tasks table
+	BinDir      string  // the PostgreSQL binaries in use (psql is there)
+	PGDir       string  // PostgreSQL's temporary directory, removed on exit
+	Server      *server // the Snorky server
+}
+
+// demo runs `snorky demo [--port N]`.
+func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	port := fs.Int("port", 8080, "port of the TodoMVC page on 127.0.0.1 (0: a free port)")
+	level := fs.String("log-level", "warn", "the server's log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 0 || *port < 0 || *port > 65535 {
+		fs.Usage()
+		return errUsage
+	}
+	return runDemo(ctx, demoOptions{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)), LogLevel: *level}, stdout, stderr)
+}
+
+// runDemo starts a throwaway PostgreSQL with the tasks table, the Snorky
+// server streaming it, and the TodoMVC example, and runs them until ctx is
+// done. Everything it started is stopped and removed when it returns.
+func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) (err error) {
+	switch opts.LogLevel {
+	case "":
+		opts.LogLevel = "warn"
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("--log-level: %q is not debug, info, warn or error", opts.LogLevel)
+	}
+	// The page's port first: a busy port fails before anything starts.
+	pageLn, err := net.Listen("tcp", opts.Addr)
+	if err != nil {
+		return fmt.Errorf("demo page: %w (choose another port with --port)", err)
+	}
+	defer pageLn.Close()
+	pagePort := pageLn.Addr().(*net.TCPAddr).Port
+	pageURL := fmt.Sprintf("http://127.0.0.1:%d", pagePort)
+
+	fmt.Fprintln(stdout, "Starting a throwaway PostgreSQL…")
+	pg, err := pglocal.Start(ctx, pglocal.Options{})
+	if err != nil {
+		return fmt.Errorf("starting PostgreSQL: %w", err)
+	}
+	defer func() {
+		if serr := pg.Stop(); serr != nil && err == nil {
+			err = serr
+		}
+	}()
+	dbURL, err := createDemoDatabase(ctx, pg)
+	if err != nil {
+		return err
+	}
+
+	dir, err := os.MkdirTemp("", "snorky-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	apiKey, secret := randomHex(16), randomHex(32)
+	cfgPath := filepath.Join(dir, "snorky.yaml")
+	cfgText := fmt.Sprintf(demoConfig, pageURL, fmt.Sprintf("http://localhost:%d", pagePort), apiKey, secret, dbURL, opts.LogLevel)
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
+		return err
+	}
+
+	// The server, in-process, with the embedded configuration and no
+	// environment overrides (they could disagree with the page's key).
+	srvCtx, stopSrv := context.WithCancel(context.Background())
+	defer stopSrv()
+	readyc := make(chan *server, 1)
+	srvDone := make(chan struct{})
+	var srvResult error // set before srvDone closes
+	go func() {
+		defer close(srvDone)
+		srvResult = serve(srvCtx, cfgPath, nil, stderr, func(s *server) { readyc <- s })
+	}()
+	// stopServer stops the server (shutting down in its order) and
+	// returns its error; it may be called more than once.
+	stopServer := func() error {
+		stopSrv()
+		<-srvDone
+		return srvResult
+	}
+	defer stopServer()
+	var s *server
+	select {
+	case s = <-readyc:
+	case <-srvDone:
+		return fmt.Errorf("starting the server: %w", srvResult)
+	case <-ctx.Done():
+		return stopServer()
+	}
+	if err := waitStreaming(ctx, s, srvDone); err != nil {
+		if serr := stopServer(); serr != nil {
+			return fmt.Errorf("%w: %v", err, serr)
+		}
+		return err
+	}
+
+	app, err := todomvc.New(todomvc.Config{
+		DatabaseURL:  dbURL,
+		BackendURL:   s.backendURL(),
+		APIKey:       apiKey,
+		WebSocketURL: s.frontendURL(),
+		Log:          slog.New(slog.NewTextHandler(stderr, nil)),
+	})
+	if err != nil {
+		return err
+	}
+	defer app.Close(context.Background())
+	page := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second}
+	pageErr := make(chan error, 1)
+	go func() { pageErr <- serveHTTP(page, pageLn, "demo page") }()
+
+	fmt.Fprintf(stdout, `
+Snorky demo: TodoMVC, synchronised through PostgreSQL's WAL.
+
+  Open %s in two windows: every change appears in both.
+
+  Change the table with SQL and watch the windows follow:
+    psql %q -c "INSERT INTO tasks (title) VALUES ('from psql')"
+
+  WebSocket %s, backend %s
+  Press Ctrl+C to stop (the database is deleted).
+`, pageURL, dbURL, s.frontendURL(), s.backendURL())
+	if opts.Ready != nil {
+		opts.Ready(demoInfo{PageURL: pageURL, DatabaseURL: dbURL, BinDir: pg.BinDir(), PGDir: pg.Dir(), Server: s})
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-srvDone:
+		if runErr = srvResult; runErr == nil {
+			runErr = errors.New("the server stopped")
+		}
+	case runErr = <-pageErr:
+	}
+	fmt.Fprintln(stdout, "Stopping…")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	page.Shutdown(sctx)
+	if err := stopServer(); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+// createDemoDatabase creates the database "todomvc" with the tasks table
+// and returns its URL.
+func createDemoDatabase(ctx context.Context, pg *pglocal.Server) (string, error) {
+	admin, err := pgx.Connect(ctx, pg.URL("postgres"))
+	if err != nil {
+		return "", fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
+	if _, err := admin.Exec(ctx, "CREATE DATABASE todomvc"); err != nil {
+		return "", fmt.Errorf("creating the database: %w", err)
+	}
+	url := pg.URL("todomvc")
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return "", fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, todomvc.Schema); err != nil {
+		return "", fmt.Errorf("creating the tasks table: %w", err)
+	}
+	return url, nil
+}
+
+// waitStreaming waits until the server streams from PostgreSQL, so that
+// the first page load can subscribe.
+func waitStreaming(ctx context.Context, s *server, srvDone <-chan struct{}) error {
+	deadline := time.NewTimer(time.Minute)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !s.reader.Ready() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-srvDone:
+			return errors.New("the server stopped before streaming from PostgreSQL")
+		case <-deadline.C:
+			return errors.New("the server did not start streaming from PostgreSQL within a minute")
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
