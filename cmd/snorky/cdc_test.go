@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -104,4 +106,46 @@ func TestCDCDeltasOverWebSocket(t *testing.T) {
 		t.Fatalf("owner 7:\n got %s\nwant %s", got, want)
 	}
 	owner7.quiet(100 * time.Millisecond)
+}
+
+// TestServeStartsWhileDatabaseDown: serve starts, /readyz answers 503 with
+// the reason, and once PostgreSQL is up the server becomes ready by itself.
+func TestServeStartsWhileDatabaseDown(t *testing.T) {
+	pg := pglocal.StartTB(t, pglocal.Options{})
+	url := pg.URL("postgres")
+	db, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(context.Background(), `CREATE TABLE tasks (id int PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close(context.Background())
+	if err := pg.Down(pglocal.Fast); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, fmt.Sprintf(`database: {url: %q, slot: down_test, publication: down_test}
+models: {Task: {table: tasks}}
+dealers: {All: {model: Task, kind: broadcast}}
+`, url))
+	readyz := func() (int, string) {
+		resp, err := http.Get("http://" + s.backLn.Addr().String() + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := readyz(); code != 503 || !strings.Contains(body, "database") {
+		t.Fatalf("readyz with PostgreSQL down: got %d %s, want 503 naming the database", code, body)
+	}
+	// The PubSub service works meanwhile.
+	c := dial(t, s, nil)
+	c.ok("pubsub", "publish", map[string]any{"channel": "x", "message": 1})
+
+	if err := pg.Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "ready once PostgreSQL is up", func() bool { code, _ := readyz(); return code == 200 })
 }

@@ -386,7 +386,7 @@ type delta struct {
 	Xid       json.Number    `json:"xid"`
 	// At is when the client read it.
 	At time.Time `json:"-"`
-	// Raw is the delta's JSON text.
+	// Raw is the notification's JSON text.
 	Raw string `json:"-"`
 }
 
@@ -484,34 +484,25 @@ func (c *wsClient) readLoop() {
 		}
 		now := time.Now()
 		var env struct {
-			Service string          `json:"service"`
-			Message json.RawMessage `json:"message"`
+			Message struct {
+				reply
+				Delta *delta `json:"delta"`
+			} `json:"message"`
 		}
-		if err := json.Unmarshal(msg, &env); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(msg))
+		dec.UseNumber()
+		if err := dec.Decode(&env); err != nil {
 			c.t.Errorf("server sent invalid JSON %q: %v", msg, err)
 			continue
 		}
-		var head struct {
-			Type  string          `json:"type"`
-			Delta json.RawMessage `json:"delta"`
-		}
-		json.Unmarshal(env.Message, &head)
-		if head.Type == "delta" {
-			var d delta
-			dec := json.NewDecoder(bytes.NewReader(head.Delta))
-			dec.UseNumber()
-			if err := dec.Decode(&d); err != nil {
-				c.t.Errorf("undecodable delta %s: %v", head.Delta, err)
-				continue
-			}
-			d.At, d.Raw = now, string(head.Delta)
+		if d := env.Message.Delta; env.Message.Type == "delta" && d != nil {
+			d.At, d.Raw = now, string(msg)
 			c.mu.Lock()
-			c.deltas = append(c.deltas, d)
+			c.deltas = append(c.deltas, *d)
 			c.mu.Unlock()
 			continue
 		}
-		var r reply
-		if json.Unmarshal(env.Message, &r) == nil && (r.Type == "response" || r.Type == "error") {
+		if r := env.Message.reply; r.Type == "response" || r.Type == "error" {
 			c.mu.Lock()
 			ch := c.replies[r.CallID]
 			delete(c.replies, r.CallID)

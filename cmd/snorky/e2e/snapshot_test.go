@@ -128,7 +128,7 @@ func (app *handoffApp) apply(t *testing.T, name string, ds []delta, want map[int
 // equals its group's rows in the table: 0 gaps, 0 duplicates.
 func TestSnapshotHandoff(t *testing.T) {
 	const (
-		groups  = 10
+		groups  = 20
 		apps    = 100
 		workers = 10
 		fastIDs = 300 // ids 1..300: the fast writer; 301..400: the slow one
