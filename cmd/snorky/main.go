@@ -3,6 +3,7 @@
 //
 // Usage:
 //
+//	snorky demo                    run the TodoMVC demo on a throwaway PostgreSQL
 //	snorky serve --config FILE     run the server
 //	snorky check --config FILE     check the PostgreSQL prerequisites
 //	snorky migrate --config FILE   apply the snorky schema's migrations
@@ -41,9 +42,12 @@ var errUsage = errors.New("usage")
 const usage = `Snorky: a real-time sync server for PostgreSQL.
 
 Usage:
-  snorky serve --config FILE   run the server
-  snorky demo [--port 8080]    run the TodoMVC example on a throwaway PostgreSQL
-  snorky version               print the version
+  snorky demo [--port 8080]           run the TodoMVC example on a throwaway PostgreSQL
+  snorky serve --config FILE          run the server
+  snorky check --config FILE          check the PostgreSQL prerequisites, each with its fix
+  snorky migrate --config FILE [--down N]
+                                      apply (or revert) the snorky schema's migrations
+  snorky version                      print the version
 
 Configuration: a YAML file (see README), overridden by SNORKY_<SECTION>__<KEY>
 environment variables, e.g. SNORKY_BACKEND__API_KEY.
