@@ -44,7 +44,7 @@ type cdcConfig struct {
 }
 
 func (c *cdcConfig) register(fs *flag.FlagSet) {
-	fs.IntVar(&c.Subs, "subs", 1000, "subscriptions of the simple dealer ByKey (keys 0..subs-1), each on its own WebSocket")
+	fs.IntVar(&c.Subs, "subs", 1000, "subscriptions of the simple dealer ByKey (keys 0..subs-1), each on its own WebSocket; 0: none, count decoded rows at /metrics (snorky_cdc_changes_total)")
 	fs.Float64Var(&c.Rate, "rate", 0, "rows per second, committed by the writers (or --saturate)")
 	fs.BoolVar(&c.Saturate, "saturate", false, "commit as fast as PostgreSQL accepts; then time draining a backlog against pg_recvlogical")
 	fs.DurationVar(&c.Duration, "duration", 20*time.Second, "how long to write")
@@ -74,8 +74,8 @@ func (c *cdcConfig) Validate() error {
 		}
 	}
 	switch {
-	case c.Subs < 1 || c.Subs > 19000:
-		return fmt.Errorf("--subs: got %d, want 1..19000", c.Subs)
+	case c.Subs < 0 || c.Subs > 19000:
+		return fmt.Errorf("--subs: got %d, want 0..19000 (0: no subscriptions, count at /metrics)", c.Subs)
 	case c.Saturate == (c.Rate > 0):
 		return errors.New("give exactly one of --rate R (R > 0) and --saturate")
 	case c.Duration <= 0 || c.Duration > time.Hour:
@@ -344,7 +344,7 @@ const (
 // transaction). ts is taken just before the statement is sent, so it
 // precedes the COMMIT by the statement's execution time.
 func (w *cdcWriters) commit(ctx context.Context, conn *pgx.Conn, seq0 int64, n int, keys []int32, tss []int64, pays []string) error {
-	subs := int64(w.cfg.Subs)
+	subs := int64(max(w.cfg.Subs, 1))
 	start := time.Now()
 	var err error
 	if n == 1 {
@@ -518,7 +518,13 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 	}
 	tWriteEnd := recv.clock()
 	rows := w.rows.Load()
-	if !recv.waitFor(ctx, rows, cfg.Drain) {
+	if cfg.Subs == 0 {
+		base := m0["snorky_cdc_changes_total"]
+		if !waitMetric(ctx, srv.MetricsURL, "snorky_cdc_changes_total", base+float64(rows), cfg.Drain) {
+			logf("cdc: the server did not decode %d rows within %v", rows, cfg.Drain)
+		}
+		recv.last.Store(recv.clock())
+	} else if !recv.waitFor(ctx, rows, cfg.Drain) {
 		logf("cdc: %d of %d rows delivered after waiting %v", recv.received.Load(), rows, cfg.Drain)
 	}
 	cancelProgress()
@@ -643,9 +649,13 @@ func drainComparison(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDat
 		return nil, fmt.Errorf("resuming the server: %w", err)
 	}
 	paused = false
-	dr.ServerComplete = recv.waitFor(ctx, base+uint64(cfg.Backlog), cfg.Drain)
+	if cfg.Subs == 0 {
+		dr.ServerComplete = waitMetric(ctx, srv.MetricsURL, "snorky_cdc_changes_total", mA["snorky_cdc_changes_total"]+float64(cfg.Backlog), cfg.Drain)
+	} else {
+		dr.ServerComplete = recv.waitFor(ctx, base+uint64(cfg.Backlog), cfg.Drain)
+	}
 	tB := time.Now()
-	if dr.ServerComplete {
+	if dr.ServerComplete && cfg.Subs > 0 {
 		// The last delivery's own time, not the poll's.
 		tB = recv.base.Add(time.Duration(recv.last.Load()))
 	}
@@ -655,6 +665,9 @@ func drainComparison(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDat
 	}
 	mB, _ := scrapeMetrics(ctx, srv.MetricsURL, cdcMetricNames...)
 	dr.ServerDelivered = recv.received.Load() - base
+	if cfg.Subs == 0 {
+		dr.ServerDelivered = uint64(max(metricDelta(mA, mB, "snorky_cdc_changes_total"), 0))
+	}
 	dr.ServerS = tB.Sub(tA).Seconds()
 	dr.ServerRowsPerSec = float64(dr.ServerDelivered) / dr.ServerS
 	cpu := cpuB.CPU - cpuA.CPU
@@ -692,6 +705,20 @@ func drainComparison(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDat
 	}
 	logf("cdc: drain: pg_recvlogical took %.2fs (%.0f rows/s)", dr.RefS, dr.RefRowsPerSec)
 	return dr, nil
+}
+
+// waitMetric polls the server's metric name every 10 ms until it reaches
+// target; it reports whether it did within timeout.
+func waitMetric(ctx context.Context, url, name string, target float64, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	reached := false
+	_ = poll(ctx, 10*time.Millisecond, func() bool {
+		m, err := scrapeMetrics(ctx, url, name)
+		reached = err == nil && m[name] >= target
+		return reached
+	})
+	return reached
 }
 
 func printCDC(w io.Writer, r *cdcResult) {

@@ -613,3 +613,16 @@ func runCommand(t testing.TB, timeout time.Duration, args ...string) (string, in
 	}
 	return string(out), code
 }
+
+// knownBug is called where a test detects a server bug that is reported
+// but not fixed yet: it skips the test with "BUG: desc" so that CI stays
+// green, or fails it when SNORKY_E2E_BUGS is set (to see the bugs). Once
+// the bug is fixed the call is no longer reached; remove it then.
+func knownBug(t testing.TB, desc string, args ...any) {
+	t.Helper()
+	msg := "BUG: " + fmt.Sprintf(desc, args...)
+	if os.Getenv("SNORKY_E2E_BUGS") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
