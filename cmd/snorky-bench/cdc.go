@@ -538,6 +538,10 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 	m1, _ := scrapeMetrics(ctx, srv.MetricsURL, cdcMetricNames...)
 
 	received := recv.received.Load()
+	if cfg.Subs == 0 {
+		// No subscriptions: rows decoded and routed, as the server counts them.
+		received = uint64(max(metricDelta(m0, m1, "snorky_cdc_changes_total"), 0))
+	}
 	res.Rows, res.Txns, res.WriteErrors = rows, w.txns.Load(), w.errs.Load()
 	if p := w.firstErr.Load(); p != nil {
 		res.FirstWriteError = *p
@@ -733,8 +737,12 @@ func printCDC(w io.Writer, r *cdcResult) {
 		fmt.Fprintf(w, " (first: %s)", r.FirstWriteError)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "  delivered       %d, lost %d (%.3f%%), %.0f row changes/s over %.2fs\n",
-		r.Received, r.Lost, r.LossPct, r.DeliveredPerSec, r.WindowS)
+	what := "delivered      "
+	if r.Subs == 0 {
+		what = "decoded (metric)"
+	}
+	fmt.Fprintf(w, "  %s %d, lost %d (%.3f%%), %.0f row changes/s over %.2fs\n",
+		what, r.Received, r.Lost, r.LossPct, r.DeliveredPerSec, r.WindowS)
 	fmt.Fprintf(w, "  server metrics  cdc changes +%.0f, cdc transactions +%.0f, datasync deliveries +%.0f\n",
 		r.MetricChanges, r.MetricTxns, r.MetricDeliveries)
 	l := r.Latency

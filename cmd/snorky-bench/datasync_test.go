@@ -125,6 +125,8 @@ func TestCDCConfigValidate(t *testing.T) {
 		{"quoted slot name", func(c *cdcConfig) { c.Slot = `a"b` }, "SQL names", 0},
 		{"same slots", func(c *cdcConfig) { c.RefSlot = c.Slot }, "distinct", 0},
 		{"no writers", func(c *cdcConfig) { c.Writers = 0 }, "--writers", 0},
+		{"no subscriptions counts at /metrics", func(c *cdcConfig) { c.Subs = 0 }, "", 1},
+		{"negative subscriptions", func(c *cdcConfig) { c.Subs = -1 }, "--subs", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

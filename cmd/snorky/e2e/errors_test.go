@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -74,14 +75,18 @@ dealers:
 			role := randomName("e2e_norepl_")
 			adb := dbConnect(t, admin)
 			mustExec(t, adb, fmt.Sprintf(`CREATE ROLE %s LOGIN NOREPLICATION NOSUPERUSER`, role))
+			// Registered before the database, so it runs after the drop.
 			t.Cleanup(func() {
-				// After the database (dropped by an earlier-registered
-				// cleanup? no: cleanups run last-in first-out, so the
-				// database registered below is dropped first).
-				c, err := pgx.Connect(t.Context(), admin)
-				if err == nil {
-					c.Exec(t.Context(), fmt.Sprintf(`DROP ROLE IF EXISTS %s`, role))
-					c.Close(t.Context())
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				c, err := pgx.Connect(ctx, admin)
+				if err != nil {
+					t.Errorf("dropping role %s: %v", role, err)
+					return
+				}
+				defer c.Close(ctx)
+				if _, err := c.Exec(ctx, `DROP ROLE IF EXISTS `+role); err != nil {
+					t.Errorf("dropping role %s: %v", role, err)
 				}
 			})
 			dbURL := thingsDatabase(t, admin)
