@@ -45,6 +45,12 @@ type DatabaseConfig struct {
 	ReplicaIdentity string        `koanf:"replica_identity"`
 	Migrate         bool          `koanf:"migrate"`
 	History         HistoryConfig `koanf:"history"`
+	// StatusInterval is the period of standby status updates to
+	// PostgreSQL (confirmed position); HeartbeatInterval the period of the
+	// heartbeat message that lets the slot advance on an idle database
+	// (negative disables it).
+	StatusInterval    time.Duration `koanf:"status_interval"`
+	HeartbeatInterval time.Duration `koanf:"heartbeat_interval"`
 }
 
 // HistoryConfig bounds the recent transactions the engine keeps.
@@ -185,12 +191,14 @@ func defaults() map[string]any {
 
 func databaseDefaults() map[string]any {
 	return map[string]any{
-		"database.slot":              "snorky",
-		"database.publication":       "snorky",
-		"database.timezone":          "UTC",
-		"database.replica_identity":  "full",
-		"database.history.max_age":   "2m",
-		"database.history.max_bytes": "64MiB",
+		"database.slot":               "snorky",
+		"database.publication":        "snorky",
+		"database.timezone":           "UTC",
+		"database.replica_identity":   "full",
+		"database.history.max_age":    "2m",
+		"database.history.max_bytes":  "64MiB",
+		"database.status_interval":    "5s",
+		"database.heartbeat_interval": "10s",
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -20,7 +19,8 @@ import (
 // configuration. Table names are normalised to pgoutput's "schema.table".
 func (c *Config) cdcConfig() (cdc.Config, error) {
 	d := c.Database
-	out := cdc.Config{URL: d.URL, Slot: d.Slot, Publication: d.Publication, TimeZone: d.TimeZone}
+	out := cdc.Config{URL: d.URL, Slot: d.Slot, Publication: d.Publication, TimeZone: d.TimeZone,
+		StatusInterval: d.StatusInterval, HeartbeatInterval: d.HeartbeatInterval}
 	for _, name := range sortedNames(c.Models) {
 		m := c.Models[name]
 		if m.Table == "" {
@@ -104,45 +104,67 @@ func (c *Config) validateDatabase() error {
 	return nil
 }
 
-// runDatabase applies migrations when configured, then runs the reader
-// until ctx is done. It returns only permanent errors.
+// runDatabase applies migrations when configured and records the snapshot
+// horizon (both retried with backoff while PostgreSQL is unreachable), then
+// runs the reader until ctx is done. It returns only permanent errors.
 func (s *server) runDatabase(ctx context.Context) error {
-	if s.cfg.Database.Migrate {
-		delay := 250 * time.Millisecond
-		for {
-			err := migrate(ctx, s.cfg.Database.URL, s.log)
-			if err == nil {
-				break
+	delay := 250 * time.Millisecond
+	for {
+		err := s.prepareDatabase(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("preparing the database failed; retrying", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(delay/2 + rand.N(delay/2+1)):
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+	err := s.reader.Run(ctx)
+	if errors.Is(err, cdc.ErrPrerequisite) {
+		// Say what to do, as `snorky check` does.
+		cc, _ := s.cfg.cdcConfig()
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if problems := cdc.Check(cctx, cc); len(problems) > 0 {
+			var b strings.Builder
+			for _, p := range problems {
+				fmt.Fprintf(&b, "\n  problem: %s: %s\n  fix: %s", p.Key, p.What, p.Fix)
 			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			s.log.Warn("applying migrations failed; retrying", "err", err, "retry_in", delay)
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(delay/2 + rand.N(delay/2+1)):
-			}
-			delay = min(delay*2, 30*time.Second)
+			return fmt.Errorf("%w%s", err, b.String())
 		}
 	}
-	return s.reader.Run(ctx)
+	return err
 }
 
-func migrate(ctx context.Context, url string, log *slog.Logger) error {
-	conn, err := pgx.Connect(ctx, url)
+// prepareDatabase applies the migrations (database.migrate) and gives the
+// DataSync engine its snapshot horizon: pg_current_snapshot() taken before
+// the reader starts, so every transaction it did not see will be streamed.
+func (s *server) prepareDatabase(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, s.cfg.Database.URL)
 	if err != nil {
-		return fmt.Errorf("connecting to apply migrations: %w", err)
+		return fmt.Errorf("connecting: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	applied, err := migrations.Up(ctx, conn)
-	if err != nil {
-		return err
+	if s.cfg.Database.Migrate {
+		applied, err := migrations.Up(ctx, conn)
+		if err != nil {
+			return err
+		}
+		if len(applied) > 0 {
+			s.log.Info("applied migrations", "versions", applied)
+		}
 	}
-	if len(applied) > 0 {
-		log.Info("applied migrations", "versions", applied)
+	var horizon string
+	if err := conn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&horizon); err != nil {
+		return fmt.Errorf("reading the snapshot horizon: %w", err)
 	}
-	return nil
+	return s.datasync.SetHorizon(horizon)
 }
 
 // check runs `snorky check`: every prerequisite, each problem with its fix.

@@ -39,6 +39,10 @@ type Engine struct {
 	batch uint32
 
 	history *history // nil without a database
+	// horizon is a snapshot taken before the reader began streaming: every
+	// transaction it did not see reaches the engine, so the history is
+	// complete for exactly those (see coversSnapshot).
+	horizon *snapshot
 
 	// Scratch state of one routing pass, reused.
 	marks   map[uint64]uint8
@@ -615,4 +619,41 @@ func (e *Engine) parseMessageLocked(m *cdc.Message) (*delta, *sqlPublish, error)
 		return &d, nil, nil
 	}
 	return nil, nil, fmt.Errorf("unknown op %q", op)
+}
+
+// SetHorizon records pg_current_snapshot() taken before the PostgreSQL
+// reader starts streaming. Until it is set, snapshots are refused: the
+// engine cannot tell which transactions it will never see.
+func (e *Engine) SetHorizon(text string) error {
+	h, ok := parseSnapshot(text)
+	if !ok {
+		return fmt.Errorf("invalid snapshot %q", text)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.horizon = h
+	return nil
+}
+
+// coversSnapshotLocked reports whether the engine can give a subscription
+// authorised with s every transaction s did not see: each such transaction
+// either is still held in the history or will still arrive from the reader.
+//
+// The reader delivers every transaction the horizon H did not see. A
+// transaction that H saw committed before streaming began and may be
+// missing: s must have seen it too. That holds when H.xmax ≤ s.xmax and no
+// transaction in progress for s was already finished for H.
+func (e *Engine) coversSnapshotLocked(s *snapshot) bool {
+	h := e.horizon
+	if h == nil || s.xmax < h.xmax {
+		return false
+	}
+	for x := range s.xip {
+		if x < h.xmax {
+			if _, inProgress := h.xip[x]; !inProgress {
+				return false
+			}
+		}
+	}
+	return e.history.covers(s)
 }

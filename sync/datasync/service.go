@@ -189,7 +189,7 @@ func (e *Engine) authorize(rawItems, rawSnap json.RawMessage) (string, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if snap != nil && !e.history.covers(snap) {
+	if snap != nil && !e.coversSnapshotLocked(snap) {
 		return "", ErrSnapshotTooOld
 	}
 	items := make([]item, 0, len(objs))

@@ -52,6 +52,9 @@ func TestVisibility(t *testing.T) {
 
 func TestSnapshotHandoff(t *testing.T) {
 	e, reg := newTestEngineDB(t, 64<<20)
+	if err := e.SetHorizon("100:100:"); err != nil {
+		t.Fatal(err)
+	}
 	insert := func(xid uint32, id int) {
 		t.Helper()
 		lsn := uint64(xid) * 100
@@ -104,6 +107,7 @@ func TestSnapshotHandoff(t *testing.T) {
 
 func TestSnapshotTooOld(t *testing.T) {
 	e, _ := newTestEngineDB(t, 1) // forgets every transaction at once
+	e.SetHorizon("100:100:")
 	for xid := uint32(100); xid < 110; xid++ {
 		e.Apply(&cdc.Txn{Xid: xid, CommitLSN: uint64(xid), EndLSN: uint64(xid) + 1, Changes: []cdc.Change{
 			{Table: "public.tasks", Op: cdc.Insert, New: cols("id", "1", "owner", "7")},
@@ -117,5 +121,31 @@ func TestSnapshotTooOld(t *testing.T) {
 	}
 	if _, err := e.authorize(json.RawMessage(`[]`), json.RawMessage(`"103:111:104"`)); err == nil {
 		t.Fatal("a forgotten transaction in progress for the snapshot must be refused")
+	}
+}
+
+// TestSnapshotHorizon: a snapshot is honoured only if every transaction it
+// did not see is one the engine has or will get: none before the horizon
+// (the snapshot taken before the reader started streaming).
+func TestSnapshotHorizon(t *testing.T) {
+	e, _ := newTestEngineDB(t, 64<<20)
+	if _, err := e.authorize(json.RawMessage(`[]`), json.RawMessage(`"50:60:"`)); err == nil || err.Error() != "Snapshot too old" {
+		t.Fatalf("before the horizon is known: got %v, want Snapshot too old", err)
+	}
+	e.SetHorizon("100:110:103,107")
+	for _, tc := range []struct {
+		snap string
+		ok   bool
+	}{
+		{"100:110:103,107", true},  // the horizon itself
+		{"105:120:107,115", true},  // newer
+		{"90:105:95", false},       // older: 105..109 committed before streaming
+		{"100:112:101,103", false}, // 101 was finished for the horizon
+		{"103:112:103,107", true},
+	} {
+		_, err := e.authorize(json.RawMessage(`[]`), json.RawMessage(`"`+tc.snap+`"`))
+		if (err == nil) != tc.ok {
+			t.Errorf("snapshot %s: got %v, want ok=%v", tc.snap, err, tc.ok)
+		}
 	}
 }

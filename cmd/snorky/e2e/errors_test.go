@@ -50,10 +50,6 @@ var badSetups = []badSetup{
 			return serverConfig{DatabaseURL: thingsDatabase(t, pg.URL("postgres")), Slot: randomName("e2e_wal_"), Body: tableModels}
 		},
 		words: []string{"wal_level", "logical", "ALTER SYSTEM"},
-		serveBug: "serve against wal_level=replica exits with PostgreSQL's raw error (\"creating replication slot …: logical decoding " +
-			"requires wal_level >= logical (SQLSTATE 55000)\") instead of the message of snorky check, which names the fix " +
-			"(\"run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL\"); issue 4 item 7 says serve fails fast with " +
-			"the same messages (e.g. run cdc.Check when setup fails with ErrPrerequisite and print its problems)",
 	},
 	{
 		name: "missing table",
@@ -104,9 +100,6 @@ dealers:
 			return serverConfig{DatabaseURL: u.String(), Slot: randomName("e2e_norepl_"), Body: tableModels}
 		},
 		words: []string{"REPLICATION", "ALTER ROLE"},
-		serveBug: "serve with a role lacking REPLICATION exits with PostgreSQL's raw error (\"opening replication connection: … " +
-			"FATAL: must be superuser or replication role to start walsender (SQLSTATE 42501)\"), which names no fix; snorky check " +
-			"prints \"fix: run as a superuser: ALTER ROLE … REPLICATION;\" and serve should fail with the same message (issue 4 item 7)",
 	},
 }
 
