@@ -1,11 +1,13 @@
 package datasync
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -45,9 +47,15 @@ type Engine struct {
 	horizon *snapshot
 
 	// Scratch state of one routing pass, reused.
-	marks   map[uint64]uint8
-	out     map[rpc.Conn][][]byte
-	outKeys []rpc.Conn
+	marks  map[uint64]uint8
+	out    []outFrame // a transaction's frames, queued together at its end
+	frames [][]byte
+}
+
+// outFrame is a frame for a connection, held until its transaction ends.
+type outFrame struct {
+	c     rpc.Conn
+	frame []byte
 }
 
 type model struct {
@@ -98,7 +106,6 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 		dropped: map[string]struct{}{},
 		byConn:  map[rpc.Conn]map[*subscription]struct{}{},
 		marks:   map[uint64]uint8{},
-		out:     map[rpc.Conn][][]byte{},
 	}
 	if cfg.Database {
 		e.history = newHistory(cfg.HistoryMaxAge, cfg.HistoryMaxBytes)
@@ -225,7 +232,8 @@ const (
 	inNew
 )
 
-// routeLocked delivers d to every matching subscription: directly to the
+// routeLocked delivers d to every matching subscription (its row data is
+// valid JSON: decoded by encoding/json or encoded by the cdc package): directly to the
 // owner's connection (through e.out when batching a transaction) or to the
 // pending buffer of a subscription not yet acquired.
 func (e *Engine) routeLocked(d *delta, batch bool) error {
@@ -240,22 +248,12 @@ func (e *Engine) routeLocked(d *delta, batch bool) error {
 			dl.All(func(sub uint64) { e.marks[sub] = inNew })
 		}
 	case "insert", "delete":
-		row, err := dealers.NewRow(d.data)
-		if err != nil {
-			return fmt.Errorf("row data of model %s: %w", d.model.name, err)
-		}
+		row := dealers.NewRowValid(d.data)
 		for _, dl := range ds {
 			dl.Match(row, func(sub uint64) { e.marks[sub] = inNew })
 		}
 	case "update":
-		newRow, err := dealers.NewRow(d.data)
-		if err != nil {
-			return fmt.Errorf("new row data of model %s: %w", d.model.name, err)
-		}
-		oldRow, err := dealers.NewRow(d.old)
-		if err != nil {
-			return fmt.Errorf("old row data of model %s: %w", d.model.name, err)
-		}
+		newRow, oldRow := dealers.NewRowValid(d.data), dealers.NewRowValid(d.old)
 		for _, dl := range ds {
 			dl.Match(oldRow, func(sub uint64) { e.marks[sub] |= inOld })
 			dl.Match(newRow, func(sub uint64) { e.marks[sub] |= inNew })
@@ -300,21 +298,33 @@ func (e *Engine) deliverLocked(s *subscription, frame []byte, batch bool) {
 		s.owner.Send(frame)
 		return
 	}
-	q, ok := e.out[s.owner]
-	if !ok {
-		e.outKeys = append(e.outKeys, s.owner)
-	}
-	e.out[s.owner] = append(q, frame)
+	e.out = append(e.out, outFrame{s.owner, frame})
 }
 
-// flushLocked queues a transaction's frames, each connection's together.
+// flushLocked queues a transaction's frames, each connection's together
+// and in order.
 func (e *Engine) flushLocked() {
-	for _, c := range e.outKeys {
-		rpc.SendMany(c, e.out[c])
+	out := e.out
+	slices.SortStableFunc(out, func(a, b outFrame) int { return cmp.Compare(a.c.ID(), b.c.ID()) })
+	for i := 0; i < len(out); {
+		j := i + 1
+		for j < len(out) && out[j].c == out[i].c {
+			j++
+		}
+		if j == i+1 {
+			out[i].c.Send(out[i].frame)
+		} else {
+			e.frames = e.frames[:0]
+			for _, o := range out[i:j] {
+				e.frames = append(e.frames, o.frame)
+			}
+			rpc.SendMany(out[i].c, e.frames)
+		}
+		i = j
 	}
-	clear(e.out)
-	clear(e.outKeys)
-	e.outKeys = e.outKeys[:0]
+	clear(out)
+	e.out = out[:0]
+	clear(e.frames)
 }
 
 // encode builds the notification frame of d as seen by a subscription with

@@ -232,23 +232,32 @@ func (e *Engine) authorize(rawItems, rawSnap json.RawMessage) (string, error) {
 	return e.cfg.Signer.Sign(tokenPurpose, payload, e.cfg.Now().Add(e.cfg.AcquireTimeout)), nil
 }
 
+// wireDelta is an incoming delta; other fields are dropped (spec §2.5).
+type wireDelta struct {
+	Type    json.RawMessage `json:"type"`
+	Model   json.RawMessage `json:"model"`
+	Data    json.RawMessage `json:"data"`
+	NewData json.RawMessage `json:"newData"`
+	OldData json.RawMessage `json:"oldData"`
+}
+
 // publish validates a publishDeltas batch whole, then routes it (D2).
 func (e *Engine) publish(raw json.RawMessage) error {
-	var list []json.RawMessage
+	// One decoding pass; a null or non-object element is invalid params.
+	var list []*wireDelta
 	if json.Unmarshal(raw, &list) != nil || list == nil {
 		return rpc.ErrInvalidParams
 	}
-	objs := make([]map[string]json.RawMessage, len(list))
-	for i, r := range list {
-		if json.Unmarshal(r, &objs[i]) != nil || objs[i] == nil {
+	for _, w := range list {
+		if w == nil {
 			return rpc.ErrInvalidParams
 		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	ds := make([]delta, len(objs))
-	for i, o := range objs {
-		if err := e.parseDeltaLocked(o, &ds[i]); err != nil {
+	ds := make([]delta, len(list))
+	for i, w := range list {
+		if err := e.checkDeltaLocked(w, &ds[i]); err != nil {
 			return err
 		}
 	}
@@ -266,32 +275,27 @@ func (e *Engine) publish(raw json.RawMessage) error {
 	return nil
 }
 
-// parseDeltaLocked checks one incoming delta in the order of spec §2.5.
-func (e *Engine) parseDeltaLocked(o map[string]json.RawMessage, d *delta) error {
-	rawType, okT := o["type"]
-	rawModel, okM := o["model"]
-	if !okT || !okM {
+// checkDeltaLocked checks one incoming delta in the order of spec §2.5.
+func (e *Engine) checkDeltaLocked(w *wireDelta, d *delta) error {
+	if w.Type == nil || w.Model == nil {
 		return ErrMissingField
 	}
-	name, ok := rpc.String(rawModel)
+	name, ok := rpc.String(w.Model)
 	if !ok {
 		return ErrModelNotString
 	}
-	typ, _ := rpc.String(rawType)
+	typ, _ := rpc.String(w.Type)
 	switch typ {
 	case "insert", "delete":
-		data, ok := o["data"]
-		if !ok {
+		if w.Data == nil {
 			return ErrMissingField
 		}
-		d.data = compact(data)
+		d.data = compact(w.Data)
 	case "update":
-		nd, ok1 := o["newData"]
-		od, ok2 := o["oldData"]
-		if !ok1 || !ok2 {
+		if w.NewData == nil || w.OldData == nil {
 			return ErrMissingField
 		}
-		d.data, d.old = compact(nd), compact(od)
+		d.data, d.old = compact(w.NewData), compact(w.OldData)
 	default:
 		return ErrInvalidDeltaType
 	}
@@ -304,9 +308,17 @@ func (e *Engine) parseDeltaLocked(o map[string]json.RawMessage, d *delta) error 
 	return nil
 }
 
+// parseDeltaLocked checks a delta given as a map of its fields.
+func (e *Engine) parseDeltaLocked(o map[string]json.RawMessage, d *delta) error {
+	return e.checkDeltaLocked(&wireDelta{Type: o["type"], Model: o["model"], Data: o["data"], NewData: o["newData"], OldData: o["oldData"]}, d)
+}
+
 // compact removes insignificant whitespace so frames stay small; the input
 // is valid JSON (it came out of a decoded envelope).
 func compact(raw json.RawMessage) json.RawMessage {
+	if bytes.IndexAny(raw, " \t\r\n") < 0 {
+		return raw
+	}
 	var b bytes.Buffer
 	if err := json.Compact(&b, raw); err != nil {
 		return raw

@@ -1,8 +1,10 @@
 package rpc
 
 import (
+	"bytes"
 	"encoding/json"
 	"slices"
+	"unicode/utf8"
 )
 
 // Params decodes a request's params object and checks its keys: every name
@@ -32,6 +34,15 @@ func String(raw json.RawMessage) (string, bool) {
 	raw = trimSpace(raw)
 	if len(raw) == 0 || raw[0] != '"' {
 		return "", false
+	}
+	// Fast path: no escapes, nothing to decode.
+	if n := len(raw); n >= 2 && raw[n-1] == '"' && bytes.IndexByte(raw[1:n-1], '\\') < 0 && bytes.IndexByte(raw[1:n-1], '"') < 0 && utf8.Valid(raw[1:n-1]) {
+		for _, c := range raw[1 : n-1] {
+			if c < 0x20 {
+				return "", false
+			}
+		}
+		return string(raw[1 : n-1]), true
 	}
 	var s string
 	if json.Unmarshal(raw, &s) != nil {
