@@ -24,7 +24,7 @@ type cdcEnv struct {
 	slot string
 }
 
-func startCDC(t *testing.T, extra string) *cdcEnv {
+func startCDC(t testing.TB, extra string) *cdcEnv {
 	t.Helper()
 	ctx := context.Background()
 	url := pglocal.NewDatabase(t)
@@ -52,7 +52,7 @@ dealers:
 	return &cdcEnv{s: s, db: db, url: url, slot: slot}
 }
 
-func (e *cdcEnv) exec(t *testing.T, sql string) {
+func (e *cdcEnv) exec(t testing.TB, sql string) {
 	t.Helper()
 	if _, err := e.db.Exec(context.Background(), sql); err != nil {
 		t.Fatalf("%s: %v", sql, err)

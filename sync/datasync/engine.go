@@ -64,6 +64,9 @@ type model struct {
 	cfg     Model
 	allowed map[string]bool // nil: every column
 	key     []string
+	// names caches the JSON text of column names (only the engine's
+	// goroutine, under Engine.mu, touches it).
+	names map[string][]byte
 }
 
 type subscription struct {
@@ -238,8 +241,12 @@ const (
 // pending buffer of a subscription not yet acquired.
 func (e *Engine) routeLocked(d *delta, batch bool) error {
 	ds := e.byModel[d.model.name]
-	if len(ds) == 0 {
-		return nil
+	items := 0
+	for _, dl := range ds {
+		items += dl.Len()
+	}
+	if items == 0 {
+		return nil // nobody to route to: do not even parse the row
 	}
 	clear(e.marks)
 	switch d.typ {
@@ -504,7 +511,14 @@ func (m *model) rowJSON(cols []cdc.Column, unchanged []string) json.RawMessage {
 			b = append(b, ',')
 		}
 		first = false
-		q, _ := json.Marshal(c.Name)
+		q, ok := m.names[c.Name]
+		if !ok {
+			q, _ = json.Marshal(c.Name)
+			if m.names == nil {
+				m.names = map[string][]byte{}
+			}
+			m.names[c.Name] = q
+		}
 		b = append(b, q...)
 		b = append(b, ':')
 		b = append(b, c.Value...)
