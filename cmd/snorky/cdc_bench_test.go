@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // BenchmarkCDCIngest: the server's share of decoding and routing row
