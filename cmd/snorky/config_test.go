@@ -82,3 +82,38 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		}
 	}
 }
+
+// FuzzLoadConfig: whatever the file holds, loading and validating it
+// returns an error or a configuration; it never panics.
+func FuzzLoadConfig(f *testing.F) {
+	for _, s := range []string{
+		baseConfig,
+		"frontend: {lisen: x}",
+		"models: {T: {table: t, key: [id], columns: [id]}}\ndealers: {D: {model: T, kind: simple, key: a.b}}",
+		"pubsub: {client_publish: [a, 1]}",
+		"database: {url: 'postgres://x', history: {max_bytes: 1GiB}}",
+		"frontend: {max_message_bytes: -5KiB}",
+		"limits: {commands_per_second: 1e309}",
+		"- a\n- b",
+		"{",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, yaml []byte) {
+		p := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(p, yaml, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, _, err := loadConfig(p, nil)
+		if err != nil {
+			return
+		}
+		if err := cfg.validate(); err != nil {
+			return
+		}
+		_ = cfg.validateDatabase()
+		if cfg.Database != nil {
+			_, _ = cfg.cdcConfig()
+		}
+	})
+}
