@@ -43,7 +43,7 @@ type Engine struct {
 	history *history // nil without a database
 	// horizon is a snapshot taken before the reader began streaming: every
 	// transaction it did not see reaches the engine, so the history is
-	// complete for exactly those (see coversSnapshot).
+	// complete for exactly those (see coversSnapshotLocked).
 	horizon *snapshot
 
 	// Scratch state of one routing pass, reused.
@@ -143,16 +143,6 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 		e.byModel[d.Model()] = append(e.byModel[d.Model()], d)
 	}
 	return e, nil
-}
-
-// SetModelKey sets a table model's key columns once the database has told
-// them (the primary key), for models configured without a key.
-func (e *Engine) SetModelKey(model string, key []string) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if m := e.models[model]; m != nil && len(m.key) == 0 {
-		m.key = key
-	}
 }
 
 // Subscriptions returns the number of live subscriptions.
@@ -363,7 +353,7 @@ func (e *Engine) encode(d *delta, mark uint8) []byte {
 		b = append(b, `,"oldData":`...)
 		b = append(b, d.old...)
 	}
-	if len(d.unchanged) > 0 && typ == "update" || len(d.unchanged) > 0 && typ == "insert" {
+	if len(d.unchanged) > 0 && (typ == "update" || typ == "insert") {
 		u, _ := json.Marshal(d.unchanged)
 		b = append(b, `,"unchanged":`...)
 		b = append(b, u...)
