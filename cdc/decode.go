@@ -100,20 +100,28 @@ func (r *msgReader) cstring(what string) {
 }
 
 func (r *msgReader) tuple(what string) {
-	n := r.uint16(what + " column count")
+	// Names are constant here: building "<what> column …" for every column
+	// would cost an allocation per column of every row. The error, if
+	// any, says which tuple at the end.
+	defer func() {
+		if r.err != nil {
+			r.err = fmt.Errorf("%s: %w", what, r.err)
+		}
+	}()
+	n := r.uint16("column count")
 	for i := 0; i < n && r.err == nil; i++ {
-		switch k := r.byte1(what + " column kind"); k {
+		switch k := r.byte1("column kind"); k {
 		case 'n', 'u':
 		case 't', 'b':
-			l := r.uint32(what + " column length")
+			l := r.uint32("column length")
 			if l > uint32(len(r.b)) {
-				r.err = fmt.Errorf("%s column %d: length %d exceeds the %d bytes left", what, i, l, len(r.b))
+				r.err = fmt.Errorf("column %d: length %d exceeds the %d bytes left", i, l, len(r.b))
 				return
 			}
-			r.skip(int(l), what+" column")
+			r.skip(int(l), "column")
 		default:
 			if r.err == nil {
-				r.err = fmt.Errorf("%s column %d: unknown kind %q", what, i, k)
+				r.err = fmt.Errorf("column %d: unknown kind %q", i, k)
 			}
 		}
 	}

@@ -327,6 +327,17 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 	interval := r.cfg.StatusInterval
 	nextStatus := time.Now()
 	lastRecv := time.Now()
+	// One receive context per status period, not one per message.
+	var recv struct {
+		ctx      context.Context
+		cancel   context.CancelFunc
+		deadline time.Time
+	}
+	defer func() {
+		if recv.cancel != nil {
+			recv.cancel()
+		}
+	}()
 	for {
 		select {
 		case err := <-r.applyErr:
@@ -343,9 +354,14 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 			}
 			nextStatus = now.Add(interval)
 		}
-		rctx, cancel := context.WithDeadline(ctx, nextStatus)
-		msg, err := conn.ReceiveMessage(rctx)
-		cancel()
+		if recv.ctx == nil || !recv.deadline.Equal(nextStatus) {
+			if recv.cancel != nil {
+				recv.cancel()
+			}
+			recv.ctx, recv.cancel = context.WithDeadline(ctx, nextStatus)
+			recv.deadline = nextStatus
+		}
+		msg, err := conn.ReceiveMessage(recv.ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -30,7 +30,7 @@ func BenchmarkCDCIngest(b *testing.B) {
 			if time.Now().After(deadline) {
 				b.Fatal("the engine did not take the transactions within 60s")
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*10000), "ns/row")
