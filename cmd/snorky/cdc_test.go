@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +149,28 @@ dealers: {All: {model: Task, kind: broadcast}}
 		t.Fatal(err)
 	}
 	eventually(t, "ready once PostgreSQL is up", func() bool { code, _ := readyz(); return code == 200 })
+}
+
+// TestCheckWarnsAboutForgery: with the snorky schema installed and
+// pg_logical_emit_message executable by PUBLIC (PostgreSQL's default),
+// `snorky check` says how to close the hole; after the REVOKE it does not.
+func TestCheckWarnsAboutForgery(t *testing.T) {
+	e := startCDC(t, "")
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	writeFile(t, path, mergeYAML(baseConfig, fmt.Sprintf(`database: {url: %q, slot: %s, publication: %s}
+models: {Task: {table: tasks}}
+dealers: {All: {model: Task, kind: broadcast}}
+`, e.url, e.slot, e.slot)))
+	var out strings.Builder
+	if err := check(context.Background(), path, nil, &out); err != nil {
+		t.Fatalf("check: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "REVOKE EXECUTE ON FUNCTION pg_logical_emit_message") {
+		t.Fatalf("check output lacks the forgery warning:\n%s", out.String())
+	}
+	e.exec(t, `REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text), pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC`)
+	out.Reset()
+	if err := check(context.Background(), path, nil, &out); err != nil || strings.Contains(out.String(), "warning") {
+		t.Fatalf("after the REVOKE: %v\n%s", err, out.String())
+	}
 }

@@ -192,6 +192,11 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 		problems = checkColumns(ctx, cfg)
 	}
 	if len(problems) == 0 {
+		if w := checkForgery(ctx, cfg.Database.URL); w != "" {
+			fmt.Fprintln(out, "warning:", w)
+		}
+	}
+	if len(problems) == 0 {
 		fmt.Fprintf(out, "ok: wal_level, privileges, slot %q, publication %q and %d tables are ready\n", cc.Slot, cc.Publication, len(cc.Tables))
 		return nil
 	}
@@ -295,4 +300,24 @@ func migrateCommand(ctx context.Context, path string, environ []string, down int
 	}
 	fmt.Fprintf(out, "%s migrations %v\n", verb, done)
 	return nil
+}
+
+// checkForgery warns when the snorky schema is installed and every role may
+// call pg_logical_emit_message: then any role that can connect can forge
+// what snorky.publish sends (PostgreSQL 15 grants it to PUBLIC).
+func checkForgery(ctx context.Context, url string) string {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return ""
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var installed, public bool
+	err = conn.QueryRow(ctx, `SELECT to_regprocedure('snorky.publish(jsonb,jsonb)') IS NOT NULL,
+		has_function_privilege('public', 'pg_logical_emit_message(boolean,text,text)', 'EXECUTE')`).Scan(&installed, &public)
+	if err != nil || !installed || !public {
+		return ""
+	}
+	return "every role may call pg_logical_emit_message, so any role that can connect can forge a message of snorky.publish; " +
+		"as a superuser run: REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text), pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC; " +
+		"and GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO the server's role (see README, Publishing from SQL)"
 }
