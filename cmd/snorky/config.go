@@ -499,12 +499,3 @@ func (c *Config) pubSubPolicy() (pubsub.Policy, error) {
 	}
 	return p, nil
 }
-
-func sortedNames[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

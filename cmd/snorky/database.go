@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,7 +23,7 @@ func (c *Config) cdcConfig() (cdc.Config, error) {
 	d := c.Database
 	out := cdc.Config{URL: d.URL, Slot: d.Slot, Publication: d.Publication, TimeZone: d.TimeZone,
 		StatusInterval: d.StatusInterval, HeartbeatInterval: d.HeartbeatInterval}
-	for _, name := range sortedNames(c.Models) {
+	for _, name := range slices.Sorted(maps.Keys(c.Models)) {
 		m := c.Models[name]
 		if m.Table == "" {
 			continue
@@ -53,7 +55,7 @@ func normalTable(key, table string) (string, error) {
 // validateDatabase checks the rules that need both the models and the
 // database section (reliability.md R5).
 func (c *Config) validateDatabase() error {
-	for _, name := range sortedNames(c.Models) {
+	for _, name := range slices.Sorted(maps.Keys(c.Models)) {
 		m := c.Models[name]
 		if m.Table != "" && c.Database == nil {
 			return fmt.Errorf("models.%s.table: a model with a table needs the database section (database.url)", name)
@@ -78,7 +80,7 @@ func (c *Config) validateDatabase() error {
 	// Under REPLICA IDENTITY DEFAULT the old row of an update or delete
 	// holds only the key: a dealer that routes on anything else cannot
 	// tell who saw the row.
-	for _, name := range sortedNames(c.Dealers) {
+	for _, name := range slices.Sorted(maps.Keys(c.Dealers)) {
 		dl := c.Dealers[name]
 		m, ok := c.Models[dl.Model]
 		if !ok || m.Table == "" {
@@ -96,7 +98,7 @@ func (c *Config) validateDatabase() error {
 			return fmt.Errorf("dealers.%s: a filter dealer needs every column of the old row, but model %s uses replica_identity: default (old rows carry only the key); set models.%s.replica_identity: full", name, dl.Model, dl.Model)
 		case dealers.KindSimple:
 			col, _, _ := strings.Cut(dl.Key, ".")
-			if len(m.Key) == 0 || !contains(m.Key, col) {
+			if len(m.Key) == 0 || !slices.Contains(m.Key, col) {
 				return fmt.Errorf("dealers.%s.key: %q is not a key column of model %s, and under replica_identity: default old rows carry only the key; set models.%s.replica_identity: full (or models.%s.key if %q is the key)", name, dl.Key, dl.Model, dl.Model, dl.Model, col)
 			}
 		}
@@ -216,7 +218,7 @@ func checkColumns(ctx context.Context, cfg *Config) []cdc.Problem {
 	defer conn.Close(context.WithoutCancel(ctx))
 	var problems []cdc.Problem
 	cols := map[string]map[string]bool{}
-	for _, name := range sortedNames(cfg.Models) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Models)) {
 		m := cfg.Models[name]
 		if m.Table == "" {
 			continue
@@ -244,7 +246,7 @@ func checkColumns(ctx context.Context, cfg *Config) []cdc.Problem {
 			}
 		}
 	}
-	for _, name := range sortedNames(cfg.Dealers) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Dealers)) {
 		d := cfg.Dealers[name]
 		set, ok := cols[d.Model]
 		if !ok || d.Key == "" {
@@ -256,15 +258,6 @@ func checkColumns(ctx context.Context, cfg *Config) []cdc.Problem {
 		}
 	}
 	return problems
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }
 
 // migrateCommand runs `snorky migrate`.

@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/snorkyhq/snorky/dealers"
@@ -64,7 +65,7 @@ func (c *Config) Validate() error {
 		return errors.New("limits.pending_bytes: must be positive")
 	}
 	tables := map[string]string{}
-	for _, name := range sortedKeys(c.Models) {
+	for _, name := range slices.Sorted(maps.Keys(c.Models)) {
 		m := c.Models[name]
 		if name == "" {
 			return errors.New("models: a model needs a name")
@@ -82,13 +83,13 @@ func (c *Config) Validate() error {
 		}
 		if len(m.Columns) > 0 {
 			for _, k := range m.Key {
-				if !contains(m.Columns, k) {
+				if !slices.Contains(m.Columns, k) {
 					return fmt.Errorf("models.%s.columns: must include the key column %q", name, k)
 				}
 			}
 		}
 	}
-	for _, name := range sortedKeys(c.Dealers) {
+	for _, name := range slices.Sorted(maps.Keys(c.Dealers)) {
 		d := c.Dealers[name]
 		if _, err := dealers.New(name, d); err != nil {
 			return err
@@ -105,7 +106,7 @@ func (c *Config) Validate() error {
 					break
 				}
 			}
-			if !contains(m.Columns, col) {
+			if !slices.Contains(m.Columns, col) {
 				return fmt.Errorf("dealers.%s.key: column %q is not among the columns of model %s", name, col, d.Model)
 			}
 		}
@@ -132,22 +133,4 @@ func (c *Config) withDefaults() {
 	if c.Service == "" {
 		c.Service = "datasync"
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, e := range list {
-		if e == s {
-			return true
-		}
-	}
-	return false
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -134,7 +135,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 			e.byTable[mc.Table] = md
 		}
 	}
-	for _, name := range sortedKeys(cfg.Dealers) {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Dealers)) {
 		d, err := dealers.New(name, cfg.Dealers[name])
 		if err != nil {
 			return nil, err
@@ -494,7 +495,7 @@ func (m *model) rowJSON(cols []cdc.Column, unchanged []string) json.RawMessage {
 		if m.allowed != nil && !m.allowed[c.Name] {
 			continue
 		}
-		if c.Value == nil || contains(unchanged, c.Name) {
+		if c.Value == nil || slices.Contains(unchanged, c.Name) {
 			continue
 		}
 		if !first {
@@ -521,7 +522,7 @@ func (m *model) rowJSON(cols []cdc.Column, unchanged []string) json.RawMessage {
 func (m *model) keyJSON(cols []cdc.Column) json.RawMessage {
 	var keep []cdc.Column
 	for _, c := range cols {
-		if contains(m.key, c.Name) {
+		if slices.Contains(m.key, c.Name) {
 			keep = append(keep, c)
 		}
 	}
