@@ -210,8 +210,23 @@ func (c *conn) readLoop() {
 				abuseSince = time.Time{} // the client slowed down
 			}
 		}
-		h.reg.Dispatch(c, msg)
+		c.dispatch(msg)
 	}
+}
+
+// dispatch handles one message on a short-lived goroutine and waits for it:
+// messages are still handled one at a time and in order, but the stack that
+// decoding and the services need is released afterwards instead of staying
+// with the reader for the connection's life (4 KiB or more per connection
+// that has sent anything).
+func (c *conn) dispatch(msg []byte) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.h.reg.Dispatch(c, msg)
+	}()
+	wg.Wait()
 }
 
 // rejectRateLimited answers a message over the rate limit with an error
