@@ -2,7 +2,10 @@
 // requests (checking Origin), and gives every connection a reader goroutine,
 // which hands each message to the rpc.Registry in arrival order, and a writer
 // goroutine, which drains the connection's send queue and writes everything
-// queued with one system call.
+// queued with one system call. The reader runs apart from net/http's
+// handler goroutine (released after the upgrade), and handles each message
+// on a short-lived goroutine it waits for, so that an idle reader keeps only
+// the small stack a blocked read needs.
 //
 // Invariants:
 //   - Conn.Send never blocks. The queue is bounded in bytes; a connection
