@@ -192,7 +192,8 @@ tokens:
   secret: "0123456789abcdef0123456789abcdef"
 limits:
   commands_per_second: 0
-`, wsPort, sendQueue, bePort, key)
+  pending_bytes: %d
+`, wsPort, sendQueue, bePort, key, sendQueue/2)
 }
 
 // findServer builds cmd/snorky of the enclosing module into dir, or falls

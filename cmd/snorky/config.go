@@ -448,6 +448,9 @@ func (c *Config) validate() error {
 	if c.Shutdown.Timeout <= 0 {
 		return errors.New("shutdown.timeout: must be positive")
 	}
+	if c.Limits.PendingBytes >= c.Frontend.SendQueueBytes {
+		return fmt.Errorf("limits.pending_bytes: %d must be below frontend.send_queue_bytes (%d): an acquire sends every pending delta at once, and a queue that cannot hold them closes the connection as a slow consumer", c.Limits.PendingBytes, c.Frontend.SendQueueBytes)
+	}
 	return nil
 }
 

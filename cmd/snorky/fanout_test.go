@@ -21,6 +21,7 @@ import (
 // receive every message.
 func TestSlowConsumerIsClosed(t *testing.T) {
 	s := startServer(t, `frontend: {listen: "127.0.0.1:0", path: /ws, send_queue_bytes: 256KiB}
+limits: {commands_per_second: 0, pending_bytes: 128KiB}
 backend: {listen: "127.0.0.1:0", path: /backend, api_key: "`+testKey+`", max_body_bytes: 1MiB}`)
 
 	// The slow client: a tiny receive buffer, and it never reads.
