@@ -490,24 +490,12 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 	self0, _ := readProc(0)
 	host0, _ := readHostCPU()
 
-	progressCtx, cancelProgress := context.WithCancel(ctx)
-	progressDone := make(chan struct{})
-	go func() {
-		defer close(progressDone)
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		var lastRows, lastRecv uint64
-		for i := 1; ; i++ {
-			select {
-			case <-progressCtx.Done():
-				return
-			case <-tick.C:
-			}
-			rows, r := w.rows.Load(), recv.received.Load()
-			logf("cdc: t=%ds committed %d rows/s, delivered %d/s", i, rows-lastRows, r-lastRecv)
-			lastRows, lastRecv = rows, r
-		}
-	}()
+	var lastRows, lastRecv uint64
+	stopProgress := everySecond(ctx, func(i int) {
+		rows, r := w.rows.Load(), recv.received.Load()
+		logf("cdc: t=%ds committed %d rows/s, delivered %d/s", i, rows-lastRows, r-lastRecv)
+		lastRows, lastRecv = rows, r
+	})
 
 	t0 := recv.clock()
 	end := time.Now().Add(cfg.Duration)
@@ -527,8 +515,7 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 	} else if !recv.waitFor(ctx, rows, cfg.Drain) {
 		logf("cdc: %d of %d rows delivered after waiting %v", recv.received.Load(), rows, cfg.Drain)
 	}
-	cancelProgress()
-	<-progressDone
+	stopProgress()
 	srv1, err := srv.Sample()
 	if err != nil {
 		return nil, fmt.Errorf("sampling the server after the run: %w", err)

@@ -262,24 +262,12 @@ func runDatasync(ctx context.Context, cfg datasyncConfig, srv *server, logf func
 			}
 		}()
 	}
-	progressCtx, cancelProgress := context.WithCancel(ctx)
-	progressDone := make(chan struct{})
-	go func() {
-		defer close(progressDone)
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		var lastPub, lastRecv uint64
-		for i := 1; ; i++ {
-			select {
-			case <-progressCtx.Done():
-				return
-			case <-tick.C:
-			}
-			p, r := published.Load(), recv.received.Load()
-			logf("datasync: t=%ds deltas %d/s, delivered %d/s, connections lost %d", i, p-lastPub, r-lastRecv, recv.gone.Load())
-			lastPub, lastRecv = p, r
-		}
-	}()
+	var lastPub, lastRecv uint64
+	stopProgress := everySecond(ctx, func(i int) {
+		p, r := published.Load(), recv.received.Load()
+		logf("datasync: t=%ds deltas %d/s, delivered %d/s, connections lost %d", i, p-lastPub, r-lastRecv, recv.gone.Load())
+		lastPub, lastRecv = p, r
+	})
 
 	// Generate.
 	end := time.Now().Add(cfg.Duration)
@@ -335,8 +323,7 @@ func runDatasync(ctx context.Context, cfg datasyncConfig, srv *server, logf func
 
 	expected := published.Load() * fan
 	recv.waitFor(ctx, expected, cfg.Drain)
-	cancelProgress()
-	<-progressDone
+	stopProgress()
 
 	srv1, err := srv.Sample()
 	if err != nil {

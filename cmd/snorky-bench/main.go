@@ -286,3 +286,24 @@ func formatCodes(m map[string]int) string {
 	}
 	return b.String()
 }
+
+// everySecond calls report(1), report(2), … once a second until the
+// returned stop is called; stop waits for the last report to finish.
+func everySecond(ctx context.Context, report func(i int)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for i := 1; ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			report(i)
+		}
+	}()
+	return func() { cancel(); <-done }
+}

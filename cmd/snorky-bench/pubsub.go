@@ -480,8 +480,13 @@ func runPubsub(ctx context.Context, cfg pubsubConfig, srv *server, logf func(str
 			}
 		}()
 	}
-	progressDone := make(chan struct{})
-	go r.progress(pubCtx, logf, progressDone)
+	var lastRecv, lastPub uint64
+	stopProgress := everySecond(pubCtx, func(i int) {
+		recv, pub := r.received(), r.published.Load()
+		logf("pubsub: t=%ds published %d/s, delivered %d/s, subscribers alive %d",
+			i, pub-lastPub, recv-lastRecv, r.tracker.alive.Load())
+		lastRecv, lastPub = recv, pub
+	})
 	r.generate(pubCtx, tickets)
 	pubWG.Wait()
 	tPubEnd := r.clock()
@@ -494,7 +499,7 @@ func runPubsub(ctx context.Context, cfg pubsubConfig, srv *server, logf func(str
 	})
 	cancelDrain()
 	cancelPub()
-	<-progressDone
+	stopProgress()
 
 	srv1, err := srv.Sample()
 	if err != nil {
@@ -619,25 +624,6 @@ func (r *pubsubRun) generate(ctx context.Context, tickets chan<- int64) {
 		case <-ctx.Done():
 			return
 		}
-	}
-}
-
-// progress logs throughput once a second until ctx ends.
-func (r *pubsubRun) progress(ctx context.Context, logf func(string, ...any), done chan<- struct{}) {
-	defer close(done)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	var lastRecv, lastPub uint64
-	for i := 1; ; i++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		recv, pub := r.received(), r.published.Load()
-		logf("pubsub: t=%ds published %d/s, delivered %d/s, subscribers alive %d",
-			i, pub-lastPub, recv-lastRecv, r.tracker.alive.Load())
-		lastRecv, lastPub = recv, pub
 	}
 }
 

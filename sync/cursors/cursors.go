@@ -337,11 +337,7 @@ func (s *Service) update(c rpc.Conn, rawPrivate json.RawMessage, newData map[str
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.conns[c.ID()]
-	if m == nil {
-		return ErrNoSuchCursor
-	}
-	cur := m.cursors[pk]
+	_, cur := s.ownCursorLocked(c, pk)
 	if cur == nil {
 		return ErrNoSuchCursor
 	}
@@ -364,16 +360,21 @@ func (s *Service) remove(c rpc.Conn, rawPrivate json.RawMessage) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.conns[c.ID()]
-	if m == nil {
-		return ErrNoSuchCursor
-	}
-	cur := m.cursors[pk]
+	m, cur := s.ownCursorLocked(c, pk)
 	if cur == nil {
 		return ErrNoSuchCursor
 	}
 	s.drop(m, pk, cur)
 	return nil
+}
+
+// ownCursorLocked finds the cursor c created under the private handle pk
+// (canonical form); cur is nil when there is none. The caller holds s.mu.
+func (s *Service) ownCursorLocked(c rpc.Conn, pk string) (m *member, cur *cursor) {
+	if m = s.conns[c.ID()]; m == nil {
+		return nil, nil
+	}
+	return m, m.cursors[pk]
 }
 
 // drop deletes cur and announces cursorRemoved. The caller holds s.mu.
