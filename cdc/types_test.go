@@ -164,7 +164,7 @@ var typeColumns = []typeColumn{
 		return sometimes(r, []string{"-32768", "32767"}, func() string { return strconv.Itoa(r.IntN(65536) - 32768) })
 	}},
 	{"i4", "int4", func(r *rand.Rand) *string {
-		return sometimes(r, []string{"-2147483648", "2147483647"}, func() string { return strconv.Itoa(int(r.Int32()) - int(r.Int32())) })
+		return sometimes(r, []string{"-2147483648", "2147483647"}, func() string { a, b := r.Int32(), r.Int32(); return strconv.Itoa(int(a) - int(b)) })
 	}},
 	{"i8", "int8", genInt8},
 	{"num", "numeric", genNumeric},

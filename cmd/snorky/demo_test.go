@@ -81,7 +81,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("GET /: got %d %.100q, want the page", resp.StatusCode, body)
 	}
 	resp, body = httpDo(t, "GET", info.PageURL+"/config.js", "", nil)
-	if want := `"url":"` + info.Server.frontendURL() + `"`; !strings.Contains(body, want) {
+	if want := `"url":"` + info.Server.frontendURL() + `"`; resp.StatusCode != 200 || !strings.Contains(body, want) {
 		t.Fatalf("GET /config.js: got %q, want it to contain %s", body, want)
 	}
 

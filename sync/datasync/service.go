@@ -316,7 +316,7 @@ func (e *Engine) parseDeltaLocked(o map[string]json.RawMessage, d *delta) error 
 // compact removes insignificant whitespace so frames stay small; the input
 // is valid JSON (it came out of a decoded envelope).
 func compact(raw json.RawMessage) json.RawMessage {
-	if bytes.IndexAny(raw, " \t\r\n") < 0 {
+	if !bytes.ContainsAny(raw, " \t\r\n") {
 		return raw
 	}
 	var b bytes.Buffer

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,8 +47,8 @@ func TestMain(m *testing.M) {
 	}
 	args = append(args, "github.com/snorkyhq/snorky/cmd/snorky")
 	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	if err != nil && os.Getenv("GOROOT") != "" {
+		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
 	}
 	build := exec.Command(goTool, args...)
 	if out, err := build.CombinedOutput(); err != nil {
