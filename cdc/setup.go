@@ -93,22 +93,26 @@ func connectReplication(ctx context.Context, cfg Config) (*pgconn.PgConn, error)
 	return conn, nil
 }
 
-// sqlLookup looks type OIDs up in pg_type.
+// sqlLookup looks type OIDs up in pg_type (and the attributes of composite
+// types in pg_attribute).
 func sqlLookup(conn *pgx.Conn) typeLookup {
 	return func(ctx context.Context, oids []uint32) ([]typeRow, error) {
 		rows, err := conn.Query(ctx, `
 			SELECT t.oid, t.typtype, t.typelem, t.typbasetype, t.typdelim,
-			       t.typelem <> 0 AND t.typsubscript = 'array_subscript_handler'::regproc
+			       t.typelem <> 0 AND t.typsubscript = 'array_subscript_handler'::regproc,
+			       t.typrelid
 			FROM pg_type t WHERE t.oid = ANY($1)`, oids)
 		if err != nil {
 			return nil, err
 		}
 		defer rows.Close()
 		var out []typeRow
+		byRel := map[uint32]int{} // typrelid of a composite → index in out
 		for rows.Next() {
 			var r typeRow
 			var typ, delim string
-			if err := rows.Scan(&r.OID, &typ, &r.Elem, &r.BaseType, &delim, &r.IsArray); err != nil {
+			var relid uint32
+			if err := rows.Scan(&r.OID, &typ, &r.Elem, &r.BaseType, &delim, &r.IsArray, &relid); err != nil {
 				return nil, err
 			}
 			if typ != "" {
@@ -117,9 +121,38 @@ func sqlLookup(conn *pgx.Conn) typeLookup {
 			if delim != "" {
 				r.Delim = delim[0]
 			}
+			if r.Type == 'c' && relid != 0 {
+				byRel[relid] = len(out)
+			}
 			out = append(out, r)
 		}
-		return out, rows.Err()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		if len(byRel) == 0 {
+			return out, nil
+		}
+		rels := make([]uint32, 0, len(byRel))
+		for rel := range byRel {
+			rels = append(rels, rel)
+		}
+		attrs, err := conn.Query(ctx, `
+			SELECT attrelid, attname, atttypid FROM pg_attribute
+			WHERE attrelid = ANY($1) AND attnum > 0 AND NOT attisdropped
+			ORDER BY attrelid, attnum`, rels)
+		if err != nil {
+			return nil, err
+		}
+		defer attrs.Close()
+		for attrs.Next() {
+			var rel uint32
+			var a typeAttr
+			if err := attrs.Scan(&rel, &a.Name, &a.Type); err != nil {
+				return nil, err
+			}
+			out[byRel[rel]].Attrs = append(out[byRel[rel]].Attrs, a)
+		}
+		return out, attrs.Err()
 	}
 }
 

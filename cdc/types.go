@@ -19,13 +19,21 @@ const (
 	kindTimestamptz                  // ISO → XSD: 'T' separator, ±hh:mm offset
 	kindArray                        // {…} → JSON array of elem
 	kindVector                       // int2vector/oidvector: space-separated elem
+	kindComposite                    // (a,b,…) → JSON object of the fields
 )
 
 // pgType is how values of one PostgreSQL type are decoded.
 type pgType struct {
-	kind  valueKind
-	elem  *pgType // kindArray, kindVector
-	delim byte    // kindArray: element delimiter
+	kind   valueKind
+	elem   *pgType // kindArray, kindVector
+	delim  byte    // kindArray: element delimiter
+	fields []field // kindComposite, in attribute order
+}
+
+// field is an attribute of a composite type.
+type field struct {
+	name []byte // as a JSON string
+	typ  *pgType
 }
 
 // Built-in type OIDs with a fixed rendering.
@@ -80,11 +88,18 @@ func builtinType(oid uint32) *pgType {
 // typeRow is the catalog description of a type (pg_type).
 type typeRow struct {
 	OID      uint32
-	Type     byte   // typtype: b, c, d, e, p, r, m
-	Elem     uint32 // typelem of a true array
-	BaseType uint32 // typbasetype of a domain
-	Delim    byte   // typdelim
-	IsArray  bool   // a true array (array_subscript_handler)
+	Type     byte       // typtype: b, c, d, e, p, r, m
+	Elem     uint32     // typelem of a true array
+	BaseType uint32     // typbasetype of a domain
+	Delim    byte       // typdelim
+	IsArray  bool       // a true array (array_subscript_handler)
+	Attrs    []typeAttr // attributes of a composite type, in order
+}
+
+// typeAttr is an attribute of a composite type (pg_attribute).
+type typeAttr struct {
+	Name string
+	Type uint32
 }
 
 // typeLookup fetches the catalog rows of the given type OIDs. Missing OIDs
@@ -140,6 +155,9 @@ func (c *typeCache) resolve(ctx context.Context, lookup typeLookup, oids []uint3
 			if r.IsArray && r.Elem != 0 {
 				want = append(want, r.Elem)
 			}
+			for _, a := range r.Attrs {
+				want = append(want, a.Type)
+			}
 		}
 		for _, oid := range missing {
 			if _, ok := c.rows[oid]; !ok {
@@ -173,10 +191,13 @@ func (c *typeCache) build(oid uint32, depth int) *pgType {
 				elemDelim = ','
 			}
 			t = &pgType{kind: kindArray, elem: c.build(r.Elem, depth+1), delim: elemDelim}
+		case r.Type == 'c' && len(r.Attrs) > 0:
+			t = &pgType{kind: kindComposite}
+			for _, a := range r.Attrs {
+				t.fields = append(t.fields, field{name: appendString(nil, []byte(a.Name)), typ: c.build(a.Type, depth+1)})
+			}
 		default:
 			// Enums, ranges, other base types: to_jsonb renders the text.
-			// Composite types are rendered as text too (to_jsonb gives an
-			// object): a known limitation.
 			t = typeString
 		}
 	}

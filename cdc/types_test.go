@@ -118,6 +118,23 @@ func arrayOf(gen func(r *rand.Rand) *string) func(r *rand.Rand) *string {
 	}
 }
 
+// recordOf generates a composite value as record_in reads it: every
+// non-NULL field double-quoted, with '"' and '\' doubled; NULL is empty.
+func recordOf(gens ...func(r *rand.Rand) *string) func(r *rand.Rand) *string {
+	return func(r *rand.Rand) *string {
+		if r.IntN(10) == 0 {
+			return nil
+		}
+		parts := make([]string, len(gens))
+		for i, g := range gens {
+			if v := g(r); v != nil {
+				parts[i] = `"` + strings.NewReplacer(`"`, `""`, `\`, `\\`).Replace(*v) + `"`
+			}
+		}
+		return s("(" + strings.Join(parts, ",") + ")")
+	}
+}
+
 func matrixOf(gen func(r *rand.Rand) *string) func(r *rand.Rand) *string {
 	return func(r *rand.Rand) *string {
 		rows, cols := 1+r.IntN(3), 1+r.IntN(3)
@@ -159,7 +176,14 @@ var (
 	}
 )
 
+// genPair generates values of the composite type pair (see
+// testTypesMatchToJSONB).
+var genPair = recordOf(genNumeric, genText, genTimestamptz, arrayOf(genText), genJSONB)
+
 var typeColumns = []typeColumn{
+	{"comp", "pair", genPair},
+	{"a_comp", "pair[]", arrayOf(genPair)},
+	{"nested", "outer_pair", recordOf(genPair, func(r *rand.Rand) *string { return pick(r, "t", "f") })},
 	{"i2", "int2", func(r *rand.Rand) *string {
 		return sometimes(r, []string{"-32768", "32767"}, func() string { return strconv.Itoa(r.IntN(65536) - 32768) })
 	}},
@@ -271,6 +295,8 @@ func testTypesMatchToJSONB(t *testing.T, tz string, seed uint64) {
 	execSQL(t, url,
 		`CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy "quoted"')`,
 		`CREATE DOMAIN posnum AS numeric CHECK (VALUE > 0)`,
+		`CREATE TYPE pair AS (n numeric, "Label" text, at timestamptz, tags text[], doc jsonb)`,
+		`CREATE TYPE outer_pair AS (p pair, ok bool)`,
 		`CREATE TABLE typed (id int PRIMARY KEY, `+strings.Join(cols, ", ")+`)`,
 		fmt.Sprintf(`ALTER DATABASE %s SET DateStyle = 'SQL, DMY'`, pgx.Identifier{db}.Sanitize()),
 		fmt.Sprintf(`ALTER DATABASE %s SET IntervalStyle = 'postgres_verbose'`, pgx.Identifier{db}.Sanitize()),

@@ -35,6 +35,8 @@ func appendValue(dst []byte, t *pgType, text []byte) ([]byte, error) {
 		return p.parse(dst)
 	case kindVector:
 		return appendVector(dst, t.elem, text)
+	case kindComposite:
+		return appendRecord(dst, t, text)
 	}
 	return appendString(dst, text), nil
 }
@@ -365,4 +367,68 @@ func truncate(b []byte) string {
 		return string(b[:64]) + "…"
 	}
 	return string(b)
+}
+
+// appendRecord converts a composite value's text, "(f1,f2,…)" as
+// record_out writes it (a NULL field is empty; a field with special
+// characters is double-quoted, with '"' and '\' doubled), to the JSON
+// object to_jsonb renders.
+func appendRecord(dst []byte, t *pgType, text []byte) ([]byte, error) {
+	bad := func(why string) error { return fmt.Errorf("bad composite %q: %s", truncate(text), why) }
+	if len(text) < 2 || text[0] != '(' || text[len(text)-1] != ')' {
+		return dst, bad("expected (…)")
+	}
+	pos := 1
+	dst = append(dst, '{')
+	var buf []byte
+	for i, f := range t.fields {
+		if i > 0 {
+			if pos >= len(text) || text[pos] != ',' {
+				return dst, bad("too few fields")
+			}
+			pos++
+			dst = append(dst, ',')
+		}
+		dst = append(dst, f.name...)
+		dst = append(dst, ':')
+		if pos < len(text) && (text[pos] == ',' || text[pos] == ')') {
+			dst = append(dst, "null"...)
+			continue
+		}
+		buf = buf[:0]
+		quoted := false
+		for pos < len(text) {
+			c := text[pos]
+			if !quoted && (c == ',' || c == ')') {
+				break
+			}
+			pos++
+			switch {
+			case c == '"' && quoted && pos < len(text) && text[pos] == '"':
+				buf = append(buf, '"') // "" inside quotes
+				pos++
+			case c == '"':
+				quoted = !quoted
+			case c == '\\':
+				if pos >= len(text) {
+					return dst, bad("trailing backslash")
+				}
+				buf = append(buf, text[pos])
+				pos++
+			default:
+				buf = append(buf, c)
+			}
+		}
+		if quoted {
+			return dst, bad("unterminated quotes")
+		}
+		var err error
+		if dst, err = appendValue(dst, f.typ, buf); err != nil {
+			return dst, err
+		}
+	}
+	if pos != len(text)-1 {
+		return dst, bad("too many fields")
+	}
+	return append(dst, '}'), nil
 }
