@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/snorkyhq/snorky/sync/rpc"
 )
 
@@ -114,6 +115,9 @@ func TestQueueOverflowCloses4008(t *testing.T) {
 	}
 	if h.Len() != 0 {
 		t.Fatal("connection not closed")
+	}
+	if n := testutil.ToFloat64(h.SlowConsumerCloses()); n != 1 {
+		t.Fatalf("slow-consumer closes: got %v, want 1", n)
 	}
 }
 
