@@ -483,12 +483,10 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 		res.Mode = "saturate"
 	}
 	m0, _ := scrapeMetrics(ctx, srv.MetricsURL, cdcMetricNames...)
-	srv0, err := srv.Sample()
+	u0, err := sampleUsage(srv)
 	if err != nil {
 		return nil, err
 	}
-	self0, _ := readProc(0)
-	host0, _ := readHostCPU()
 
 	var lastRows, lastRecv uint64
 	stopProgress := everySecond(ctx, func(i int) {
@@ -516,12 +514,11 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 		logf("cdc: %d of %d rows delivered after waiting %v", recv.received.Load(), rows, cfg.Drain)
 	}
 	stopProgress()
-	srv1, err := srv.Sample()
+	u1, err := sampleUsage(srv)
 	if err != nil {
 		return nil, fmt.Errorf("sampling the server after the run: %w", err)
 	}
-	self1, _ := readProc(0)
-	host1, _ := readHostCPU()
+	spent := u0.until(u1)
 	m1, _ := scrapeMetrics(ctx, srv.MetricsURL, cdcMetricNames...)
 
 	received := recv.received.Load()
@@ -546,7 +543,7 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 	}
 	res.Latency = recv.lat.Load().Summary()
 	res.WriteCall = w.callLat.Summary()
-	cpu := srv1.CPU - srv0.CPU
+	cpu := spent.Server
 	res.ServerCPUS = cpu.Seconds()
 	if window > 0 {
 		res.ServerCores = cpu.Seconds() / window.Seconds()
@@ -554,16 +551,11 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 	if received > 0 {
 		res.ServerCPUPerRowUS = micros(cpu) / float64(received)
 	}
-	res.ServerRSSEndKiB = srv1.RSSKiB
+	res.ServerRSSEndKiB = u1.server.RSSKiB
 	res.MetricChanges = metricDelta(m0, m1, "snorky_cdc_changes_total")
 	res.MetricTxns = metricDelta(m0, m1, "snorky_cdc_transactions_total")
 	res.MetricDeliveries = metricDelta(m0, m1, "snorky_datasync_deliveries_total")
-	res.ClientCPUS = (self1.CPU - self0.CPU).Seconds()
-	if dt := host1.Total - host0.Total; dt > 0 {
-		busy := host1.Busy - host0.Busy
-		res.HostCPUPct = 100 * busy.Seconds() / dt.Seconds()
-		res.OtherCPUS = max(0, busy.Seconds()-res.ServerCPUS-res.ClientCPUS)
-	}
+	res.ClientCPUS, res.HostCPUPct, res.OtherCPUS = spent.ClientS, spent.HostPct, spent.OtherS
 
 	if cfg.Saturate && cfg.Backlog > 0 {
 		dr, err := drainComparison(ctx, cfg, srv, db, w, recv, logf)

@@ -218,12 +218,10 @@ func runDatasync(ctx context.Context, cfg datasyncConfig, srv *server, logf func
 	keyOf := func(seq int64) int64 { return seq % int64(cfg.Subs) }
 	metricNames := []string{"snorky_datasync_deliveries_total"}
 	m0, _ := scrapeMetrics(ctx, srv.MetricsURL, metricNames...)
-	srv0, err := srv.Sample()
+	u0, err := sampleUsage(srv)
 	if err != nil {
 		return nil, err
 	}
-	self0, _ := readProc(0)
-	host0, _ := readHostCPU()
 
 	// Publishers take batch tickets (the first sequence number) from the
 	// generator. failed counts deliveries that will never come because
@@ -325,12 +323,11 @@ func runDatasync(ctx context.Context, cfg datasyncConfig, srv *server, logf func
 	recv.waitFor(ctx, expected, cfg.Drain)
 	stopProgress()
 
-	srv1, err := srv.Sample()
+	u1, err := sampleUsage(srv)
 	if err != nil {
 		return nil, fmt.Errorf("sampling the server after the run: %w", err)
 	}
-	self1, _ := readProc(0)
-	host1, _ := readHostCPU()
+	spent := u0.until(u1)
 	m1, _ := scrapeMetrics(ctx, srv.MetricsURL, metricNames...)
 
 	received := recv.received.Load()
@@ -351,7 +348,7 @@ func runDatasync(ctx context.Context, cfg datasyncConfig, srv *server, logf func
 	}
 	res.Latency = recv.lat.Load().Summary()
 	res.PublishCall = pubLat.Summary()
-	cpu := srv1.CPU - srv0.CPU
+	cpu := spent.Server
 	res.ServerCPUS = cpu.Seconds()
 	if window > 0 {
 		res.ServerCores = cpu.Seconds() / window.Seconds()
@@ -362,13 +359,8 @@ func runDatasync(ctx context.Context, cfg datasyncConfig, srv *server, logf func
 	if res.Deltas > 0 {
 		res.ServerCPUPerDeltaUS = micros(cpu) / float64(res.Deltas)
 	}
-	res.ServerRSSEndKiB, res.ServerHWMKiB = srv1.RSSKiB, srv1.HWMKiB
-	res.ClientCPUS = (self1.CPU - self0.CPU).Seconds()
-	if dt := host1.Total - host0.Total; dt > 0 {
-		busy := host1.Busy - host0.Busy
-		res.HostCPUPct = 100 * busy.Seconds() / dt.Seconds()
-		res.OtherCPUS = max(0, busy.Seconds()-res.ServerCPUS-res.ClientCPUS)
-	}
+	res.ServerRSSEndKiB, res.ServerHWMKiB = u1.server.RSSKiB, u1.server.HWMKiB
+	res.ClientCPUS, res.HostCPUPct, res.OtherCPUS = spent.ClientS, spent.HostPct, spent.OtherS
 	if v := metricDelta(m0, m1, "snorky_datasync_deliveries_total"); v >= 0 {
 		res.MetricDeliveries = v
 	}

@@ -184,3 +184,39 @@ func parseHostCPU(b []byte) (busy, total uint64, err error) {
 	const idle, iowait = 3, 4
 	return total - v[idle] - v[iowait], total, nil
 }
+
+// runUsage is one reading of what a run measures around itself: the server's
+// process, this process (the load generator) and the whole machine.
+type runUsage struct {
+	server procSample
+	self   procSample
+	host   hostCPU
+}
+
+func sampleUsage(srv *server) (runUsage, error) {
+	s, err := srv.Sample()
+	if err != nil {
+		return runUsage{}, err
+	}
+	self, _ := readProc(0)
+	host, _ := readHostCPU()
+	return runUsage{server: s, self: self, host: host}, nil
+}
+
+// cpuSpent is the CPU time taken between two readings.
+type cpuSpent struct {
+	Server  time.Duration // by the server
+	ClientS float64       // by the load generator, in seconds
+	HostPct float64       // the machine's busy share, percent
+	OtherS  float64       // by every other process, in seconds
+}
+
+func (u runUsage) until(later runUsage) cpuSpent {
+	c := cpuSpent{Server: later.server.CPU - u.server.CPU, ClientS: (later.self.CPU - u.self.CPU).Seconds()}
+	if dt := later.host.Total - u.host.Total; dt > 0 {
+		busy := later.host.Busy - u.host.Busy
+		c.HostPct = 100 * busy.Seconds() / dt.Seconds()
+		c.OtherS = max(0, busy.Seconds()-c.Server.Seconds()-c.ClientS)
+	}
+	return c
+}

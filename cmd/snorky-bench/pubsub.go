@@ -448,12 +448,10 @@ func runPubsub(ctx context.Context, cfg pubsubConfig, srv *server, logf func(str
 	if cfg.Saturate {
 		res.Mode = "saturate"
 	}
-	srv0, err := srv.Sample()
+	u0, err := sampleUsage(srv)
 	if err != nil {
 		return nil, err
 	}
-	self0, _ := readProc(0)
-	host0, _ := readHostCPU()
 
 	// Publish: a generator hands out sequence numbers (on schedule, or as
 	// delivery completes), the publishers send them.
@@ -501,12 +499,11 @@ func runPubsub(ctx context.Context, cfg pubsubConfig, srv *server, logf func(str
 	cancelPub()
 	stopProgress()
 
-	srv1, err := srv.Sample()
+	u1, err := sampleUsage(srv)
 	if err != nil {
 		return nil, fmt.Errorf("sampling the server after the run: %w", err)
 	}
-	self1, _ := readProc(0)
-	host1, _ := readHostCPU()
+	spent := u0.until(u1)
 
 	// Summarise.
 	received := r.received()
@@ -533,7 +530,7 @@ func runPubsub(ctx context.Context, cfg pubsubConfig, srv *server, logf func(str
 	}
 	res.Latency = r.lat.Summary()
 	res.PublishCall = r.pubLat.Summary()
-	cpu := srv1.CPU - srv0.CPU
+	cpu := spent.Server
 	res.ServerCPUS = cpu.Seconds()
 	if window > 0 {
 		res.ServerCPUPct = 100 * cpu.Seconds() / window.Seconds()
@@ -541,13 +538,8 @@ func runPubsub(ctx context.Context, cfg pubsubConfig, srv *server, logf func(str
 	if received > 0 {
 		res.ServerCPUPerMsgUS = micros(cpu) / float64(received)
 	}
-	res.ServerRSSStartKiB, res.ServerRSSEndKiB, res.ServerHWMKiB = srv0.RSSKiB, srv1.RSSKiB, srv1.HWMKiB
-	res.ClientCPUS = (self1.CPU - self0.CPU).Seconds()
-	if dt := host1.Total - host0.Total; dt > 0 {
-		busy := host1.Busy - host0.Busy
-		res.HostCPUPct = 100 * busy.Seconds() / dt.Seconds()
-		res.OtherCPUS = max(0, busy.Seconds()-res.ServerCPUS-res.ClientCPUS)
-	}
+	res.ServerRSSStartKiB, res.ServerRSSEndKiB, res.ServerHWMKiB = u0.server.RSSKiB, u1.server.RSSKiB, u1.server.HWMKiB
+	res.ClientCPUS, res.HostCPUPct, res.OtherCPUS = spent.ClientS, spent.HostPct, spent.OtherS
 
 	// Subscribers whose connection ended during the run (they are still
 	// open unless the server closed them).
