@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -142,7 +143,7 @@ func (h *Handler) serveEnvelope(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeJSON(w, http.StatusRequestEntityTooLarge, errorBody("Request body over the limit of "+itoa(h.cfg.MaxBodyBytes)+" bytes"))
+			writeJSON(w, http.StatusRequestEntityTooLarge, errorBody("Request body over the limit of "+strconv.FormatInt(h.cfg.MaxBodyBytes, 10)+" bytes"))
 			return
 		}
 		writeJSON(w, http.StatusBadRequest, errorBody("Reading the request body: "+err.Error()))
@@ -166,11 +167,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	w.Write(b)
-}
-
-func itoa(n int64) string {
-	b, _ := json.Marshal(n)
-	return string(b)
 }
 
 // requestConn is the connection of one backend request: it has no identity

@@ -30,7 +30,7 @@ func BenchmarkPublishDeltas(b *testing.B) {
 	e, _ := newTestEngine(b)
 	const subs = 10000
 	for i := range subs {
-		tok, err := e.Authorize(json.RawMessage(fmt.Sprintf(`[{"dealer":"ByOwner","query":%d}]`, i)))
+		tok, err := e.authorize(json.RawMessage(fmt.Sprintf(`[{"dealer":"ByOwner","query":%d}]`, i)), nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -57,7 +57,7 @@ func cols(kv ...string) []cdc.Column {
 
 func acquire(t *testing.T, e *Engine, reg *rpc.Registry, items string) *rpctest.Conn {
 	t.Helper()
-	tok, err := e.Authorize(json.RawMessage(items))
+	tok, err := e.authorize(json.RawMessage(items), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -156,13 +156,6 @@ func (b *Backend) Handle(_ rpc.Conn, req *rpc.Request) (any, error) {
 	return nil, rpc.ErrUnknownCommand
 }
 
-// Authorize creates a subscription with the given items (a JSON array of
-// {"dealer", "query"} objects) and returns its token. It is the
-// authorizeSubscription command for callers in the same process.
-func (e *Engine) Authorize(items json.RawMessage) (string, error) {
-	return e.authorize(items, nil)
-}
-
 func (e *Engine) authorize(rawItems, rawSnap json.RawMessage) (string, error) {
 	var list []json.RawMessage
 	if json.Unmarshal(rawItems, &list) != nil || list == nil {

@@ -53,15 +53,20 @@ func stringParam(raw json.RawMessage) (string, error) {
 	return s, nil
 }
 
+// nameParam decodes the params of a command whose only parameter is name.
+func nameParam(req *rpc.Request) (string, error) {
+	p, err := rpc.Params(req.Params, []string{"name"}, nil)
+	if err != nil {
+		return "", err
+	}
+	return stringParam(p["name"])
+}
+
 // Handle implements rpc.Service.
 func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 	switch req.Command {
 	case "registerParticipant":
-		p, err := rpc.Params(req.Params, []string{"name"}, nil)
-		if err != nil {
-			return nil, err
-		}
-		name, err := stringParam(p["name"])
+		name, err := nameParam(req)
 		if err != nil {
 			return nil, err
 		}
@@ -77,11 +82,7 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		s.byConn[c] = append(s.byConn[c], name)
 		return nil, nil
 	case "unregisterParticipant":
-		p, err := rpc.Params(req.Params, []string{"name"}, nil)
-		if err != nil {
-			return nil, err
-		}
-		name, err := stringParam(p["name"])
+		name, err := nameParam(req)
 		if err != nil {
 			return nil, err
 		}

@@ -241,21 +241,6 @@ func (s *Service) Disconnected(c rpc.Conn) {
 	delete(s.byConn, c)
 }
 
-// Subscribers returns the number of subscribers of a channel (for tests and
-// metrics).
-func (s *Service) Subscribers(ch json.RawMessage) int {
-	key, err := jsonval.Canonical(ch)
-	if err != nil {
-		return 0
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if chn := s.channels[key]; chn != nil {
-		return len(chn.subs)
-	}
-	return 0
-}
-
 // Backend is the pubsub_backend service: publish only, bypassing the policy.
 type Backend struct{ s *Service }
 
