@@ -169,13 +169,9 @@ func (c *conn) readLoop() {
 			return c.ws.SetReadDeadline(time.Now().Add(wait))
 		})
 	}
-	var (
-		limiter     *rate.Limiter
-		abuseSince  time.Time
-		closedAbuse bool
-	)
+	var guard *rateGuard
 	if h.cfg.CommandsPerSecond > 0 {
-		limiter = rate.NewLimiter(rate.Limit(h.cfg.CommandsPerSecond), int(2*h.cfg.CommandsPerSecond+0.5))
+		guard = &rateGuard{limiter: rate.NewLimiter(rate.Limit(h.cfg.CommandsPerSecond), int(2*h.cfg.CommandsPerSecond+0.5))}
 	}
 	for {
 		_, msg, err := c.ws.ReadMessage()
@@ -188,27 +184,8 @@ func (c *conn) readLoop() {
 		if h.cfg.PingInterval > 0 {
 			c.ws.SetReadDeadline(time.Now().Add(wait))
 		}
-		if limiter != nil {
-			now := time.Now()
-			if !limiter.AllowN(now, 1) {
-				if closedAbuse {
-					continue
-				}
-				if abuseSince.IsZero() {
-					abuseSince = now
-				}
-				c.rejectRateLimited(msg)
-				if now.Sub(abuseSince) >= h.cfg.RateLimitGrace {
-					closedAbuse = true
-					h.metrics.rateLimitCloses.Inc()
-					h.log.Warn("closing connection: sustained rate above limit", "conn", c.id, "limit", h.cfg.CommandsPerSecond)
-					c.Close(rpc.CloseRateLimited, rpc.ReasonRateLimited)
-				}
-				continue
-			}
-			if !abuseSince.IsZero() && now.Sub(abuseSince) > time.Second && limiter.Tokens() >= 1 {
-				abuseSince = time.Time{} // the client slowed down
-			}
+		if guard != nil && !guard.allow(c, msg) {
+			continue
 		}
 		c.dispatch(msg)
 	}
@@ -227,6 +204,41 @@ func (c *conn) dispatch(msg []byte) {
 		c.h.reg.Dispatch(c, msg)
 	}()
 	wg.Wait()
+}
+
+// rateGuard is a connection's command rate limit (limits.*).
+type rateGuard struct {
+	limiter    *rate.Limiter
+	abuseSince time.Time // when the current run of rejected messages began
+	closed     bool
+}
+
+// allow reports whether msg may be handled. A message over the rate is
+// answered "Rate limit exceeded"; a connection still over it after the
+// grace period is closed with 4029.
+func (g *rateGuard) allow(c *conn, msg []byte) bool {
+	h := c.h
+	now := time.Now()
+	if g.limiter.AllowN(now, 1) {
+		if !g.abuseSince.IsZero() && now.Sub(g.abuseSince) > time.Second && g.limiter.Tokens() >= 1 {
+			g.abuseSince = time.Time{} // the client slowed down
+		}
+		return true
+	}
+	if g.closed {
+		return false
+	}
+	if g.abuseSince.IsZero() {
+		g.abuseSince = now
+	}
+	c.rejectRateLimited(msg)
+	if now.Sub(g.abuseSince) >= h.cfg.RateLimitGrace {
+		g.closed = true
+		h.metrics.rateLimitCloses.Inc()
+		h.log.Warn("closing connection: sustained rate above limit", "conn", c.id, "limit", h.cfg.CommandsPerSecond)
+		c.Close(rpc.CloseRateLimited, rpc.ReasonRateLimited)
+	}
+	return false
 }
 
 // rejectRateLimited answers a message over the rate limit with an error
