@@ -3,6 +3,7 @@ package cdc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -27,6 +28,8 @@ type stream struct {
 	types  *typeCache
 	lookup typeLookup
 	prefix string
+	// maxTx bounds the decoded bytes of one transaction (0: none).
+	maxTx int
 
 	txn *Txn // open transaction, between Begin and Commit
 
@@ -77,6 +80,10 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 		}
 		txn := s.txn
 		s.txn = nil
+		if txn.TooLarge {
+			slices.Sort(txn.Tables)
+			txn.Tables = slices.Compact(txn.Tables)
+		}
 		txn.CommitLSN = uint64(m.CommitLSN)
 		txn.EndLSN = uint64(m.TransactionEndLSN)
 		txn.CommitTime = m.CommitTime
@@ -92,7 +99,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 		if c.New, c.Unchanged, err = decodeNew(rel, m.Tuple, nil); err != nil {
 			return nil, fmt.Errorf("decoding insert into %s: %w", rel.name, err)
 		}
-		s.txn.Changes = append(s.txn.Changes, c)
+		s.keep(c)
 	case *pglogrepl.UpdateMessage:
 		rel, err := s.change(m.RelationID, "update")
 		if err != nil {
@@ -116,7 +123,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			// the old row's identity is the new row's key columns.
 			c.Old = keyColumns(rel, c.New)
 		}
-		s.txn.Changes = append(s.txn.Changes, c)
+		s.keep(c)
 	case *pglogrepl.DeleteMessage:
 		rel, err := s.change(m.RelationID, "delete")
 		if err != nil {
@@ -126,7 +133,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 		if c.Old, err = decodeOld(rel, m.OldTuple, m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey); err != nil {
 			return nil, fmt.Errorf("decoding delete from %s: %w", rel.name, err)
 		}
-		s.txn.Changes = append(s.txn.Changes, c)
+		s.keep(c)
 	case *pglogrepl.TruncateMessage:
 		if s.txn == nil {
 			return nil, fmt.Errorf("%w: truncate outside a transaction", ErrMalformed)
@@ -136,7 +143,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			if rel == nil {
 				return nil, fmt.Errorf("%w: truncate of unknown relation %d", ErrMalformed, id)
 			}
-			s.txn.Changes = append(s.txn.Changes, Change{Table: rel.name, Op: Truncate})
+			s.keep(Change{Table: rel.name, Op: Truncate})
 		}
 	case *pglogrepl.LogicalDecodingMessage:
 		if !m.Transactional {
@@ -146,6 +153,10 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			return nil, nil
 		}
 		if s.txn != nil && strings.HasPrefix(m.Prefix, s.prefix) {
+			if s.txn.TooLarge {
+				return nil, nil
+			}
+			s.txn.size += len(m.Content)
 			s.txn.Messages = append(s.txn.Messages, Message{
 				Index:   len(s.txn.Changes),
 				Prefix:  m.Prefix,
@@ -157,6 +168,39 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 		// Types are resolved from the catalog; origins do not matter.
 	}
 	return nil, nil
+}
+
+// keep adds a change to the open transaction, until the transaction passes
+// maxTx: from then on only the tables it touches are recorded.
+func (s *stream) keep(c Change) {
+	t := s.txn
+	if t.TooLarge {
+		t.Tables = append(t.Tables, c.Table)
+		return
+	}
+	t.size += changeSize(&c)
+	if s.maxTx > 0 && t.size > s.maxTx {
+		t.TooLarge = true
+		for i := range t.Changes {
+			t.Tables = append(t.Tables, t.Changes[i].Table)
+		}
+		t.Tables = append(t.Tables, c.Table)
+		t.Changes, t.Messages = nil, nil
+		return
+	}
+	t.Changes = append(t.Changes, c)
+}
+
+// changeSize approximates the bytes a decoded change holds.
+func changeSize(c *Change) int {
+	n := 64
+	for _, col := range c.New {
+		n += len(col.Value) + len(col.Name) + 40
+	}
+	for _, col := range c.Old {
+		n += len(col.Value) + len(col.Name) + 40
+	}
+	return n
 }
 
 func (s *stream) change(id uint32, what string) (*relation, error) {

@@ -77,10 +77,34 @@ type Txn struct {
 	CommitTime time.Time
 	Changes    []Change
 	Messages   []Message
+	// TooLarge says the transaction's decoded data passed
+	// Config.MaxTxBytes: Changes and Messages are empty, and Tables lists
+	// the tables it touched (spec §3.10).
+	TooLarge bool
+	Tables   []string
+	// size is the decoded bytes so far (while the transaction is open).
+	size int
 }
 
 // Sink takes whole transactions in commit order. Once it returns nil the
-// transaction is the taker's, and its EndLSN may be confirmed.
+// transaction is the taker's (it may release its changes), and its EndLSN
+// may be confirmed.
 type Sink interface {
 	Apply(txn *Txn) error
+}
+
+// StreamStarter is implemented by a sink that wants to know, in order with
+// the transactions, where each replication session's stream starts: epoch
+// is the stream's epoch (snorky.stream; "" without the snorky schema) and
+// from the position the session streams after (the slot's confirmed
+// position on a fresh start).
+type StreamStarter interface {
+	StartStream(epoch string, from uint64) error
+}
+
+// ConfirmLimiter is implemented by a sink that holds transactions it took
+// (a replay window): the reader never confirms past lsn while limited, so
+// that after a restart PostgreSQL sends them again (R2, R3).
+type ConfirmLimiter interface {
+	ConfirmLimit() (lsn uint64, limited bool)
 }
