@@ -1,11 +1,11 @@
 package datasync
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"slices"
 	"time"
-	"bytes"
-	"encoding/json"
 
 	"github.com/snorkyhq/snorky/sync/rpc"
 )
