@@ -190,10 +190,14 @@ func (r *Reader) applier() {
 					r.applyErr <- fmt.Errorf("%w: xid %d at %s: %w", errSink, h.txn.Xid, pglogrepl.LSN(h.txn.CommitLSN), err)
 					return
 				}
-				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.transactions }, 1)
+				if !h.txn.Partial {
+					r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.transactions }, 1)
+				}
 				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.changes }, float64(len(h.txn.Changes)))
 			}
-			r.taken.Store(h.end)
+			if h.end != 0 {
+				r.taken.Store(h.end)
+			}
 			r.pending.Add(-1)
 		}
 	}
@@ -443,6 +447,11 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				if err != nil {
 					return err
 				}
+				if chunk := r.st.takeChunk(); chunk != nil {
+					if err := r.handOff(ctx, conn, chunk, &nextStatus); err != nil {
+						return err
+					}
+				}
 				if lsn := r.st.takeMarker(); lsn != 0 {
 					r.idleEnd = max(r.idleEnd, lsn)
 					r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.heartbeats }, 1)
@@ -473,7 +482,7 @@ func (r *Reader) noteServerEnd(lsn uint64) {
 // connection out.
 func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nextStatus *time.Time) error {
 	h := handoff{txn: txn, end: txn.EndLSN}
-	if len(txn.Changes) == 0 && len(txn.Messages) == 0 {
+	if len(txn.Changes) == 0 && len(txn.Messages) == 0 && !txn.TooLarge && !txn.chunked {
 		h.txn = nil
 	}
 	r.pending.Add(1)
@@ -483,7 +492,9 @@ func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nex
 		select {
 		case r.queue <- h:
 			timer.Stop()
-			r.handed = h.end
+			if h.end != 0 {
+				r.handed = h.end
+			}
 			if !waited.IsZero() {
 				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.handoffWait }, time.Since(waited).Seconds())
 			}

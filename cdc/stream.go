@@ -32,6 +32,9 @@ type stream struct {
 	maxTx int
 
 	txn *Txn // open transaction, between Begin and Commit
+	// chunk, when set, is a part of the open transaction ready to be
+	// handed on (see Txn.Partial).
+	chunk *Txn
 
 	// marker is the LSN of the latest non-transactional logical message
 	// (the reader's heartbeats among them), 0 once taken by takeMarker.
@@ -48,7 +51,19 @@ func newStream(lookup typeLookup, prefix string) *stream {
 // reset forgets the open transaction (after a lost connection: PostgreSQL
 // sends it again). The relation cache is kept: PostgreSQL sends Relation
 // messages again on a new connection before they are used.
-func (s *stream) reset() { s.txn = nil }
+func (s *stream) reset() { s.txn, s.chunk = nil, nil }
+
+// chunkChanges is the number of changes after which an open transaction's
+// changes are handed on as a Partial chunk.
+const chunkChanges = 2048
+
+// takeChunk returns the chunk of the open transaction ready to be handed
+// on, if any.
+func (s *stream) takeChunk() *Txn {
+	c := s.chunk
+	s.chunk = nil
+	return c
+}
 
 // takeMarker returns the position of the latest non-transactional message
 // received since the last call, or 0.
@@ -189,16 +204,21 @@ func (s *stream) keep(c Change) {
 		return
 	}
 	t.Changes = append(t.Changes, c)
+	if len(t.Changes) >= chunkChanges {
+		s.chunk = &Txn{Xid: t.Xid, CommitTime: t.CommitTime, Changes: t.Changes, Messages: t.Messages, Partial: true}
+		t.Changes, t.Messages, t.chunked = nil, nil, true
+	}
 }
 
-// changeSize approximates the bytes a decoded change holds.
+// changeSize is the decoded row data of a change (its JSON values and
+// column names), what database.max_tx_bytes bounds.
 func changeSize(c *Change) int {
-	n := 64
+	n := 0
 	for _, col := range c.New {
-		n += len(col.Value) + len(col.Name) + 40
+		n += len(col.Value) + len(col.Name)
 	}
 	for _, col := range c.Old {
-		n += len(col.Value) + len(col.Name) + 40
+		n += len(col.Value) + len(col.Name)
 	}
 	return n
 }

@@ -82,8 +82,18 @@ type Txn struct {
 	// the tables it touched (spec §3.10).
 	TooLarge bool
 	Tables   []string
-	// size is the decoded bytes so far (while the transaction is open).
-	size int
+	// Partial says this is a chunk of a larger transaction, handed on
+	// before its commit so that the reader never holds a large
+	// transaction whole: the chunks of one Xid come in order, and the last
+	// one (Partial false) carries the commit's CommitLSN and EndLSN. Only
+	// committed transactions are sent (pgoutput protocol version 1); a
+	// sink discards an unfinished one when a new session starts
+	// (StreamStarter).
+	Partial bool
+	// size is the decoded bytes so far (while the transaction is open);
+	// chunked says Partial chunks of it were handed on.
+	size    int
+	chunked bool
 }
 
 // Sink takes whole transactions in commit order. Once it returns nil the

@@ -54,6 +54,9 @@ type Engine struct {
 	// complete for exactly those (see coversSnapshotLocked).
 	horizon *snapshot
 
+	// open is a transaction whose chunks are arriving (cdc.Txn.Partial).
+	open *openTxn
+
 	// Scratch state of one routing pass, reused.
 	marks map[uint64]uint8
 	outs  map[rpc.Conn]*connOut
@@ -480,6 +483,7 @@ func (e *Engine) advanceLocked(p pos) {
 func (e *Engine) StartStream(epoch string, from uint64) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.open = nil // a new session sends an unfinished transaction again
 	if epoch == "" {
 		if e.epoch == "" {
 			e.log.Warn("the snorky schema is absent: resume positions will not survive a restart (run `snorky migrate` or set database.migrate: true)")
@@ -521,30 +525,78 @@ func (e *Engine) ConfirmLimit() (lsn uint64, limited bool) {
 	return e.window.floor.lsn, true
 }
 
-// Apply takes one committed PostgreSQL transaction (cdc.Sink): its changes
-// become deltas of their tables' models, routed in order, each connection's
-// share queued contiguously. Apply owns txn: it releases its changes as it
-// converts them.
+// Apply takes one committed PostgreSQL transaction, or a chunk of one
+// (cdc.Sink): its changes become deltas of their tables' models, routed in
+// order at the commit, each connection's share queued contiguously. Apply
+// owns txn: it releases its changes as it converts them.
 func (e *Engine) Apply(txn *cdc.Txn) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if !e.started {
 		e.epoch, e.started = randomEpoch(), true
 	}
-	now := e.cfg.Now()
-	t := &winTxn{pos: pos{txn.EndLSN, 0}, db: true, xid: txn.Xid, lsn: txn.CommitLSN, at: now}
-	if x := widen(txn.Xid, e.maxXid); x > e.maxXid {
-		e.maxXid = x
+	if o := e.open; o != nil && o.t.xid != txn.Xid {
+		e.log.Warn("discarding an unfinished transaction", "xid", o.t.xid, "next_xid", txn.Xid)
+		e.open = nil
 	}
+	o := e.open
+	if o == nil {
+		o = &openTxn{t: &winTxn{db: true, xid: txn.Xid}}
+		if x := widen(txn.Xid, e.maxXid); x > e.maxXid {
+			e.maxXid = x
+		}
+	}
+	e.open = nil
+	now := e.cfg.Now()
+	t := o.t
 	if txn.TooLarge {
+		t.pos, t.lsn, t.at, t.deltas = pos{txn.EndLSN, 0}, txn.CommitLSN, now, nil
 		e.tooLargeLocked(t, txn.Tables)
 		e.window.add(t, now)
 		e.advanceLocked(t.pos)
 		e.metrics.txns.Inc()
 		return nil
 	}
-	t.deltas = make([]delta, 0, len(txn.Changes))
-	delivered := 0
+	e.convertLocked(o, txn)
+	if txn.Partial {
+		e.open = o
+		return nil
+	}
+	t.pos, t.lsn, t.at = pos{txn.EndLSN, 0}, txn.CommitLSN, now
+	// SQL publishes come in their place: what the transaction changed
+	// before them is delivered first.
+	from := 0
+	for _, p := range o.publishes {
+		e.deliverLocked(t, from, p.at)
+		from = p.at
+		if err := e.cfg.Publish(p.Channel, p.Message); err != nil {
+			e.metrics.badMessages.Inc()
+			e.log.Warn("skipping a malformed SQL publish", "lsn", lsnText(t.lsn), "err", err)
+		}
+	}
+	e.deliverLocked(t, from, len(t.deltas))
+	e.window.add(t, now)
+	e.advanceLocked(t.pos)
+	e.metrics.txns.Inc()
+	return nil
+}
+
+// openTxn is a transaction being assembled from its chunks.
+type openTxn struct {
+	t         *winTxn
+	publishes []atPublish
+}
+
+// atPublish is a SQL publish placed before delta at of its transaction.
+type atPublish struct {
+	at int
+	*sqlPublish
+}
+
+// convertLocked turns the changes and SQL messages of txn (a transaction or
+// a chunk) into deltas of o.
+func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
+	t := o.t
 	// SQL messages (snorky.publish, snorky.publish_delta, publishDeltas
 	// batches) come in their place among the row changes.
 	msg := 0
@@ -558,19 +610,16 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 				continue
 			}
 			if publish != nil {
-				// What the transaction changed before comes first.
-				e.deliverLocked(t, delivered, len(t.deltas))
-				delivered = len(t.deltas)
-				if err := e.cfg.Publish(publish.Channel, publish.Message); err != nil {
-					e.metrics.badMessages.Inc()
-					e.log.Warn("skipping a malformed SQL publish", "lsn", lsnText(m.LSN), "err", err)
-				}
+				o.publishes = append(o.publishes, atPublish{len(t.deltas), publish})
 				continue
 			}
 			for _, d := range ds {
 				t.add(d)
 			}
 		}
+	}
+	if t.deltas == nil {
+		t.deltas = make([]delta, 0, len(txn.Changes))
 	}
 	for i := range txn.Changes {
 		messagesBefore(i)
@@ -606,11 +655,6 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 		t.add(d)
 	}
 	messagesBefore(len(txn.Changes))
-	e.deliverLocked(t, delivered, len(t.deltas))
-	e.window.add(t, now)
-	e.advanceLocked(t.pos)
-	e.metrics.txns.Inc()
-	return nil
 }
 
 func (t *winTxn) add(d delta) {

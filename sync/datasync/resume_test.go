@@ -367,3 +367,34 @@ func TestConfirmLimit(t *testing.T) {
 		t.Fatalf("after trimming: got %X %v, window %v", lsn, limited, w)
 	}
 }
+
+// TestChunkedTransaction: the chunks of a large transaction are held until
+// its commit, then delivered whole with the commit's offsets; a new
+// session discards an unfinished one.
+func TestChunkedTransaction(t *testing.T) {
+	e, reg := newTestEngineDB(t, 64<<20)
+	e.StartStream("ep", 0x1000)
+	c := acquire(t, e, reg, `[{"dealer":"All","query":null}]`)
+	part := insertTxn(77, 0, [2]int{1, 1}, [2]int{2, 1})
+	part.Partial = true
+	e.Apply(part)
+	if msgs := rpctest.Msgs(t, c); len(msgs) != 0 {
+		t.Fatalf("delivered before the commit: %v", msgs)
+	}
+	e.Apply(insertTxn(77, 0x2000, [2]int{3, 1}))
+	got := deltaOffsets(t, rpctest.Msgs(t, c))
+	want := "00000000000020000000000000000000 00000000000020000000000000000001 00000000000020000000000000000002"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("got %v, want %s", got, want)
+	}
+	// An unfinished transaction is dropped by a new session, which sends it
+	// again.
+	part = insertTxn(78, 0, [2]int{4, 1})
+	part.Partial = true
+	e.Apply(part)
+	e.StartStream("ep", 0x2000)
+	e.Apply(insertTxn(78, 0x3000, [2]int{4, 1}))
+	if got := deltaOffsets(t, rpctest.Msgs(t, c)); len(got) != 1 {
+		t.Fatalf("after a new session: got %v, want the transaction once", got)
+	}
+}
