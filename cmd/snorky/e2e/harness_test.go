@@ -510,6 +510,8 @@ type wsClient struct {
 	mu      sync.Mutex
 	deltas  []delta
 	notes   []note // position and mustRefetch notifications
+	// resumeRead, when set, stalls the reader until it is closed.
+	resumeRead chan struct{}
 	replies map[int]chan reply
 	done    chan struct{}
 	readErr error
@@ -548,9 +550,34 @@ func (p *proc) dial() *wsClient {
 	return c
 }
 
+// stall makes the client stop reading (its socket buffers fill up);
+// unstall resumes reading.
+func (c *wsClient) stall() {
+	c.mu.Lock()
+	if c.resumeRead == nil {
+		c.resumeRead = make(chan struct{})
+	}
+	c.mu.Unlock()
+}
+
+func (c *wsClient) unstall() {
+	c.mu.Lock()
+	if c.resumeRead != nil {
+		close(c.resumeRead)
+		c.resumeRead = nil
+	}
+	c.mu.Unlock()
+}
+
 func (c *wsClient) readLoop() {
 	defer close(c.done)
 	for {
+		c.mu.Lock()
+		wait := c.resumeRead
+		c.mu.Unlock()
+		if wait != nil {
+			<-wait
+		}
 		_, msg, err := c.ws.ReadMessage()
 		if err != nil {
 			c.mu.Lock()
