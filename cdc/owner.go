@@ -1,0 +1,180 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// State is what a Reader is doing, for /readyz.
+type State string
+
+// The states of a Reader.
+const (
+	// StateConnecting: connecting, checking the tables, the publication and
+	// the slot, or waiting to retry after an error.
+	StateConnecting State = "connecting"
+	// StateStandby: another process (another snorky serve) owns the slot;
+	// this reader waits, delivers nothing, and takes over when the owner's
+	// session ends.
+	StateStandby State = "standby"
+	// StateStreaming: the reader owns the slot and streams from it.
+	StateStreaming State = "streaming"
+	// StateStopped: Run has returned.
+	StateStopped State = "stopped"
+)
+
+// Status is a Reader's state and what it last read about its slot.
+type Status struct {
+	State State
+	Slot  string
+	// WALStatus is the slot's wal_status in pg_replication_slots at the last
+	// poll (WALPollInterval): reserved, extended, unreserved (the next
+	// checkpoint removes WAL the slot needs unless it catches up) or lost.
+	// Empty: not polled yet, or no slot.
+	WALStatus string
+	// SafeWALSize is the slot's safe_wal_size at the last poll: bytes of WAL
+	// that can be written before the slot is lost. -1: no limit
+	// (max_slot_wal_keep_size = -1) or unknown.
+	SafeWALSize int64
+	// Invalidations counts the slots this reader found invalidated and
+	// recreated (each one a new epoch).
+	Invalidations int64
+}
+
+// health is the part of a Reader that Status reads: its state and what
+// it last read about its slot. The zero value is ready to use.
+type health struct {
+	state         atomic.Pointer[State]
+	slotWAL       atomic.Pointer[slotWAL]
+	invalidations atomic.Int64
+}
+
+// Status returns the reader's state and slot health.
+func (r *Reader) Status() Status {
+	st := Status{State: r.State(), Slot: r.cfg.Slot, SafeWALSize: -1, Invalidations: r.invalidations.Load()}
+	if w := r.slotWAL.Load(); w != nil && w.exists {
+		st.WALStatus, st.SafeWALSize = w.status, w.safeSize
+	}
+	return st
+}
+
+// State returns what the reader is doing.
+func (r *Reader) State() State {
+	if r.ready.Load() {
+		return StateStreaming
+	}
+	if s := r.state.Load(); s != nil {
+		return *s
+	}
+	return StateConnecting
+}
+
+func (r *Reader) setState(s State) { r.state.Store(&s) }
+
+// Health returns nil when the reader streams and its slot is not at risk,
+// else an error saying what is wrong and what to do (for /readyz).
+func (r *Reader) Health() error {
+	st := r.Status()
+	switch st.State {
+	case StateStandby:
+		return fmt.Errorf("standby: another process owns replication slot %q; this one takes over when it stops", st.Slot)
+	case StateStopped:
+		return errors.New("the WAL reader stopped (see the log)")
+	case StateConnecting:
+		return errors.New("not streaming from PostgreSQL yet (see the log)")
+	}
+	switch st.WALStatus {
+	case "unreserved", "lost":
+		return fmt.Errorf("replication slot %q is about to be lost (wal_status %s): it retains more WAL than max_slot_wal_keep_size allows, "+
+			"and a checkpoint will invalidate it (clients would have to refetch); raise max_slot_wal_keep_size in postgresql.conf "+
+			"(or set it to -1) and check why snorky falls behind", st.Slot, st.WALStatus)
+	}
+	return nil
+}
+
+// ownerLockClass is the first key of the session-level advisory lock
+// (pg_advisory_lock(int4, int4)) that makes one process the owner of a
+// slot: "snky". The second is ownerLockKey(slot).
+const ownerLockClass int32 = 0x736e6b79
+
+// ownerLockKey is the second key of the slot's advisory lock: a hash of
+// its name, non-negative so that it reads the same in pg_locks.objid.
+// Slot names are unique in the cluster and a slot belongs to one database,
+// so every process using the slot takes the lock in that database.
+func ownerLockKey(slot string) int32 {
+	h := fnv.New32a()
+	h.Write([]byte(slot))
+	return int32(h.Sum32() & 0x7fffffff)
+}
+
+// standbyPoll bounds one wait for the owner lock (lock_timeout): a standby
+// checks its connection at least this often. Taking over is not delayed by
+// it: the wait ends as soon as the owner's session ends.
+const standbyPoll = 5 * time.Second
+
+// acquireOwnership takes the slot's advisory lock on conn, held until conn
+// closes (R1). While another process holds it the reader is a standby: it
+// waits on the lock, having opened no replication connection, so it
+// delivers nothing; PostgreSQL releases the lock the moment the owner's
+// session ends (a killed owner's socket closes), and this reader goes on
+// at once. The lock orders the processes; the slot itself (55006) still
+// guards against a walsender that outlives its owner.
+func (r *Reader) acquireOwnership(ctx context.Context, conn *pgx.Conn) error {
+	key := ownerLockKey(r.cfg.Slot)
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, ownerLockClass, key).Scan(&got); err != nil {
+		return fmt.Errorf("taking the advisory lock of slot %s: %w", r.cfg.Slot, err)
+	}
+	if got {
+		return nil
+	}
+	r.setState(StateStandby)
+	r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.standby }, 1)
+	defer func() {
+		r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.standby }, 0)
+		r.setState(StateConnecting)
+	}()
+	r.log.Info("cdc: standby: another process owns the slot; waiting to take over when it stops", "owner", r.lockHolder(ctx, conn, key))
+	began := time.Now()
+	for {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", standbyPoll.Milliseconds())); err != nil {
+				return err
+			}
+			// A session-level lock: it outlives this transaction.
+			_, err := tx.Exec(ctx, `SELECT pg_advisory_lock($1, $2)`, ownerLockClass, key)
+			return err
+		})
+		var pgErr *pgconn.PgError
+		switch {
+		case err == nil:
+			r.log.Info("cdc: took over the slot from the previous owner", "waited", time.Since(began).Round(time.Millisecond))
+			return nil
+		case errors.As(err, &pgErr) && pgErr.Code == "55P03": // lock_timeout: still held
+		default:
+			return fmt.Errorf("waiting for the advisory lock of slot %s: %w", r.cfg.Slot, err)
+		}
+	}
+}
+
+// lockHolder describes the session holding the slot's lock, for the log.
+func (r *Reader) lockHolder(ctx context.Context, conn *pgx.Conn, key int32) string {
+	var who string
+	err := conn.QueryRow(ctx, `
+		SELECT format('pid %s, %s, %s', l.pid, coalesce(nullif(a.application_name, ''), '?'), coalesce(a.client_addr::text, 'local'))
+		FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid AND l.objsubid = 2
+		LIMIT 1`, ownerLockClass, key).Scan(&who)
+	if err != nil {
+		return "unknown"
+	}
+	return who
+}
