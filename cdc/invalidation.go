@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
@@ -120,6 +121,24 @@ func (r *Reader) dropLostSlot(ctx context.Context, conn *pgx.Conn) error {
 		"(or set it to -1, no limit) so that it covers the longest time snorky may be down, or keep snorky running",
 		"max_slot_wal_keep_size", keep)
 	return nil
+}
+
+// startNewSlot resets the reader's positions to a slot just created: it
+// streams from the slot's own start, and its confirmed position (status
+// updates, the metric) starts at the slot's, never at a position of an
+// earlier slot of the same name.
+func (r *Reader) startNewSlot(ctx context.Context, conn *pgx.Conn) {
+	r.handed = 0
+	var lsn *string
+	err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&lsn)
+	if err != nil || lsn == nil {
+		r.log.Debug("cdc: reading the new slot's position", "err", err)
+		return
+	}
+	start, err := pglogrepl.ParseLSN(*lsn)
+	if err == nil && uint64(start) > r.confirmed.Load() {
+		r.confirmed.Store(uint64(start))
+	}
 }
 
 // invalidatedError reports whether err is PostgreSQL refusing to read from

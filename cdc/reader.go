@@ -241,7 +241,7 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	}
 	if created {
 		r.log.Info("cdc: created replication slot")
-		r.handed = 0 // a new slot: start from its own position
+		r.startNewSlot(ctx, sqlConn)
 	}
 	if epoch, err := streamEpoch(ctx, sqlConn, r.cfg.Slot, created); err != nil {
 		if ctx.Err() != nil {
