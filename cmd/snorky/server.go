@@ -155,12 +155,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 			return nil, err
 		}
 		s.reader = cdc.NewReader(cc, s.datasync, log.With("component", "cdc"), cdc.NewMetrics(s.metrics))
-		ready["database"] = func() error {
-			if !s.reader.Ready() {
-				return errors.New("not streaming from PostgreSQL yet (see the log)")
-			}
-			return nil
-		}
+		ready["database"] = s.reader.Health // streaming, standby, slot about to be lost
 	}
 	register := func(r *rpc.Registry, name string, svc rpc.Service) error {
 		if err := r.Register(name, svc); err != nil {
