@@ -193,6 +193,13 @@ func TestSlotInvalidatedWhileStopped(t *testing.T) {
 	}
 
 	loseSlot(t, url, cfg.Slot)
+	// What PostgreSQL answers when streaming from the lost slot is read as
+	// ErrSlotInvalidated (SQLSTATE 55000), not as a prerequisite.
+	if err := startReplicationError(t, cfg); !errors.Is(err, ErrSlotInvalidated) || errors.Is(err, ErrPrerequisite) {
+		t.Errorf("START_REPLICATION on the lost slot: got %v, want ErrSlotInvalidated", err)
+	} else {
+		t.Logf("START_REPLICATION on the lost slot: %v", err)
+	}
 	// Rows committed while the slot is lost are not delivered: the new slot
 	// starts after them (the epoch tells clients to refetch).
 	execSQL(t, url, `INSERT INTO t VALUES (2)`)
@@ -256,6 +263,28 @@ func TestSlotInvalidatedWhileStopped(t *testing.T) {
 	if err := run2.exited(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startReplicationError starts replication from cfg's slot on a
+// connection of its own and returns the error, classified as the reader
+// does.
+func startReplicationError(t *testing.T, cfg Config) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := connectReplication(ctx, cfg.WithDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	err = pglogrepl.StartReplication(ctx, conn, cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + cfg.Publication + "'"},
+	})
+	if err == nil {
+		// PostgreSQL may report it on the stream instead.
+		_, err = conn.ReceiveMessage(ctx)
+	}
+	return classifySetup(err)
 }
 
 // TestSlotInvalidatedWhileStreaming is T9 while running: the sink stalls,
