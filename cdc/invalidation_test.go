@@ -381,6 +381,7 @@ func TestHealth(t *testing.T) {
 		{"streaming", true, StateConnecting, "reserved", ""},
 		{"streaming, extended", true, StateConnecting, "extended", ""},
 		{"streaming, unreserved", true, StateConnecting, "unreserved", "max_slot_wal_keep_size"},
+		{"streaming, lost", true, StateConnecting, "lost", "max_slot_wal_keep_size"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

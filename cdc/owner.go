@@ -92,10 +92,13 @@ func (r *Reader) Health() error {
 		return errors.New("not streaming from PostgreSQL yet (see the log)")
 	}
 	switch st.WALStatus {
-	case "unreserved", "lost":
-		return fmt.Errorf("replication slot %q is about to be lost (wal_status %s): it retains more WAL than max_slot_wal_keep_size allows, "+
+	case "unreserved":
+		return fmt.Errorf("replication slot %q is about to be lost (wal_status unreserved): it retains more WAL than max_slot_wal_keep_size allows, "+
 			"and a checkpoint will invalidate it (clients would have to refetch); raise max_slot_wal_keep_size in postgresql.conf "+
-			"(or set it to -1) and check why snorky falls behind", st.Slot, st.WALStatus)
+			"(or set it to -1) and check why snorky falls behind", st.Slot)
+	case "lost":
+		return fmt.Errorf("replication slot %q was invalidated (wal_status lost); snorky recreates it with a new epoch (clients must refetch); "+
+			"to prevent it, raise max_slot_wal_keep_size in postgresql.conf (or set it to -1)", st.Slot)
 	}
 	return nil
 }

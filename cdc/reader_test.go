@@ -247,6 +247,8 @@ func TestUnchangedToast(t *testing.T) {
 	}
 }
 
+// TestSlotTakeover is T19a in process: a second reader on the slot is a
+// standby that receives nothing, and takes over when the first stops.
 func TestSlotTakeover(t *testing.T) {
 	url := pglocal.NewDatabase(t)
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -281,6 +283,24 @@ func TestSlotTakeover(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(r2.metrics.standby); got != 1 {
 		t.Errorf("snorky_cdc_standby: got %v, want 1", got)
+	}
+	// A standby stops promptly while it waits.
+	r3 := NewReader(cfg, &collector{}, nil, nil)
+	ctx3, stop3 := context.WithCancel(context.Background())
+	done3 := make(chan error, 1)
+	go func() { done3 <- r3.Run(ctx3) }()
+	eventually(t, 30*time.Second, "third reader is a standby", func() bool { return r3.State() == StateStandby })
+	stop3()
+	select {
+	case err := <-done3:
+		if err != nil {
+			t.Errorf("standby's Run after cancel: got %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a standby's Run did not return within 10s of cancel")
+	}
+	if got := r3.State(); got != StateStopped {
+		t.Errorf("State after Run returned: got %s, want %s", got, StateStopped)
 	}
 	execSQL(t, url, `INSERT INTO t VALUES (10)`)
 	eventually(t, 30*time.Second, "first reader got row 10", func() bool { return len(first.changes()) == 2 })

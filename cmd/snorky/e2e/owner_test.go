@@ -77,6 +77,9 @@ dealers:
 	if v, ok := standby.metric("snorky_cdc_standby"); !ok || v != 1 {
 		t.Errorf("standby's snorky_cdc_standby: got %v (found %v), want 1", v, ok)
 	}
+	if !strings.Contains(standby.log.String(), `owner="pid `) {
+		t.Errorf("standby's log does not name the owner's session:\n%s", tail(standby.log.String(), 2000))
+	}
 
 	allRows := []map[string]any{item("AllRows", nil)}
 	subOwner := owner.dial()
