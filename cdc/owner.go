@@ -123,14 +123,84 @@ func ownerLockKey(slot string) int32 {
 // it: the wait ends as soon as the owner's session ends.
 const standbyPoll = 5 * time.Second
 
-// acquireOwnership takes the slot's advisory lock on conn, held until conn
-// closes (R1). While another process holds it the reader is a standby: it
-// waits on the lock, having opened no replication connection, so it
-// delivers nothing; PostgreSQL releases the lock the moment the owner's
-// session ends (a killed owner's socket closes), and this reader goes on
-// at once. The lock orders the processes; the slot itself (55006) still
-// guards against a walsender that outlives its owner.
-func (r *Reader) acquireOwnership(ctx context.Context, conn *pgx.Conn) error {
+// lease is the slot's owner lock, held on a connection of its own that a
+// goroutine keeps alive: it runs a query every pingEvery, and the session
+// has idle_session_timeout (and TCP keepalives) set, so that PostgreSQL
+// ends it, releasing the lock, when the owner stops answering: its host
+// died, the network dropped, the process hangs. Otherwise an idle session
+// whose client vanished without closing its socket would hold the lock for
+// hours (the kernel's TCP keepalive) and no standby could take over.
+type lease struct {
+	conn *pgx.Conn
+	stop chan struct{}
+	done chan struct{}
+}
+
+// release ends the lease: the lock goes with the connection.
+func (l *lease) release() {
+	close(l.stop)
+	<-l.done
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	l.conn.Close(ctx)
+}
+
+// leaseTimes are the keep-alive period of the lease connection and the
+// silence after which PostgreSQL ends it: ReceiveTimeout, the bound after
+// which the reader itself gives up on a silent replication connection.
+func (r *Reader) leaseTimes() (pingEvery, idleTimeout time.Duration) {
+	idleTimeout = max(r.cfg.ReceiveTimeout, time.Second)
+	return min(r.cfg.StatusInterval, idleTimeout/4), idleTimeout
+}
+
+// acquireOwnership takes the slot's advisory lock (R1) on a connection of
+// its own, held until the lease is released. While another process holds
+// it the reader is a standby: it waits on the lock, having opened no
+// replication connection, so it delivers nothing; PostgreSQL releases the
+// lock the moment the owner's session ends (a killed owner's socket closes;
+// a vanished one's session times out), and this reader goes on at once.
+// The lock orders the processes; the slot itself (55006) still guards
+// against a walsender that outlives its owner's lock.
+func (r *Reader) acquireOwnership(ctx context.Context) (*lease, error) {
+	conn, err := connectSQL(ctx, r.cfg)
+	if err != nil {
+		return nil, classifySetup(err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	pingEvery, idleTimeout := r.leaseTimes()
+	secs := max(int(idleTimeout/time.Second)/3, 1)
+	for name, value := range map[string]string{
+		"idle_session_timeout": fmt.Sprint(idleTimeout.Milliseconds()), // PostgreSQL 14+
+		// A dead host is found without waiting for the kernel's defaults.
+		"tcp_keepalives_idle":     fmt.Sprint(secs),
+		"tcp_keepalives_interval": fmt.Sprint(secs),
+		"tcp_keepalives_count":    "3",
+	} {
+		if _, err := conn.Exec(ctx, `SELECT set_config($1, $2, false)`, name, value); err != nil {
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) {
+				return nil, fmt.Errorf("setting %s on the owner lock's connection: %w", name, err)
+			}
+			r.log.Debug("cdc: owner lock's connection: setting not applied", "setting", name, "err", err)
+		}
+	}
+	if err := r.waitForLock(ctx, conn); err != nil {
+		return nil, err
+	}
+	ok = true
+	l := &lease{conn: conn, stop: make(chan struct{}), done: make(chan struct{})}
+	go r.keepLease(l, pingEvery)
+	return l, nil
+}
+
+// waitForLock takes the slot's lock on conn, waiting as a standby while
+// another session holds it.
+func (r *Reader) waitForLock(ctx context.Context, conn *pgx.Conn) error {
 	key := ownerLockKey(r.cfg.Slot)
 	var got bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, ownerLockClass, key).Scan(&got); err != nil {
@@ -164,6 +234,34 @@ func (r *Reader) acquireOwnership(ctx context.Context, conn *pgx.Conn) error {
 		case errors.As(err, &pgErr) && pgErr.Code == "55P03": // lock_timeout: still held
 		default:
 			return fmt.Errorf("waiting for the advisory lock of slot %s: %w", r.cfg.Slot, err)
+		}
+	}
+}
+
+// keepLease runs a query on the lease connection every pingEvery until the
+// lease is released. A failure ends the keep-alive only: the owner streams
+// on (the slot admits one walsender, so a process that takes the lock
+// meanwhile waits on 55006), and its next session takes the lock anew.
+func (r *Reader) keepLease(l *lease, pingEvery time.Duration) {
+	defer close(l.done)
+	t := time.NewTicker(pingEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(pingEvery, 5*time.Second))
+		_, err := l.conn.Exec(ctx, `SELECT 1`)
+		cancel()
+		if err != nil {
+			select {
+			case <-l.stop:
+			default:
+				r.log.Warn("cdc: the owner lock's connection failed; another process may take the lock, and take over the slot once this one's session ends", "err", err)
+			}
+			return
 		}
 	}
 }

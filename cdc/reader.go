@@ -211,14 +211,16 @@ func (r *Reader) stopApplier() {
 // ctx is done. streamed reports whether it got as far as streaming.
 func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	r.setState(StateConnecting)
+	owner, err := r.acquireOwnership(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer owner.release()
 	sqlConn, err := connectSQL(ctx, r.cfg)
 	if err != nil {
 		return false, classifySetup(err)
 	}
 	defer sqlConn.Close(context.WithoutCancel(ctx))
-	if err := r.acquireOwnership(ctx, sqlConn); err != nil {
-		return false, err
-	}
 
 	if err := CheckTables(ctx, sqlConn, r.cfg.Tables); err != nil {
 		return false, err

@@ -1,0 +1,161 @@
+package cdc
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/snorkyhq/snorky/cdc/pglocal"
+)
+
+// freezer is a TCP proxy to PostgreSQL that can stop forwarding, dropping
+// bytes both ways while keeping every socket open: to PostgreSQL, a client
+// that vanished without closing its connections (its host died, or the
+// network dropped behind a proxy). Its kernel still acknowledges what
+// PostgreSQL sends, so TCP keepalives do not find it.
+type freezer struct {
+	ln     net.Listener
+	target string
+	frozen atomic.Bool
+
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln, target: target}
+	f.wg.Add(1)
+	go f.accept()
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *freezer) accept() {
+	defer f.wg.Done()
+	for {
+		c, err := f.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", f.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		f.mu.Lock()
+		f.conns = append(f.conns, c, up)
+		f.mu.Unlock()
+		f.wg.Add(2)
+		go f.pipe(up, c)
+		go f.pipe(c, up)
+	}
+}
+
+// pipe copies src to dst, dropping what it reads while frozen.
+func (f *freezer) pipe(dst, src net.Conn) {
+	defer f.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !f.frozen.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if !f.frozen.Load() && errors.Is(err, io.EOF) {
+				if tc, ok := dst.(*net.TCPConn); ok {
+					_ = tc.CloseWrite()
+				}
+			}
+			return
+		}
+	}
+}
+
+func (f *freezer) close() {
+	f.ln.Close()
+	f.mu.Lock()
+	for _, c := range f.conns {
+		c.Close()
+	}
+	f.mu.Unlock()
+	f.wg.Wait()
+}
+
+// via returns u with its host and port replaced by the proxy's.
+func (f *freezer) via(t *testing.T, u string) string {
+	t.Helper()
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pu.Host = f.ln.Addr().String()
+	return pu.String()
+}
+
+// TestStandbyTakesOverFromVanishedOwner is T19a for an owner that vanishes
+// without closing its sockets (host crash, network drop): the owner's
+// connections go through a proxy that is frozen. PostgreSQL ends the
+// owner's lock session after idle_session_timeout (the owner's keep-alive
+// queries no longer arrive) and its walsender after wal_sender_timeout, and
+// the standby takes over. An advisory lock held on a plain idle session
+// would be held for hours and the standby would wait forever.
+func TestStandbyTakesOverFromVanishedOwner(t *testing.T) {
+	srv := pglocal.StartTB(t, pglocal.Options{Settings: map[string]string{"wal_sender_timeout": "4s"}})
+	direct := pglocal.NewDatabaseAt(t, srv.URL("postgres"))
+	execSQL(t, direct, `CREATE TABLE t (id int PRIMARY KEY)`)
+	proxy := newFreezer(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.Port())))
+
+	cfg := testConfig(direct, "t")
+	cfg.ReceiveTimeout = 3 * time.Second // the owner's lock session: idle_session_timeout 3s
+	ownerCfg := cfg
+	ownerCfg.URL = proxy.via(t, direct)
+
+	first, second := &collector{}, &collector{}
+	r1 := NewReader(ownerCfg, first, nil, nil)
+	runReader(t, r1)
+	eventually(t, 30*time.Second, "owner ready", r1.Ready)
+	r2 := NewReader(cfg, second, nil, nil)
+	run2 := runReader(t, r2)
+	eventually(t, 30*time.Second, "second reader is a standby", func() bool { return r2.State() == StateStandby })
+
+	execSQL(t, direct, `INSERT INTO t VALUES (1)`)
+	eventually(t, 30*time.Second, "owner got row 1", func() bool { return len(first.changes()) == 1 })
+	end, _ := pglogrepl.ParseLSN(queryString(t, direct, `SELECT pg_current_wal_lsn()::text`))
+	eventually(t, 30*time.Second, "owner confirmed row 1", func() bool {
+		l, _ := pglogrepl.ParseLSN(queryString(t, direct, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot))
+		return l >= end
+	})
+
+	proxy.frozen.Store(true)
+	frozenAt := time.Now()
+	execSQL(t, direct, `INSERT INTO t VALUES (2)`)
+	eventually(t, 60*time.Second, "the standby took over and got row 2", func() bool {
+		if err := run2.exited(); err != nil {
+			t.Fatal(err)
+		}
+		return len(second.changes()) >= 1
+	})
+	t.Logf("takeover from a vanished owner: row 2 delivered by the standby %v after the freeze (idle_session_timeout 3s, wal_sender_timeout 4s)",
+		time.Since(frozenAt).Round(time.Millisecond))
+	if got := second.changes(); len(got) != 1 || string(got[0].New[0].Value) != "2" {
+		t.Errorf("standby's changes: got %d (first %s), want only row 2", len(got), describe(got[0]))
+	}
+	if got := len(first.changes()); got != 1 {
+		t.Errorf("owner's changes: got %d, want 1 (row 1)", got)
+	}
+}
