@@ -21,9 +21,9 @@ const (
 	// StateConnecting: connecting, checking the tables, the publication and
 	// the slot, or waiting to retry after an error.
 	StateConnecting State = "connecting"
-	// StateStandby: another process (another snorky serve) owns the slot;
-	// this reader waits, delivers nothing, and takes over when the owner's
-	// session ends.
+	// StateStandby: another process (another snorky serve) owns the slot,
+	// or another connection streams from it (55006); this reader waits,
+	// delivers nothing, and takes over when the owner's session ends.
 	StateStandby State = "standby"
 	// StateStreaming: the reader owns the slot and streams from it.
 	StateStreaming State = "streaming"

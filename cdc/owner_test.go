@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
 )
 
@@ -158,4 +160,48 @@ func TestStandbyTakesOverFromVanishedOwner(t *testing.T) {
 	if got := len(first.changes()); got != 1 {
 		t.Errorf("owner's changes: got %d, want 1 (row 1)", got)
 	}
+}
+
+// TestSlotInUseRetryIsBounded: a connection that is not a snorky reader
+// streams from the slot (55006). The reader reports standby and retries
+// at least every maxSlotInUseWait, however long its backoff has grown, so
+// it streams soon after the slot is released.
+func TestSlotInUseRetryIsBounded(t *testing.T) {
+	url := pglocal.NewDatabase(t)
+	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
+	cfg := testConfig(url, "t")
+	cfg.MinBackoff, cfg.MaxBackoff = time.Second, time.Minute
+	// Create the slot and publication, then hold the slot.
+	r0 := NewReader(cfg, &collector{}, nil, nil)
+	run0 := runReader(t, r0)
+	eventually(t, 30*time.Second, "first reader ready", r0.Ready)
+	if err := run0.stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	holder, err := connectReplication(ctx, cfg.WithDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pglogrepl.StartReplication(ctx, holder, cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + cfg.Publication + "'"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r := NewReader(cfg, &collector{}, nil, NewMetrics(nil))
+	runReader(t, r)
+	eventually(t, 30*time.Second, "standby while the slot is held", func() bool { return r.State() == StateStandby })
+	// Long enough for an unbounded backoff (1s, 2s, 4s, 8s, …) to grow
+	// past maxSlotInUseWait.
+	time.Sleep(15 * time.Second)
+	if r.Ready() {
+		t.Fatalf("ready while another connection holds the slot")
+	}
+	holder.Close(context.Background())
+	released := time.Now()
+	eventually(t, maxSlotInUseWait+10*time.Second, "streaming after the slot is released", r.Ready)
+	t.Logf("streaming %v after the slot was released (retries: %v)", time.Since(released).Round(time.Millisecond), testutil.ToFloat64(r.metrics.reconnects))
 }

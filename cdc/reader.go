@@ -149,6 +149,7 @@ func (r *Reader) Run(ctx context.Context) error {
 		switch {
 		case errors.Is(err, ErrSlotInUse):
 			wait = min(wait, maxSlotInUseWait)
+			r.setState(StateStandby)
 			r.log.Info("cdc: slot in use by another connection, waiting", "err", err, "retry_in", wait)
 		case errors.Is(err, ErrSlotInvalidated): // the next session recreates it
 			wait = r.cfg.MinBackoff
