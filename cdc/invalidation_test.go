@@ -373,15 +373,17 @@ func TestHealth(t *testing.T) {
 		ready     bool
 		state     State
 		walStatus string
-		want      string // substring of the error; "" for nil
+		health    string // substring of Health's error; "" for nil
+		warning   string // substring of Status().Warning; "" for none
 	}{
-		{"connecting", false, StateConnecting, "", "not streaming"},
-		{"standby", false, StateStandby, "reserved", "standby"},
-		{"stopped", false, StateStopped, "", "stopped"},
-		{"streaming", true, StateConnecting, "reserved", ""},
-		{"streaming, extended", true, StateConnecting, "extended", ""},
-		{"streaming, unreserved", true, StateConnecting, "unreserved", "max_slot_wal_keep_size"},
-		{"streaming, lost", true, StateConnecting, "lost", "max_slot_wal_keep_size"},
+		{"connecting", false, StateConnecting, "", "not streaming", ""},
+		{"standby", false, StateStandby, "reserved", "standby", ""},
+		{"stopped", false, StateStopped, "", "stopped", ""},
+		{"streaming", true, StateConnecting, "reserved", "", ""},
+		{"streaming, extended", true, StateConnecting, "extended", "", ""},
+		{"streaming, unreserved", true, StateConnecting, "unreserved", "", "max_slot_wal_keep_size"},
+		{"streaming, lost", true, StateConnecting, "lost", "", "max_slot_wal_keep_size"},
+		{"standby, unreserved", false, StateStandby, "unreserved", "standby", "about to be lost"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -391,10 +393,17 @@ func TestHealth(t *testing.T) {
 			r.slotWAL.Store(&slotWAL{exists: true, status: tc.walStatus, safeSize: -1})
 			err := r.Health()
 			switch {
-			case tc.want == "" && err != nil:
+			case tc.health == "" && err != nil:
 				t.Errorf("Health: got %v, want nil", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Errorf("Health: got %v, want an error containing %q", err, tc.want)
+			case tc.health != "" && (err == nil || !strings.Contains(err.Error(), tc.health)):
+				t.Errorf("Health: got %v, want an error containing %q", err, tc.health)
+			}
+			w := r.Status().Warning
+			switch {
+			case tc.warning == "" && w != "":
+				t.Errorf("Status().Warning: got %q, want none", w)
+			case tc.warning != "" && !strings.Contains(w, tc.warning):
+				t.Errorf("Status().Warning: got %q, want one containing %q", w, tc.warning)
 			}
 		})
 	}

@@ -31,22 +31,26 @@ const (
 	StateStopped State = "stopped"
 )
 
-// Status is a Reader's state and what it last read about its slot.
+// Status is a Reader's state and what it last read about its slot (for
+// /readyz's detail; it marshals to JSON).
 type Status struct {
-	State State
-	Slot  string
+	State State  `json:"state"`
+	Slot  string `json:"slot"`
 	// WALStatus is the slot's wal_status in pg_replication_slots at the last
 	// poll (WALPollInterval): reserved, extended, unreserved (the next
 	// checkpoint removes WAL the slot needs unless it catches up) or lost.
 	// Empty: not polled yet, or no slot.
-	WALStatus string
+	WALStatus string `json:"wal_status"`
 	// SafeWALSize is the slot's safe_wal_size at the last poll: bytes of WAL
 	// that can be written before the slot is lost. -1: no limit
 	// (max_slot_wal_keep_size = -1) or unknown.
-	SafeWALSize int64
+	SafeWALSize int64 `json:"safe_wal_size"`
 	// Invalidations counts the slots this reader found invalidated and
 	// recreated (each one a new epoch).
-	Invalidations int64
+	Invalidations int64 `json:"invalidations"`
+	// Warning says, with the fix, that the slot is about to be lost
+	// (wal_status unreserved) or was lost; empty otherwise.
+	Warning string `json:"warning,omitempty"`
 }
 
 // health is the part of a Reader that Status reads: its state and what
@@ -62,6 +66,15 @@ func (r *Reader) Status() Status {
 	st := Status{State: r.State(), Slot: r.cfg.Slot, SafeWALSize: -1, Invalidations: r.invalidations.Load()}
 	if w := r.slotWAL.Load(); w != nil && w.exists {
 		st.WALStatus, st.SafeWALSize = w.status, w.safeSize
+	}
+	switch st.WALStatus {
+	case "unreserved":
+		st.Warning = fmt.Sprintf("replication slot %q is about to be lost (wal_status unreserved): it retains more WAL than max_slot_wal_keep_size allows, "+
+			"and a checkpoint will invalidate it (clients would then have to refetch); raise max_slot_wal_keep_size in postgresql.conf "+
+			"(or set it to -1) and check why snorky falls behind", st.Slot)
+	case "lost":
+		st.Warning = fmt.Sprintf("replication slot %q was invalidated (wal_status lost): snorky recreates it with a new epoch (clients must refetch); "+
+			"to prevent it, raise max_slot_wal_keep_size in postgresql.conf (or set it to -1)", st.Slot)
 	}
 	return st
 }
@@ -79,26 +92,18 @@ func (r *Reader) State() State {
 
 func (r *Reader) setState(s State) { r.state.Store(&s) }
 
-// Health returns nil when the reader streams and its slot is not at risk,
-// else an error saying what is wrong and what to do (for /readyz).
+// Health returns nil while the reader streams, else an error saying what
+// it does instead (for /readyz): connecting, standby or stopped. A slot at
+// risk does not make it unhealthy (it still delivers): Status().Warning
+// says so.
 func (r *Reader) Health() error {
-	st := r.Status()
-	switch st.State {
+	switch st := r.State(); st {
 	case StateStandby:
-		return fmt.Errorf("standby: another process owns replication slot %q; this one takes over when it stops", st.Slot)
+		return fmt.Errorf("standby: another process owns replication slot %q; this one takes over when it stops", r.cfg.Slot)
 	case StateStopped:
 		return errors.New("the WAL reader stopped (see the log)")
 	case StateConnecting:
 		return errors.New("not streaming from PostgreSQL yet (see the log)")
-	}
-	switch st.WALStatus {
-	case "unreserved":
-		return fmt.Errorf("replication slot %q is about to be lost (wal_status unreserved): it retains more WAL than max_slot_wal_keep_size allows, "+
-			"and a checkpoint will invalidate it (clients would have to refetch); raise max_slot_wal_keep_size in postgresql.conf "+
-			"(or set it to -1) and check why snorky falls behind", st.Slot)
-	case "lost":
-		return fmt.Errorf("replication slot %q was invalidated (wal_status lost); snorky recreates it with a new epoch (clients must refetch); "+
-			"to prevent it, raise max_slot_wal_keep_size in postgresql.conf (or set it to -1)", st.Slot)
 	}
 	return nil
 }
