@@ -62,16 +62,21 @@ func checkSeqs(t *testing.T, who string, got []int64, from, to int64) {
 }
 
 // TestStandbyTakesOverAfterKill is reliability.md T19a: two servers on one
-// slot. The second is a standby: /readyz says so (503), its subscriber
-// receives nothing and its reader hands on no transaction while the first
-// owns the slot. The owner is killed with SIGKILL; the standby takes over
-// (measured: kill → /readyz 200) and streams every row written after the
-// owner's last confirmed position, exactly once.
+// slot. The second is a standby: /readyz says so (503, detail.slot.state),
+// its subscriber receives nothing and its reader hands on no transaction
+// while the first owns the slot. The owner is killed with SIGKILL; the
+// standby takes over (measured: kill → /readyz 200), its subscriber gets
+// each row once in commit order (the owner's unconfirmed window replayed
+// from the slot, then the new rows), and the owner's resumable client
+// resumes on the standby with exactly the rows written after the kill.
 func TestStandbyTakesOverAfterKill(t *testing.T) {
 	const before, after = 50, 50
 	url := pglocal.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE rows (seq int PRIMARY KEY)`)
+	if _, err := migrations.Up(context.Background(), db); err != nil { // the epoch in snorky.stream
+		t.Fatalf("migrations.Up: %v", err)
+	}
 	slot := randomName("e2e_owner_")
 	cfg := serverConfig{DatabaseURL: url, Slot: slot, Body: `models:
   Row: {table: rows}
@@ -98,7 +103,7 @@ dealers:
 
 	allRows := []map[string]any{item("AllRows", nil)}
 	subOwner := owner.dial()
-	subOwner.acquire(owner.mustAuthorize(allRows, ""))
+	ownerRes := subOwner.acquireResumable(owner.mustAuthorize(allRows, ""))
 	subStandby := standby.dial()
 	subStandby.acquire(standby.mustAuthorize(allRows, ""))
 
@@ -151,6 +156,14 @@ dealers:
 		}
 	}
 	checkSeqs(t, "standby's subscriber, rows written after the kill", all[replayed:], before, last)
+	// The owner's client resumes on the standby (same slot, same epoch)
+	// and gets exactly the rows written after the kill.
+	moved := standby.dial()
+	if _, msg := moved.resume(ownerRes, subOwner.lastOffset(ownerRes)); msg != "" {
+		t.Errorf("the owner's client resuming on the standby: got error %q, want a response", msg)
+	} else {
+		checkSeqs(t, "the owner's client resumed on the standby", seqs(moved.waitDeltas(after, 30*time.Second)), before, last)
+	}
 	if v, ok := standby.metric("snorky_cdc_standby"); !ok || v != 0 {
 		t.Errorf("snorky_cdc_standby after the takeover: got %v (found %v), want 0", v, ok)
 	}
@@ -166,11 +179,12 @@ dealers:
 
 // TestSlotInvalidatedWhileServerStopped is reliability.md T9 with the
 // server as a subprocess: a cluster that keeps at most 4 MB of WAL for a
-// slot; the server is stopped, about 4+ MB are written and checkpointed
-// until the slot is lost; the restarted server logs one error naming the
-// fix, recreates the slot with a new epoch, counts it in /metrics, becomes
-// ready (measured) and delivers the rows written afterwards, without ever
-// exiting.
+// slot; the server is stopped, WAL is written and checkpointed until the
+// slot is lost; the restarted server logs one error naming the fix,
+// recreates the slot with a new epoch, counts it in /metrics, becomes ready
+// (measured) without ever exiting, answers a client resuming from before
+// "Must refetch: the stream was reset", and delivers the rows written
+// afterwards.
 func TestSlotInvalidatedWhileServerStopped(t *testing.T) {
 	pg := pglocal.StartTB(t, pglocal.Options{
 		InitdbArgs: []string{"--wal-segsize=1"},
@@ -199,6 +213,10 @@ dealers:
 		return e
 	}
 	oldEpoch := epoch()
+	client := p.dial()
+	res := client.acquireResumable(p.mustAuthorize([]map[string]any{item("AllRows", nil)}, ""))
+	mustExec(t, db, `INSERT INTO rows VALUES (-1)`)
+	client.waitDeltas(1, 30*time.Second)
 	p.stop()
 
 	var mb int
@@ -233,6 +251,10 @@ dealers:
 	}
 	if errLines != 1 {
 		t.Errorf("error lines in the restarted server's log: got %d, want 1", errLines)
+	}
+	back := p2.dial()
+	if _, msg := back.resume(res, client.lastOffset(res)); msg != "Must refetch: the stream was reset" {
+		t.Errorf("resuming across the invalidation: got %q, want %q", msg, "Must refetch: the stream was reset")
 	}
 	sub := p2.dial()
 	sub.acquire(p2.mustAuthorize([]map[string]any{item("AllRows", nil)}, ""))
