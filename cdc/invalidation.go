@@ -88,15 +88,23 @@ func (r *Reader) pollSlot(ctx context.Context) {
 	}
 }
 
-// dropLostSlot drops the slot when PostgreSQL invalidated it (wal_status
-// lost), logging the one error that says so; the caller then creates it
-// afresh. A slot of another plugin or database is left to ensureSlot to
-// report. It runs while the reader holds the slot's owner lock, so no other
-// snorky process recreates the slot at the same time.
-func (r *Reader) dropLostSlot(ctx context.Context, conn *pgx.Conn) error {
+// prepareSlot drops the slot when PostgreSQL invalidated it (wal_status
+// lost), logging the one error that says so; the caller (ensureSlot) then
+// creates it afresh. A slot of another plugin or database is left to
+// ensureSlot to report. It runs while the reader holds the slot's owner
+// lock, so no other snorky process recreates the slot at the same time.
+// When the slot is to be created the state is StateCreatingSlot: creating
+// a logical slot waits for every transaction running at that moment.
+func (r *Reader) prepareSlot(ctx context.Context, conn *pgx.Conn) error {
 	s, err := readSlot(ctx, conn, r.cfg.Slot)
-	if err != nil || !s.exists || s.walStatus != "lost" || s.plugin != "pgoutput" {
+	if err != nil {
 		return err
+	}
+	if !s.exists {
+		r.setState(StateCreatingSlot)
+	}
+	if !s.exists || s.walStatus != "lost" || s.plugin != "pgoutput" {
+		return nil
 	}
 	var db, keep string
 	if err := conn.QueryRow(ctx, `SELECT current_database(), current_setting('max_slot_wal_keep_size')`).Scan(&db, &keep); err != nil {
@@ -114,6 +122,7 @@ func (r *Reader) dropLostSlot(ctx context.Context, conn *pgx.Conn) error {
 	}
 	r.invalidations.Add(1)
 	r.slotWAL.Store(nil)
+	r.setState(StateCreatingSlot)
 	r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.invalidations }, 1)
 	r.log.Error("cdc: PostgreSQL invalidated the replication slot (wal_status lost): it removed WAL the slot still needed, "+
 		"so changes committed while snorky was stopped or behind cannot be delivered. Recreating the slot with a new stream "+

@@ -379,6 +379,7 @@ func TestHealth(t *testing.T) {
 		{"connecting", false, StateConnecting, "", "not streaming", ""},
 		{"standby", false, StateStandby, "reserved", "standby", ""},
 		{"stopped", false, StateStopped, "", "stopped", ""},
+		{"creating slot", false, StateCreatingSlot, "", "waiting for slot creation", ""},
 		{"streaming", true, StateConnecting, "reserved", "", ""},
 		{"streaming, extended", true, StateConnecting, "extended", "", ""},
 		{"streaming, unreserved", true, StateConnecting, "unreserved", "", "max_slot_wal_keep_size"},

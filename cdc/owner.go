@@ -25,6 +25,9 @@ const (
 	// or another connection streams from it (55006); this reader waits,
 	// delivers nothing, and takes over when the owner's session ends.
 	StateStandby State = "standby"
+	// StateCreatingSlot: creating the slot, which PostgreSQL does only once
+	// every transaction running at that moment has ended.
+	StateCreatingSlot State = "creating slot"
 	// StateStreaming: the reader owns the slot and streams from it.
 	StateStreaming State = "streaming"
 	// StateStopped: Run has returned.
@@ -93,7 +96,8 @@ func (r *Reader) State() State {
 func (r *Reader) setState(s State) { r.state.Store(&s) }
 
 // Health returns nil while the reader streams, else an error saying what
-// it does instead (for /readyz): connecting, standby or stopped. A slot at
+// it does instead (for /readyz): connecting, standby, creating the slot or
+// stopped. A slot at
 // risk does not make it unhealthy (it still delivers): Status().Warning
 // says so.
 func (r *Reader) Health() error {
@@ -104,6 +108,9 @@ func (r *Reader) Health() error {
 		return errors.New("the WAL reader stopped (see the log)")
 	case StateConnecting:
 		return errors.New("not streaming from PostgreSQL yet (see the log)")
+	case StateCreatingSlot:
+		return fmt.Errorf("waiting for slot creation: PostgreSQL creates replication slot %q once every transaction "+
+			"running now has ended (see pg_stat_activity for long ones)", r.cfg.Slot)
 	}
 	return nil
 }

@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
 )
@@ -204,4 +206,47 @@ func TestSlotInUseRetryIsBounded(t *testing.T) {
 	released := time.Now()
 	eventually(t, maxSlotInUseWait+10*time.Second, "streaming after the slot is released", r.Ready)
 	t.Logf("streaming %v after the slot was released (retries: %v)", time.Since(released).Round(time.Millisecond), testutil.ToFloat64(r.metrics.reconnects))
+}
+
+// TestSlotCreationWaitsForOpenTransaction is T19(b): starting fresh while
+// a transaction holding an xid is open, the reader says it waits for slot
+// creation (not a crash loop), and streams soon after that transaction
+// ends.
+func TestSlotCreationWaitsForOpenTransaction(t *testing.T) {
+	url := pglocal.NewDatabase(t)
+	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	blocker, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(context.Background())
+	tx, err := blocker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+		t.Fatal(err)
+	}
+	r := NewReader(testConfig(url, "t"), &collector{}, nil, NewMetrics(nil))
+	run := runReader(t, r)
+	eventually(t, 30*time.Second, "waiting for slot creation", func() bool { return r.State() == StateCreatingSlot })
+	if err := r.Health(); err == nil || !strings.Contains(err.Error(), "waiting for slot creation") {
+		t.Errorf("Health: got %v, want waiting for slot creation", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ended := time.Now()
+	eventually(t, 30*time.Second, "streaming after the transaction ended", func() bool {
+		if err := run.exited(); err != nil {
+			t.Fatal(err)
+		}
+		return r.Ready()
+	})
+	t.Logf("streaming %v after the blocking transaction ended (reconnects: %v)", time.Since(ended).Round(time.Millisecond), testutil.ToFloat64(r.metrics.reconnects))
+	if n := testutil.ToFloat64(r.metrics.reconnects); n != 0 {
+		t.Errorf("reconnects: got %v, want 0", n)
+	}
 }

@@ -257,7 +257,7 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
 
-	if err := r.dropLostSlot(ctx, sqlConn); err != nil {
+	if err := r.prepareSlot(ctx, sqlConn); err != nil {
 		return false, err
 	}
 	created, err := ensureSlot(ctx, sqlConn, repl, r.cfg)
