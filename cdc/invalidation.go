@@ -113,12 +113,19 @@ func (r *Reader) prepareSlot(ctx context.Context, conn *pgx.Conn) error {
 	if s.database != db {
 		return nil
 	}
-	if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, r.cfg.Slot); err != nil {
+	// Only while it is still the lost slot (not one recreated meanwhile by
+	// a process that does not take the owner lock).
+	tag, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+		WHERE slot_name = $1 AND wal_status = 'lost'`, r.cfg.Slot)
+	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "42704" { // dropped meanwhile
 			return nil
 		}
 		return classifySetup(fmt.Errorf("dropping invalidated replication slot %s: %w", r.cfg.Slot, err))
+	}
+	if tag.RowsAffected() == 0 {
+		return nil
 	}
 	r.invalidations.Add(1)
 	r.slotWAL.Store(nil)

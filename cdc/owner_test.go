@@ -198,7 +198,7 @@ func TestSlotInUseRetryIsBounded(t *testing.T) {
 	eventually(t, 30*time.Second, "standby while the slot is held", func() bool { return r.State() == StateStandby })
 	// Long enough for an unbounded backoff (1s, 2s, 4s, 8s, …) to grow
 	// past maxSlotInUseWait.
-	time.Sleep(15 * time.Second)
+	time.Sleep(12 * time.Second)
 	if r.Ready() {
 		t.Fatalf("ready while another connection holds the slot")
 	}
