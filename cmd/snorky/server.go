@@ -194,12 +194,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 			return nil, err
 		}
 		s.reader = cdc.NewReader(cc, s.datasync, log.With("component", "cdc"), cdc.NewMetrics(s.metrics))
-		ready["database"] = func() error {
-			if !s.reader.Ready() {
-				return errors.New("not streaming from PostgreSQL yet (see the log)")
-			}
-			return nil
-		}
+		ready["database"] = s.reader.Health // connecting, standby, stopped
 	}
 	register := func(r *rpc.Registry, name string, svc rpc.Service) error {
 		if err := r.Register(name, svc); err != nil {
@@ -248,6 +243,9 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 	}, s.back, log.With("endpoint", "backend"), s.metrics, s.metrics, ready)
 	if err != nil {
 		return nil, err
+	}
+	if s.reader != nil {
+		s.backend.SetDetail("slot", func() any { return s.reader.Status() }) // state, wal_status, a slot about to be lost
 	}
 	s.backend.SetDetail("window", func() any {
 		w := s.datasync.Window()
