@@ -379,9 +379,8 @@ func (e *Engine) deliverLocked(t *winTxn, from, to int) {
 const smallTxnBytes = 128 << 10
 
 // frameCache shares a small transaction's encoded frames among the
-// connections it goes to.
+// connections it goes to, by delta index and mark.
 type frameCache struct {
-	idx    []uint32
 	frames [][4][]byte
 }
 
@@ -389,21 +388,14 @@ func (fc *frameCache) frame(e *Engine, t *winTxn, i uint32, mark uint8, keep boo
 	if !keep {
 		return e.encode(nil, t, i, mark)
 	}
-	for k, x := range fc.idx {
-		if x == i {
-			if f := fc.frames[k][mark]; f != nil {
-				return f
-			}
-			f := e.encode(nil, t, i, mark)
-			fc.frames[k][mark] = f
-			return f
-		}
+	if fc.frames == nil {
+		fc.frames = make([][4][]byte, len(t.deltas))
 	}
-	f := e.encode(nil, t, i, mark)
-	var slot [4][]byte
-	slot[mark] = f
-	fc.idx = append(fc.idx, i)
-	fc.frames = append(fc.frames, slot)
+	f := fc.frames[i][mark]
+	if f == nil {
+		f = e.encode(nil, t, i, mark)
+		fc.frames[i][mark] = f
+	}
 	return f
 }
 
