@@ -48,7 +48,10 @@ type Reader struct {
 	// idleEnd is the latest position known to hold no transaction not yet
 	// received: a keepalive's WAL end or a non-transactional message
 	// (heartbeat). It is confirmed only when nothing is in flight.
-	idleEnd     uint64
+	idleEnd uint64
+	// replyAll is set while answering a keepalive that asked for a reply
+	// (see stream).
+	replyAll    bool
 	queue       chan handoff
 	applyErr    chan error
 	stopApply   chan struct{}
@@ -354,7 +357,8 @@ func (r *Reader) flushPosition() uint64 {
 	if !r.st.inTxn() && r.pending.Load() == 0 && r.idleEnd > pos {
 		pos = r.idleEnd
 	}
-	if cl, ok := r.sink.(ConfirmLimiter); ok {
+	idle := !r.st.inTxn() && r.pending.Load() == 0
+	if cl, ok := r.sink.(ConfirmLimiter); ok && !(r.replyAll && idle) {
 		if lim, limited := cl.ConfirmLimit(); limited && pos > lim {
 			pos = lim
 		}
@@ -452,7 +456,19 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				r.noteServerEnd(uint64(pkm.ServerWALEnd))
 				r.idleEnd = max(r.idleEnd, uint64(pkm.ServerWALEnd))
 				if pkm.ReplyRequested {
-					if err := r.sendStatus(ctx, conn, false); err != nil {
+					// PostgreSQL asks for a reply when it has heard nothing
+					// for half of wal_sender_timeout, and, repeatedly, when
+					// it shuts down: a walsender ends only once everything it
+					// sent is confirmed. So with nothing in flight the
+					// reply confirms everything taken, past the sink's
+					// limit: a fast shutdown never waits for us. The cost is
+					// a shorter replay window should this process restart
+					// before the window refills (clients older than it get
+					// an explicit must-refetch).
+					r.replyAll = true
+					err := r.sendStatus(ctx, conn, false)
+					r.replyAll = false
+					if err != nil {
 						return err
 					}
 					nextStatus = time.Now().Add(interval)
