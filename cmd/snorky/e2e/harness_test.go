@@ -545,14 +545,14 @@ type wsClient struct {
 	writeMu sync.Mutex
 	nextID  int
 
-	mu      sync.Mutex
-	deltas  []delta
-	notes   []note // position and mustRefetch notifications
+	mu     sync.Mutex
+	deltas []delta
+	notes  []note // position and mustRefetch notifications
 	// resumeRead, when set, stalls the reader until it is closed.
 	resumeRead chan struct{}
-	replies map[int]chan reply
-	done    chan struct{}
-	readErr error
+	replies    map[int]chan reply
+	done       chan struct{}
+	readErr    error
 }
 
 // note is a position or mustRefetch notification (spec §3.9).
