@@ -75,6 +75,8 @@ type FrontendConfig struct {
 	PingInterval    time.Duration `koanf:"ping_interval"`
 	WriteTimeout    time.Duration `koanf:"write_timeout"`
 	TLS             TLSConfig     `koanf:"tls"`
+	SockJSPath      string        `koanf:"sockjs_path"` // frontend.go
+	StaticDir       string        `koanf:"static_dir"`  // frontend.go
 }
 
 // BackendConfig is the private HTTP listener.
@@ -409,6 +411,9 @@ func (c *Config) validate() error {
 	}
 	if c.Frontend.Listen == "" {
 		return errors.New("frontend.listen: must be set, e.g. \":5001\"")
+	}
+	if err := c.Frontend.validateExtras(); err != nil {
+		return err
 	}
 	if c.Backend.Listen == "" {
 		return errors.New("backend.listen: must be set, e.g. \"127.0.0.1:5002\"")
