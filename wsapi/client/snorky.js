@@ -105,7 +105,11 @@
     def = def || {};
     var ctor;
     if (hasOwn(def, "constructor") && typeof def.constructor === "function") {
-      ctor = def.constructor;
+      // Wrapped: a method shorthand `constructor() {}` cannot be called with new.
+      var own = def.constructor;
+      ctor = function () {
+        return own.apply(this, arguments);
+      };
     } else if (Parent) {
       ctor = function () {
         return Parent.apply(this, arguments);
@@ -456,6 +460,7 @@
     this._eachService("_markSent");
     if (reopened) {
       this._eachService("_restore");
+      this._eachService("_settleOrphans");
     }
     this._setState("open");
     this.connected.dispatch();
@@ -614,6 +619,7 @@
       this.callIdCounter = 0;
       this.calls = {};
       this.notificationReceived = newSignal();
+      this._orphans = [];
     },
     rpcCall: function (command, params) {
       var self = this;
@@ -653,24 +659,65 @@
       logError("Snorky: " + this.name + ": unknown notification type:", message.type);
     },
     // _disconnected rejects the calls sent on the closed socket: their
-    // replies cannot come. Queued calls are sent on the next socket.
+    // replies cannot come. A call of what is restored after a reconnect
+    // (subscribe, join, …) is settled by its restoration instead. Queued
+    // calls are sent on the next socket.
     _disconnected: function () {
       for (var id in this.calls) {
         var call = this.calls[id];
         if (call.sent) {
           delete this.calls[id];
-          call.reject(new Error("Connection lost"));
+          if (call.key !== undefined) {
+            this._orphans.push(call);
+          } else {
+            call.reject(new Error("Connection lost"));
+          }
         }
       }
     },
-    // _internalCall makes an RPC call whose failure is only logged.
-    _internalCall: function (command, params) {
+    // _track marks the call just made as restorable under key.
+    _track: function (key) {
+      var call = this.calls[this.callIdCounter - 1];
+      if (call) {
+        call.key = key;
+      }
+    },
+    // _restoreCall makes command again after a reconnect; the calls of the
+    // same command and key that the lost socket left unanswered get its
+    // result. A failure is logged.
+    _restoreCall: function (command, params, key) {
       var self = this;
-      return this.rpcCall(command, params).then(null, function (err) {
-        if (err && err.message !== "Connection lost") {
-          logError("Snorky: " + self.name + ": restoring after a reconnect: " + command + ":", err.message);
+      var orphans = this._orphans.filter(function (c) {
+        return c.command === command && c.key === key;
+      });
+      this._orphans = this._orphans.filter(function (c) {
+        return orphans.indexOf(c) === -1;
+      });
+      var p = this.rpcCall(command, params);
+      this._track(key);
+      return p.then(
+        function (data) {
+          orphans.forEach(function (c) {
+            c.resolve(data);
+          });
+          return data;
+        },
+        function (err) {
+          orphans.forEach(function (c) {
+            c.reject(err);
+          });
+          logError("Snorky: " + self.name + ": restoring after a reconnect: " + command + ":", err && err.message);
+          throw err;
         }
-        throw err;
+      );
+    },
+    // _settleOrphans resolves the unanswered calls of things no longer
+    // wanted (unsubscribed while disconnected).
+    _settleOrphans: function () {
+      var orphans = this._orphans;
+      this._orphans = [];
+      orphans.forEach(function (c) {
+        c.resolve(null);
       });
     },
     // _markSent marks the calls just flushed from the queue as sent.
@@ -714,10 +761,7 @@
   function trackedCall(svc, command, params, field, onOk, onErr) {
     var key = stableStringify(params[field]);
     var p = svc.rpcCall(command, params);
-    var id = svc.callIdCounter - 1;
-    if (svc.calls[id]) {
-      svc.calls[id].key = key;
-    }
+    svc._track(key);
     return p.then(
       function (data) {
         if (onOk) onOk(key, data);
@@ -760,7 +804,7 @@
     _restore: function () {
       for (var key in this._channels) {
         if (!this._isQueued("subscribe", key)) {
-          this._internalCall("subscribe", { channel: this._channels[key] }).then(null, ignore);
+          this._restoreCall("subscribe", { channel: this._channels[key] }, key).then(null, ignore);
         }
       }
     },
@@ -808,7 +852,7 @@
     _restore: function () {
       for (var key in this._names) {
         if (!this._isQueued("registerParticipant", key)) {
-          this._internalCall("registerParticipant", { name: this._names[key] }).then(null, ignore);
+          this._restoreCall("registerParticipant", { name: this._names[key] }, key).then(null, ignore);
         }
       }
     },
@@ -834,15 +878,27 @@
       params = params || {};
       var self = this;
       var token = params.token;
-      return this.rpcCall("authenticate", params).then(function (identity) {
-        self._token = token;
-        self.identity = identity;
-        return identity;
-      });
+      var prev = this._token;
+      this._token = token;
+      var p = this.rpcCall("authenticate", params);
+      this._track("token");
+      return p.then(
+        function (identity) {
+          self.identity = identity;
+          return identity;
+        },
+        function (err) {
+          if (self._token === token) self._token = prev;
+          throw err;
+        }
+      );
     },
     _restoreIdentity: function () {
-      if (this._token !== null && !this._isQueued("authenticate")) {
-        this._internalCall("authenticate", { token: this._token }).then(null, ignore);
+      if (this._token !== null && !this._isQueued("authenticate", "token")) {
+        var self = this;
+        this._restoreCall("authenticate", { token: this._token }, "token").then(function (identity) {
+          self.identity = identity;
+        }, ignore);
       }
     },
     onNotification: function (message) {
@@ -889,7 +945,7 @@
           return;
         }
         var channel = self._channels[key];
-        self._internalCall("join", { channel: channel }).then(function (result) {
+        self._restoreCall("join", { channel: channel }, key).then(function (result) {
           self.rejoined.dispatch(channel, result);
         }, ignore);
       });
@@ -1149,7 +1205,7 @@
       var self = this;
       Object.keys(this.documents).forEach(function (key) {
         var doc = self.documents[key];
-        self._internalCall("join", { document: doc.name }).then(function (result) {
+        self._restoreCall("join", { document: doc.name }, "doc:" + key).then(function (result) {
           doc._rejoined(result && result.cursors);
         }, ignore);
       });
@@ -1221,11 +1277,11 @@
       return this.array[this.index];
     },
     _check: function () {
-      if (this.index < 0) {
-        throw new Error("Iterator not pointing to an item! (call next())");
-      }
       if (this.removed) {
         throw new Error("Iterator pointing to a deleted item! (call next())");
+      }
+      if (this.index < 0) {
+        throw new Error("Iterator not pointing to an item! (call next())");
       }
     },
     remove: function () {
