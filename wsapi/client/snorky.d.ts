@@ -167,10 +167,6 @@ export namespace Cursors {
 export class Cursors extends RPCService {
   documents: { [key: string]: Cursors.Document };
   join(params: { document: JSONValue }): Promise<Cursors.Document>;
-  static Document: typeof Cursors.Document;
-  static Cursor: typeof Cursors.Cursor;
-  static ForeignCursor: typeof Cursors.ForeignCursor;
-  static OwnCursor: typeof Cursors.OwnCursor;
 }
 
 export interface Delta {
@@ -296,13 +292,6 @@ export class DataSync extends RPCService {
   /** Resolves once a delta of transaction xid has been received and handled. */
   awaitXid(xid: number | string, options?: { timeout?: number }): Promise<number>;
   syncCollection<T = any>(options: DataSync.SyncOptions<T>): DataSync.LiveCollection<T>;
-  static Collection: typeof DataSync.Collection;
-  static ArrayCollection: typeof DataSync.ArrayCollection;
-  static ArrayIterator: typeof DataSync.ArrayIterator;
-  static SingleItemCollection: typeof DataSync.SingleItemCollection;
-  static SingleItemIterator: typeof DataSync.SingleItemIterator;
-  static CollectionDeltaProcessor: typeof DataSync.CollectionDeltaProcessor;
-  static LiveCollection: typeof DataSync.LiveCollection;
 }
 
 export class CycleError extends Error {}
