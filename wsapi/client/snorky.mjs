@@ -1756,12 +1756,18 @@ var LiveCollection = Class({
         if (gen !== self._generation || self._cancelled) return;
         self.error = err;
         self._setState("error");
-        // Try again after a while (the loader or the acquire failed).
-        var clock = ds.snorky._clock;
+        // Try again after a while (the loader or the acquire failed), or
+        // once the app connects again after disconnect().
+        var snorky = ds.snorky;
         return new P(function (resolve) {
-          clock.setTimeout(function () {
+          var again = function () {
             resolve(gen === self._generation && !self._cancelled ? self.reload() : undefined);
-          }, self.retryDelay);
+          };
+          if (snorky.state === "closed") {
+            snorky.connected.addOnce(again);
+          } else {
+            snorky._clock.setTimeout(again, self.retryDelay);
+          }
         });
       });
   },
