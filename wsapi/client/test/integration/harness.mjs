@@ -59,9 +59,11 @@ export async function eventually(fn, { timeout = 20000, what = 'condition' } = {
 // Server is one snorky serve process with fixed ports, so that clients
 // find it again after a restart.
 export class Server {
-  constructor({ table = 'items', extraYAML = '' } = {}) {
+  constructor({ table = 'items', extraYAML = '', historyMaxAge = '2m', acquireTimeout = '120s' } = {}) {
     this.table = table;
     this.extraYAML = extraYAML;
+    this.historyMaxAge = historyMaxAge;
+    this.acquireTimeout = acquireTimeout;
     this.suffix = randomBytes(4).toString('hex');
     this.slot = 'client_' + this.suffix;
     this.dir = mkdtempSync(join(tmpdir(), 'snorky-client-'));
@@ -89,11 +91,13 @@ backend:
   api_key: "${apiKey}"
 tokens:
   secret: "client-test-secret-0123456789abcdef"
+  acquire_timeout: ${this.acquireTimeout}
 database:
   url: "${env.db}"
   slot: ${this.slot}
   publication: ${this.slot}
   migrate: true
+  history: {max_age: ${this.historyMaxAge}}
 models:
   Item: {table: public.${this.table}}
 dealers:
