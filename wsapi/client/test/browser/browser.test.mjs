@@ -3,7 +3,10 @@
 // or over SockJS with window.WebSocket removed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { Server, skip as serverSkip, sql, eventually, sleep } from '../integration/harness.mjs';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { Server, skip as serverSkip, sql, eventually, sleep, env, freePort } from '../integration/harness.mjs';
 import { startApp } from './app.mjs';
 
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -130,6 +133,37 @@ test('a page written against the original client API runs unchanged', { skip }, 
   assert.equal(state.tasks, 2);
   assert.equal(state.seen, 1, 'transformItem applied to the inserted item');
   await page.context().close();
+});
+
+test('examples/pubsub: the original README page, served by the server with the example config', { skip }, async (t) => {
+  const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
+  const front = await freePort();
+  const back = await freePort();
+  const proc = spawn(env.bin, ['serve', '--config', 'examples/pubsub/snorky.yaml'], {
+    cwd: root,
+    env: { ...process.env, SNORKY_FRONTEND__LISTEN: `127.0.0.1:${front}`, SNORKY_BACKEND__LISTEN: `127.0.0.1:${back}` },
+    stdio: 'ignore',
+  });
+  const exited = new Promise((r) => proc.on('exit', r));
+  t.after(async () => {
+    proc.kill('SIGTERM');
+    await exited;
+  });
+  const url = `http://127.0.0.1:${front}/`;
+  await eventually(async () => (await fetch(url)).status === 200, { what: 'the example server' });
+  const pages = [];
+  for (const name of ['example 1', 'example 2']) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.on('pageerror', (e) => errors.push(`${name}: ${e.message}`));
+    await page.goto(url);
+    await page.locator('body[data-subscribed="true"]').waitFor({ timeout });
+    pages.push(page);
+  }
+  await pages[0].fill('#message', 'hello, example');
+  await pages[0].click('button');
+  await pages[1].locator('#messages li', { hasText: 'hello, example' }).waitFor({ timeout });
+  for (const p of pages) await p.context().close();
 });
 
 test('no page logged an error', { skip }, async () => {
