@@ -101,39 +101,41 @@ for (const sockjs of [false, true]) {
   });
 }
 
-test('the page reconnects by itself after the server restarts, and its list equals the table', { skip }, async () => {
-  sql(`DELETE FROM ${server.table}; INSERT INTO ${server.table} (title) VALUES ('a'), ('b')`);
-  const page = await open('/datasync.html', { name: 'restart' });
-  await page.locator('#state[data-state="open"]').waitFor({ timeout });
-  await expectListEqualsTable(page, 'the initial list');
-  const pageID = await page.evaluate(() => window.PAGE_ID);
-  await server.stop('SIGKILL');
-  await page.locator('#state[data-state="reconnecting"]').waitFor({ timeout });
-  sql(`INSERT INTO ${server.table} (title) VALUES ('while down'); UPDATE ${server.table} SET n = 1 WHERE title = 'a'`);
-  await server.start();
-  await page.locator('#state[data-state="open"]').waitFor({ timeout });
-  sql(`INSERT INTO ${server.table} (title) VALUES ('after')`);
-  await expectListEqualsTable(page, 'the list after the restart');
-  assert.equal(await page.evaluate(() => window.PAGE_ID), pageID, 'the page was not reloaded');
-  await page.context().close();
-});
+for (const sockjs of [false, true]) {
+  test(`the page reconnects by itself after the server restarts, and its list equals the table${sockjs ? ' over SockJS without WebSocket' : ''}`, { skip }, async () => {
+    sql(`DELETE FROM ${server.table}; INSERT INTO ${server.table} (title) VALUES ('a'), ('b')`);
+    const page = await open('/datasync.html', { sockjs, name: 'restart' });
+    await page.locator('#state[data-state="open"]').waitFor({ timeout });
+    await expectListEqualsTable(page, 'the initial list');
+    const pageID = await page.evaluate(() => window.PAGE_ID);
+    await server.stop('SIGKILL');
+    await page.locator('#state[data-state="reconnecting"]').waitFor({ timeout });
+    sql(`INSERT INTO ${server.table} (title) VALUES ('while down'); UPDATE ${server.table} SET n = 1 WHERE title = 'a'`);
+    await server.start();
+    await page.locator('#state[data-state="open"]').waitFor({ timeout });
+    sql(`INSERT INTO ${server.table} (title) VALUES ('after')`);
+    await expectListEqualsTable(page, 'the list after the restart');
+    assert.equal(await page.evaluate(() => window.PAGE_ID), pageID, 'the page was not reloaded');
+    await page.context().close();
+  });
 
-test('a page written against the original client API runs unchanged', { skip }, async () => {
-  sql(`DELETE FROM ${server.table}; INSERT INTO ${server.table} (title) VALUES ('old')`);
-  const page = await open('/compat.html', { name: 'compat' });
-  await page.waitForFunction(() => window.ACQUIRED === true, null, { timeout });
-  sql(`INSERT INTO ${server.table} (title) VALUES ('new')`);
-  await page.locator('#tasks li', { hasText: 'new' }).waitFor({ timeout });
-  const state = await eventually(async () => {
-    const s = await page.evaluate(() => window.compatState());
-    return s.shouts.length === 1 && s.log.includes('dm:{"a":2,"b":1}') ? s : null;
-  }, { timeout, what: 'the compat page to finish' });
-  assert.deepEqual(state.shouts, ['HI']);
-  assert.equal(state.log[0], 'connected');
-  assert.equal(state.tasks, 2);
-  assert.equal(state.seen, 1, 'transformItem applied to the inserted item');
-  await page.context().close();
-});
+  test(`a page written against the original client API runs unchanged${sockjs ? ' over SockJS without WebSocket' : ''}`, { skip }, async () => {
+    sql(`DELETE FROM ${server.table}; INSERT INTO ${server.table} (title) VALUES ('old')`);
+    const page = await open('/compat.html', { sockjs, name: 'compat' });
+    await page.waitForFunction(() => window.ACQUIRED === true, null, { timeout });
+    sql(`INSERT INTO ${server.table} (title) VALUES ('new')`);
+    await page.locator('#tasks li', { hasText: 'new' }).waitFor({ timeout });
+    const state = await eventually(async () => {
+      const s = await page.evaluate(() => window.compatState());
+      return s.shouts.length === 1 && s.log.includes('dm:{"a":2,"b":1}') ? s : null;
+    }, { timeout, what: 'the compat page to finish' });
+    assert.deepEqual(state.shouts, ['HI']);
+    assert.equal(state.log[0], 'connected');
+    assert.equal(state.tasks, 2);
+    assert.equal(state.seen, 1, 'transformItem applied to the inserted item');
+    await page.context().close();
+  });
+}
 
 test('examples/pubsub: the original README page, served by the server with the example config', { skip }, async (t) => {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
