@@ -620,6 +620,7 @@
       this.calls = {};
       this.notificationReceived = newSignal();
       this._orphans = [];
+      this._restored = {}; // command + key → the promise of its restoration on this socket
     },
     rpcCall: function (command, params) {
       var self = this;
@@ -663,6 +664,7 @@
     // (subscribe, join, …) is settled by its restoration instead. Queued
     // calls are sent on the next socket.
     _disconnected: function () {
+      this._restored = {};
       for (var id in this.calls) {
         var call = this.calls[id];
         if (call.sent) {
@@ -695,7 +697,7 @@
       });
       var p = this.rpcCall(command, params);
       this._track(key);
-      return p.then(
+      var restored = p.then(
         function (data) {
           orphans.forEach(function (c) {
             c.resolve(data);
@@ -710,6 +712,14 @@
           throw err;
         }
       );
+      this._restored[command + " " + key] = restored;
+      return restored;
+    },
+    // _alreadyRestored returns the restoration of command on key made on this
+    // socket, if any: an original app that subscribes again on `connected`
+    // gets its result instead of "Already subscribed".
+    _alreadyRestored: function (command, key) {
+      return hasOwn(this._restored, command + " " + key) ? this._restored[command + " " + key] : null;
     },
     // _settleOrphans resolves the unanswered calls of things no longer
     // wanted (unsubscribed while disconnected).
@@ -785,6 +795,10 @@
       params = params || {};
       var self = this;
       var key = stableStringify(params.channel);
+      var restored = this._alreadyRestored("subscribe", key);
+      if (restored && hasOwn(this._channels, key)) {
+        return restored;
+      }
       var had = hasOwn(this._channels, key);
       this._channels[key] = params.channel;
       return trackedCall(this, "subscribe", params, "channel", null, function (k, err) {
@@ -831,6 +845,10 @@
       params = params || {};
       var self = this;
       var key = stableStringify(params.name);
+      var restored = this._alreadyRestored("registerParticipant", key);
+      if (restored && hasOwn(this._names, key)) {
+        return restored;
+      }
       this._names[key] = params.name;
       return trackedCall(this, "registerParticipant", params, "name", null, function (k, err) {
         if (err.message !== "Connection lost") {
@@ -919,6 +937,10 @@
       params = params || {};
       var self = this;
       var key = stableStringify(params.channel);
+      var restored = this._alreadyRestored("join", key);
+      if (restored && hasOwn(this._channels, key)) {
+        return restored;
+      }
       var had = hasOwn(this._channels, key);
       this._channels[key] = params.channel;
       return trackedCall(this, "join", params, "channel", null, function (k, err) {

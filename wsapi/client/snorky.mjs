@@ -608,6 +608,7 @@ var RPCService = Class(Service, {
     this.calls = {};
     this.notificationReceived = newSignal();
     this._orphans = [];
+    this._restored = {}; // command + key → the promise of its restoration on this socket
   },
   rpcCall: function (command, params) {
     var self = this;
@@ -651,6 +652,7 @@ var RPCService = Class(Service, {
   // (subscribe, join, …) is settled by its restoration instead. Queued
   // calls are sent on the next socket.
   _disconnected: function () {
+    this._restored = {};
     for (var id in this.calls) {
       var call = this.calls[id];
       if (call.sent) {
@@ -683,7 +685,7 @@ var RPCService = Class(Service, {
     });
     var p = this.rpcCall(command, params);
     this._track(key);
-    return p.then(
+    var restored = p.then(
       function (data) {
         orphans.forEach(function (c) {
           c.resolve(data);
@@ -698,6 +700,14 @@ var RPCService = Class(Service, {
         throw err;
       }
     );
+    this._restored[command + " " + key] = restored;
+    return restored;
+  },
+  // _alreadyRestored returns the restoration of command on key made on this
+  // socket, if any: an original app that subscribes again on `connected`
+  // gets its result instead of "Already subscribed".
+  _alreadyRestored: function (command, key) {
+    return hasOwn(this._restored, command + " " + key) ? this._restored[command + " " + key] : null;
   },
   // _settleOrphans resolves the unanswered calls of things no longer
   // wanted (unsubscribed while disconnected).
@@ -773,6 +783,10 @@ var PubSub = Class(RPCService, {
     params = params || {};
     var self = this;
     var key = stableStringify(params.channel);
+    var restored = this._alreadyRestored("subscribe", key);
+    if (restored && hasOwn(this._channels, key)) {
+      return restored;
+    }
     var had = hasOwn(this._channels, key);
     this._channels[key] = params.channel;
     return trackedCall(this, "subscribe", params, "channel", null, function (k, err) {
@@ -819,6 +833,10 @@ var Messaging = Class(RPCService, {
     params = params || {};
     var self = this;
     var key = stableStringify(params.name);
+    var restored = this._alreadyRestored("registerParticipant", key);
+    if (restored && hasOwn(this._names, key)) {
+      return restored;
+    }
     this._names[key] = params.name;
     return trackedCall(this, "registerParticipant", params, "name", null, function (k, err) {
       if (err.message !== "Connection lost") {
@@ -907,6 +925,10 @@ var Chat = Class(RPCService, {
     params = params || {};
     var self = this;
     var key = stableStringify(params.channel);
+    var restored = this._alreadyRestored("join", key);
+    if (restored && hasOwn(this._channels, key)) {
+      return restored;
+    }
     var had = hasOwn(this._channels, key);
     this._channels[key] = params.channel;
     return trackedCall(this, "join", params, "channel", null, function (k, err) {

@@ -259,3 +259,25 @@ test('a failed restoration is logged and rejects the unanswered call', async () 
   assert.equal(logged.length, 1);
   assert.match(logged[0], /Token expired/);
 });
+
+test('an original app that subscribes again on connected gets the restoration, not "Already subscribed"', async () => {
+  const { S, clock, snorky } = setup({ pubsub: Snorky.PubSub });
+  S.last().open();
+  const first = snorky.services.pubsub.subscribe({ channel: 'news' });
+  S.last().reply('subscribe', null);
+  await first;
+  const again = [];
+  snorky.connected.add(() => again.push(snorky.services.pubsub.subscribe({ channel: 'news' })));
+  S.last().serverClose(1006);
+  clock.advance(clock.pending()[0]);
+  S.last().open();
+  assert.deepEqual(S.last().commands(), ['pubsub.subscribe'], 'one subscribe on the new socket');
+  S.last().reply('subscribe', null);
+  assert.equal(await again[0], null);
+  // A genuine second subscribe on the same socket is still the server's to refuse.
+  const twice = snorky.services.pubsub.subscribe({ channel: 'other' });
+  S.last().reply('subscribe', null);
+  await twice;
+  snorky.services.pubsub.subscribe({ channel: 'other' }).catch(() => {});
+  assert.equal(S.last().commands().length, 3);
+});
