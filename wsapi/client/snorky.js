@@ -494,13 +494,16 @@
 
   // retryDelay is the wait before reconnection attempt n (0-based) after a
   // close with code: exponential backoff with jitter (between half and all of
-  // the step), longer after 4029, short after 4008.
+  // the step); after 4029 at least backoff.rateLimited (and up to half as
+  // much again); the first attempt after 4008 at most 100 ms.
   Snorky.prototype.retryDelay = function (n, code) {
     var b = this.backoff;
     var step = Math.min(b.max, b.initial * Math.pow(b.factor, n));
     if (code === 4029) {
-      step = Math.max(step, b.rateLimited);
-    } else if (code === 4008 && n === 0) {
+      // Rate limited: at least backoff.rateLimited, up to half as much again.
+      return Math.round(Math.max(step, b.rateLimited) * (1 + this._random() / 2));
+    }
+    if (code === 4008 && n === 0) {
       step = Math.min(step, 100);
     }
     return Math.round(step / 2 + (step / 2) * this._random());
