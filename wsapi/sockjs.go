@@ -42,6 +42,8 @@ func NewSockJS(h *Handler, prefix string) *SockJS {
 	// The SockJS iframe transports load sockjs-client from a CDN by default;
 	// browsers without WebSocket use xhr-streaming and friends instead.
 	opts.SockJSURL = ""
+	// CheckOrigin also decides CORS for the XHR transports: an allowed
+	// Origin is echoed in Access-Control-Allow-Origin.
 	opts.CheckOrigin = func(r *http.Request) bool {
 		return h.cfg.originAllowed(r.Header.Get("Origin"), r.Host)
 	}
@@ -53,9 +55,6 @@ func NewSockJS(h *Handler, prefix string) *SockJS {
 	opts.WebsocketWriteTimeout = h.cfg.WriteTimeout
 	if h.cfg.PingInterval > 0 {
 		opts.HeartbeatDelay = h.cfg.PingInterval
-	}
-	if len(h.cfg.AllowedOrigins) > 0 {
-		opts.Origin = "*" // CORS for the XHR transports; CheckOrigin still applies
 	}
 	s.handler = sockjs.NewHandler(strings.TrimSuffix(prefix, "/"), opts, s.serve)
 	return s

@@ -163,3 +163,75 @@ func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 func asCloseError(err error, target **websocket.CloseError) bool {
 	return errors.As(err, target)
 }
+
+// TestSockJSOrigin: the Origin policy of the WebSocket endpoint applies to
+// every SockJS request.
+func TestSockJSOrigin(t *testing.T) {
+	_, srv, _ := newSockJSServer(t, Config{})
+	req, _ := http.NewRequest("GET", srv.URL+"/sockjs/info", nil)
+	req.Header.Set("Origin", "http://evil.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("foreign origin: got %d, want 403", resp.StatusCode)
+	}
+	req, _ = http.NewRequest("GET", srv.URL+"/sockjs/info", nil)
+	req.Header.Set("Origin", srv.URL)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != srv.URL {
+		t.Errorf("same origin: got %d, ACAO %q; want 200 and the origin", resp.StatusCode, resp.Header.Get("Access-Control-Allow-Origin"))
+	}
+}
+
+// TestSockJSIdentityToken: a bad token in the URL closes the session with
+// 4001 and the authenticator's reason, as on a WebSocket.
+func TestSockJSIdentityToken(t *testing.T) {
+	reg := rpc.NewRegistry(nil)
+	reg.Register("echo", echo{gone: make(chan uint64, 4)})
+	auth := func(c rpc.Conn, tok string) error {
+		if tok != "good" {
+			return errors.New("invalid identity token")
+		}
+		c.SetIdentity(&rpc.Identity{JSON: json.RawMessage(`"alice"`), Key: `"alice"`})
+		return nil
+	}
+	h, err := NewHandler(Config{}, reg, auth, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/sockjs/", NewSockJS(h, "/sockjs"))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	base := "ws" + strings.TrimPrefix(srv.URL, "http") + "/sockjs/websocket?token="
+
+	ws, _, err := websocket.DefaultDialer.Dial(base+"bad", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err = ws.ReadMessage()
+	var ce *websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != rpc.CloseIdentity || ce.Text != "invalid identity token" {
+		t.Fatalf("bad token: got %v, want close 4001 invalid identity token", err)
+	}
+
+	ok, _, err := websocket.DefaultDialer.Dial(base+"good", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ok.Close()
+	ok.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ok.WriteMessage(websocket.TextMessage, []byte(`{"service":"echo","message":{"command":"x","params":{},"callId":1}}`))
+	if _, msg, err := ok.ReadMessage(); err != nil || !strings.Contains(string(msg), `"type":"response"`) {
+		t.Fatalf("good token: got %s %v, want a response", msg, err)
+	}
+}
