@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/igm/sockjs-go/v3/sockjs"
 	"github.com/snorkyhq/snorky/sync/rpc"
+	"golang.org/x/time/rate"
 )
 
 // SockJS serves the frontend services over SockJS (spec §7), under a path
@@ -110,6 +111,10 @@ func (s *SockJS) serve(sess sockjs.Session) {
 			}
 		}
 	}
+	var guard *rateGuard
+	if s.h.cfg.CommandsPerSecond > 0 {
+		guard = &rateGuard{limiter: rate.NewLimiter(rate.Limit(s.h.cfg.CommandsPerSecond), int(2*s.h.cfg.CommandsPerSecond+0.5))}
+	}
 	for {
 		msg, err := sess.RecvCtx(context.Background())
 		if err != nil {
@@ -120,7 +125,11 @@ func (s *SockJS) serve(sess sockjs.Session) {
 			c.Close(rpc.CloseMessageTooBig, rpc.ReasonMessageTooBig)
 			return
 		}
-		s.h.reg.Dispatch(c, []byte(msg))
+		b := []byte(msg)
+		if guard != nil && !guard.allow(s.h, c, b) {
+			continue
+		}
+		s.h.reg.Dispatch(c, b)
 	}
 }
 

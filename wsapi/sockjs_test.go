@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -233,5 +234,38 @@ func TestSockJSIdentityToken(t *testing.T) {
 	ok.WriteMessage(websocket.TextMessage, []byte(`{"service":"echo","message":{"command":"x","params":{},"callId":1}}`))
 	if _, msg, err := ok.ReadMessage(); err != nil || !strings.Contains(string(msg), `"type":"response"`) {
 		t.Fatalf("good token: got %s %v, want a response", msg, err)
+	}
+}
+
+// TestSockJSRateLimit: the command rate limit applies to SockJS sessions:
+// excess messages are answered "Rate limit exceeded", and a session that
+// keeps it up is closed with 4029.
+func TestSockJSRateLimit(t *testing.T) {
+	_, srv, _ := newSockJSServer(t, Config{CommandsPerSecond: 1, RateLimitGrace: time.Millisecond})
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/sockjs/websocket", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := 0; i < 10; i++ {
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"service":"echo","message":{"command":"x","params":{},"callId":`+fmt.Sprint(i)+`}}`))
+	}
+	limited := 0
+	for {
+		_, msg, err := ws.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != rpc.CloseRateLimited {
+				t.Fatalf("got %v, want close 4029", err)
+			}
+			break
+		}
+		if strings.Contains(string(msg), "Rate limit exceeded") {
+			limited++
+		}
+	}
+	if limited == 0 {
+		t.Error("no message was answered \"Rate limit exceeded\"")
 	}
 }
