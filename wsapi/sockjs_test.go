@@ -248,9 +248,16 @@ func TestSockJSRateLimit(t *testing.T) {
 	}
 	defer ws.Close()
 	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for i := 0; i < 10; i++ {
-		ws.WriteMessage(websocket.TextMessage, []byte(`{"service":"echo","message":{"command":"x","params":{},"callId":`+fmt.Sprint(i)+`}}`))
-	}
+	// Keep sending, a little apart, until the server closes (the grace
+	// period must pass while the rate is exceeded).
+	go func() {
+		for i := 0; i < 1000; i++ {
+			if ws.WriteMessage(websocket.TextMessage, []byte(`{"service":"echo","message":{"command":"x","params":{},"callId":`+fmt.Sprint(i)+`}}`)) != nil {
+				return
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
 	limited := 0
 	for {
 		_, msg, err := ws.ReadMessage()
