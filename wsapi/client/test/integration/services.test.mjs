@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
+import { createRequire } from 'node:module';
 import Snorky from '../../snorky.mjs';
 import { Server, skip, sql, eventually, byId, sleep } from './harness.mjs';
 
@@ -11,7 +12,8 @@ let server;
 const clients = [];
 
 function client(services, { url, ...options } = {}) {
-  const s = new Snorky(WebSocket, url || server.ws, services, { backoff: { initial: 100, max: 1000 }, ...options });
+  const socketClass = url && url.startsWith('http') ? createRequire(import.meta.url)('sockjs-client') : WebSocket;
+  const s = new Snorky(socketClass, url || server.ws, services, { backoff: { initial: 100, max: 1000 }, ...options });
   clients.push(s);
   return s;
 }
@@ -43,6 +45,19 @@ test('PubSub between two connections', { skip }, async () => {
   await eventually(() => got.length === 2, { what: 'two messages' });
   assert.deepEqual(got, [[{ room: 1 }, 'hello'], [{ room: 1 }, 'from the backend']]);
   await assert.rejects(b.services.pubsub.subscribe({ channel: { room: 1 } }), { message: 'Already subscribed' });
+});
+
+test('PubSub over SockJS from Node (sockjs-client)', { skip }, async () => {
+  const SockJS = createRequire(import.meta.url)('sockjs-client');
+  const a = await open(client({ pubsub: Snorky.PubSub }, { url: server.sockjs }));
+  assert.ok(a.socket instanceof SockJS);
+  const b = await open(client({ pubsub: Snorky.PubSub }));
+  const got = [];
+  a.services.pubsub.messagePublished.add((m) => got.push(m.message));
+  await a.services.pubsub.subscribe({ channel: 'sockjs' });
+  await b.services.pubsub.publish({ channel: 'sockjs', message: 'to SockJS' });
+  await eventually(() => got.length === 1);
+  assert.deepEqual(got, ['to SockJS']);
 });
 
 test('Messaging', { skip }, async () => {
