@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,6 +58,9 @@ func serve(ctx context.Context, path string, environ []string, logOut io.Writer,
 	for _, w := range warnings {
 		log.Warn(w)
 	}
+	if ownProcess {
+		setMemoryLimit(cfg, environ, log)
+	}
 	s, err := newServer(cfg, log)
 	if err != nil {
 		return err
@@ -67,6 +72,30 @@ func serve(ctx context.Context, path string, environ []string, logOut io.Writer,
 		ready(s)
 	}
 	return s.run(ctx)
+}
+
+// setMemoryLimit gives Go's garbage collector a soft memory limit (unless
+// GOMEMLIMIT is set): the larger of the replay window and the largest
+// transaction (a large transaction is held in the window, so the two
+// overlap), plus 48 MiB for the server itself, so that with the binary and
+// the memory outside Go's heap the process stays within 64 MiB of them.
+// Without it, a 50 MB transaction can briefly take the heap to twice its
+// live size before a collection. The limit is soft: past it the collector
+// works harder, it never fails an allocation.
+func setMemoryLimit(cfg *Config, environ []string, log *slog.Logger) {
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, "GOMEMLIMIT=") {
+			return
+		}
+	}
+	limit := int64(48 << 20)
+	if d := cfg.Database; d != nil {
+		limit += max(int64(d.History.MaxBytes), int64(d.MaxTxBytes))
+	} else {
+		limit += 64 << 20
+	}
+	debug.SetMemoryLimit(limit)
+	log.Debug("memory limit set", "bytes", limit)
 }
 
 func newLogger(c LogConfig, out io.Writer) *slog.Logger {

@@ -275,11 +275,10 @@ func (t deltaType) String() string { return typeNames[t] }
 // delta is one delta of a transaction; its offset is its transaction's
 // position and its index.
 type delta struct {
-	model     *model
-	typ       deltaType
-	data      json.RawMessage
-	old       json.RawMessage // update: oldData
-	unchanged []string
+	model *model
+	typ   deltaType
+	data  json.RawMessage
+	old   json.RawMessage // update: oldData
 }
 
 const (
@@ -441,8 +440,8 @@ func (e *Engine) encode(b []byte, t *winTxn, i uint32, mark uint8) []byte {
 		b = append(b, `,"oldData":`...)
 		b = append(b, d.old...)
 	}
-	if len(d.unchanged) > 0 && (typ == typeUpdate || typ == typeInsert) {
-		u, _ := json.Marshal(d.unchanged)
+	if u := t.unchanged[i]; len(u) > 0 && (typ == typeUpdate || typ == typeInsert) {
+		u, _ := json.Marshal(u)
 		b = append(b, `,"unchanged":`...)
 		b = append(b, u...)
 	}
@@ -633,11 +632,11 @@ func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
 		case cdc.Insert:
 			d.typ = typeInsert
 			d.data = m.rowJSON(ch.New, ch.Unchanged)
-			d.unchanged = ch.Unchanged
+			t.setUnchanged(ch.Unchanged)
 		case cdc.Update:
 			d.typ = typeUpdate
 			d.data = m.rowJSON(ch.New, ch.Unchanged)
-			d.unchanged = ch.Unchanged
+			t.setUnchanged(ch.Unchanged)
 			if ch.Old != nil {
 				d.old = m.rowJSON(ch.Old, nil)
 			} else {
@@ -657,13 +656,25 @@ func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
 	messagesBefore(len(txn.Changes))
 }
 
+// setUnchanged records the unchanged-TOAST columns of the delta about to
+// be added (rare: kept aside so a delta stays small).
+func (t *winTxn) setUnchanged(cols []string) {
+	if len(cols) == 0 {
+		return
+	}
+	if t.unchanged == nil {
+		t.unchanged = map[uint32][]string{}
+	}
+	t.unchanged[uint32(len(t.deltas))] = cols
+}
+
 func (t *winTxn) add(d delta) {
 	t.deltas = append(t.deltas, d)
 	t.size += len(d.data) + len(d.old) + deltaOverhead
 }
 
 // deltaOverhead approximates what a held delta costs besides its row data.
-const deltaOverhead = 96
+const deltaOverhead = 64
 
 // tooLargeLocked handles a transaction over database.max_tx_bytes (D11):
 // the subscriptions of its models end with mustRefetch (opted-in
