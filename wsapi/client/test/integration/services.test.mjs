@@ -141,7 +141,7 @@ function resumeSupported(ds) {
   return Object.values(ds.subscriptions).some((sub) => sub.resume);
 }
 
-test('the server is killed and restarted mid-stream: the collection ends equal to the table', { skip }, async (t) => {
+test('the server is killed and restarted mid-stream: resumed, the collection ends equal to the table', { skip }, async () => {
   sql(`DELETE FROM ${server.table}`);
   const s = await open(client({ datasync: Snorky.DataSync }));
   const ds = s.services.datasync;
@@ -157,7 +157,7 @@ test('the server is killed and restarted mid-stream: the collection ends equal t
   });
   live.collection.mustRefetch.add((e) => refetches.push(e.reason));
   await live.ready;
-  const resumable = resumeSupported(ds);
+  assert.ok(resumeSupported(ds), 'the acquire gave no resume credential');
 
   // A writer commits one row per transaction, all along.
   let writing = true;
@@ -178,37 +178,22 @@ test('the server is killed and restarted mid-stream: the collection ends equal t
   await eventually(() => byId(items) === byId(server.rows()), { what: 'the collection to equal the table' });
   assert.equal(items.length, written, 'no row lost, none doubled');
   assert.equal(new Set(items.map((i) => i.id)).size, items.length);
-  if (resumable) {
-    // Resumed (§3.9): no refetch, and no delta delivered twice.
-    assert.deepEqual(refetches, []);
-    assert.equal(loads, 1);
-    noDuplicates(t, offsets);
-  } else {
-    t.diagnostic('the server does not resume subscriptions (D10): the client refetched');
-    assert.deepEqual(refetches, ['the server does not support resuming subscriptions']);
-    assert.equal(loads, 2);
-  }
+  // Resumed (§3.9): no refetch, and no delta delivered twice.
+  assert.deepEqual(refetches, []);
+  assert.equal(loads, 1);
+  noDuplicates(offsets);
   live.cancel();
 });
 
-const requireResume = process.env.CLIENT_TEST_REQUIRE_RESUME === '1';
-
 // noDuplicates checks that the server sent no delta twice across a resume
-// (§3.9 point 4). The collection is right either way (the processor skips
-// an offset it applied), so a failure here is a server bug. Known: for a
-// subscription authorised with a snapshot, resumeSubscription replays the
-// window from the snapshot instead of from the offset (sync/datasync
-// replayLocked); the check is a todo until that is fixed
-// (CLIENT_TEST_STRICT_RESUME=1 makes it a failure).
-function noDuplicates(t, offsets) {
+// (§3.9 point 4). The collection would be right either way (the processor
+// skips an offset it applied); this checks the server.
+function noDuplicates(offsets) {
   const dups = offsets.length - new Set(offsets).size;
-  if (dups > 0 && process.env.CLIENT_TEST_STRICT_RESUME !== '1') {
-    t.todo(`the server sent ${dups} deltas twice across the resume (sync/datasync replayLocked ignores the offset for snapshot subscriptions)`);
-  }
   assert.equal(dups, 0, `the server sent ${dups} of ${offsets.length} deltas twice`);
 }
 
-test('resume after a graceful restart delivers exactly the missed deltas', { skip }, async (t) => {
+test('resume after a graceful restart delivers exactly the missed deltas', { skip }, async () => {
   sql(`DELETE FROM ${server.table}`);
   const s = await open(client({ datasync: Snorky.DataSync }));
   const ds = s.services.datasync;
@@ -218,12 +203,7 @@ test('resume after a graceful restart delivers exactly the missed deltas', { ski
   let loads = 0;
   const live = ds.syncCollection({ model: 'Item', collection: new Snorky.DataSync.ArrayCollection(items), load: () => { loads++; return server.load(); } });
   await live.ready;
-  if (!resumeSupported(ds)) {
-    assert.ok(!requireResume, 'CLIENT_TEST_REQUIRE_RESUME=1 but the server gave no resume credential');
-    t.skip('the server does not resume subscriptions yet (D10)');
-    live.cancel();
-    return;
-  }
+  assert.ok(resumeSupported(ds), 'the acquire gave no resume credential');
   sql(`INSERT INTO ${server.table} (title) SELECT 'before' || g FROM generate_series(1, 5) g`);
   await eventually(() => items.length === 5);
   await server.stop('SIGTERM');
@@ -235,7 +215,7 @@ test('resume after a graceful restart delivers exactly the missed deltas', { ski
   await eventually(() => byId(items) === byId(server.rows()));
   assert.equal(loads, 1, 'resumed, not refetched');
   assert.equal(new Set(offsets).size, 11, 'every delta arrived');
-  noDuplicates(t, offsets);
+  noDuplicates(offsets);
   live.cancel();
 });
 
@@ -252,12 +232,7 @@ test('must-refetch when the replay window is exceeded', { skip }, async (t) => {
   const live = ds.syncCollection({ model: 'Item', collection: new Snorky.DataSync.ArrayCollection(items), load: () => { loads++; return small.load(); } });
   live.collection.mustRefetch.add((e) => refetches.push(e.reason));
   await live.ready;
-  if (!resumeSupported(ds)) {
-    assert.ok(!requireResume, 'CLIENT_TEST_REQUIRE_RESUME=1 but the server gave no resume credential');
-    t.skip('the server does not resume subscriptions yet (D10)');
-    live.cancel();
-    return;
-  }
+  assert.ok(resumeSupported(ds), 'the acquire gave no resume credential');
   s.disconnect();
   for (let i = 0; i < 6; i++) {
     sql(`INSERT INTO ${small.table} (title) VALUES ('x${i}')`);
