@@ -137,6 +137,13 @@ for (const sockjs of [false, true]) {
   });
 }
 
+test('the ES module /snorky.mjs loads from another origin (CORS)', { skip }, async () => {
+  const page = await open('/esm.html', { name: 'esm' });
+  await page.waitForFunction(() => window.ESM_RESULT, null, { timeout });
+  assert.equal(await page.evaluate(() => window.ESM_RESULT), '{"a":1,"b":2}');
+  await page.context().close();
+});
+
 test('examples/pubsub: the original README page, served by the server with the example config', { skip }, async (t) => {
   const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
   const front = await freePort();
