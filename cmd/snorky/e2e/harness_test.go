@@ -346,6 +346,44 @@ func (p *proc) readyStatus() int {
 	return resp.StatusCode
 }
 
+// windowStats reads the replay window's span from /readyz.
+func (p *proc) windowStats() (w struct {
+	Transactions int `json:"transactions"`
+	Bytes        int `json:"bytes"`
+}) {
+	resp, err := http.Get("http://" + p.back + "/readyz")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Detail struct {
+			Window json.RawMessage `json:"window"`
+		} `json:"detail"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := json.Unmarshal(body.Detail.Window, &w); err != nil {
+		p.t.Fatalf("/readyz detail.window %s: %v", body.Detail.Window, err)
+	}
+	return w
+}
+
+// cpuTime returns the server's user+system CPU time so far.
+func (p *proc) cpuTime() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	var ut, st int64
+	fmt.Sscan(fields[11], &ut)
+	fmt.Sscan(fields[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
+}
+
 // waitReady waits until /readyz answers 200, failing early if the process
 // exits.
 func (p *proc) waitReady(timeout time.Duration) {
@@ -510,6 +548,8 @@ type wsClient struct {
 	mu      sync.Mutex
 	deltas  []delta
 	notes   []note // position and mustRefetch notifications
+	// resumeRead, when set, stalls the reader until it is closed.
+	resumeRead chan struct{}
 	replies map[int]chan reply
 	done    chan struct{}
 	readErr error
@@ -548,9 +588,34 @@ func (p *proc) dial() *wsClient {
 	return c
 }
 
+// stall makes the client stop reading (its socket buffers fill up);
+// unstall resumes reading.
+func (c *wsClient) stall() {
+	c.mu.Lock()
+	if c.resumeRead == nil {
+		c.resumeRead = make(chan struct{})
+	}
+	c.mu.Unlock()
+}
+
+func (c *wsClient) unstall() {
+	c.mu.Lock()
+	if c.resumeRead != nil {
+		close(c.resumeRead)
+		c.resumeRead = nil
+	}
+	c.mu.Unlock()
+}
+
 func (c *wsClient) readLoop() {
 	defer close(c.done)
 	for {
+		c.mu.Lock()
+		wait := c.resumeRead
+		c.mu.Unlock()
+		if wait != nil {
+			<-wait
+		}
 		_, msg, err := c.ws.ReadMessage()
 		if err != nil {
 			c.mu.Lock()

@@ -163,7 +163,7 @@ dealers:
 	ctx := context.Background()
 	waitAll := func(n int, what string) time.Duration {
 		began := time.Now()
-		waitFor(t, 3*time.Minute, what, func() bool {
+		waitFor(t, time.Duration(max(1, subscribers/5))*3*time.Minute, what, func() bool {
 			for _, c := range clients {
 				if c.count() < n {
 					return false
@@ -219,6 +219,8 @@ dealers:
 		}
 		c.mu.Unlock()
 	}
+	window := p.windowStats()
+	t.Logf("replay window after the 200,000-row INSERT: %d transactions, %d bytes: %.0f bytes per row held (row data about 250 bytes)", window.Transactions, window.Bytes, float64(window.Bytes)/float64(8000+bigRows+1))
 	limit := int64(64<<20 + maxTx)
 	t.Logf("200,000-row INSERT to %d subscribers: the INSERT took %v, every subscriber had it all %v later; server RSS peak %.1f MiB (peak before: %.1f MiB), bound %d MiB",
 		subscribers, inserted.Round(time.Millisecond), took.Round(time.Millisecond), float64(peak)/(1<<20), float64(baseline)/(1<<20), limit>>20)
