@@ -25,3 +25,16 @@ test('as a classic script, snorky.js defines the globals Snorky, stableStringify
   assert.equal(context.stableStringify({ b: 1, a: 2 }), '{"a":2,"b":1}');
   assert.equal(typeof context.CycleError, 'function');
 });
+
+test('package.json exports: import and require of snorky-client', async () => {
+  const { createRequire } = await import('node:module');
+  const esm = await import('snorky-client');
+  const cjs = createRequire(import.meta.url)('snorky-client');
+  assert.equal(typeof esm.default, 'function');
+  assert.equal(typeof esm.stableStringify, 'function');
+  assert.equal(typeof cjs, 'function');
+  assert.equal(cjs.VERSION, esm.default.VERSION);
+  const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
+  assert.equal(pkg.exports['./backend'], './backend/index.mjs');
+  assert.deepEqual(pkg.dependencies, undefined, 'no runtime dependency');
+});
