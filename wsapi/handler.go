@@ -184,7 +184,7 @@ func (c *conn) readLoop() {
 		if h.cfg.PingInterval > 0 {
 			c.ws.SetReadDeadline(time.Now().Add(wait))
 		}
-		if guard != nil && !guard.allow(c, msg) {
+		if guard != nil && !guard.allow(h, c, msg) {
 			continue
 		}
 		c.dispatch(msg)
@@ -216,8 +216,7 @@ type rateGuard struct {
 // allow reports whether msg may be handled. A message over the rate is
 // answered "Rate limit exceeded"; a connection still over it after the
 // grace period is closed with 4029.
-func (g *rateGuard) allow(c *conn, msg []byte) bool {
-	h := c.h
+func (g *rateGuard) allow(h *Handler, c rpc.Conn, msg []byte) bool {
 	now := time.Now()
 	if g.limiter.AllowN(now, 1) {
 		if !g.abuseSince.IsZero() && now.Sub(g.abuseSince) > time.Second && g.limiter.Tokens() >= 1 {
@@ -231,11 +230,11 @@ func (g *rateGuard) allow(c *conn, msg []byte) bool {
 	if g.abuseSince.IsZero() {
 		g.abuseSince = now
 	}
-	c.rejectRateLimited(msg)
+	h.rejectRateLimited(c, msg)
 	if now.Sub(g.abuseSince) >= h.cfg.RateLimitGrace {
 		g.closed = true
 		h.metrics.rateLimitCloses.Inc()
-		h.log.Warn("closing connection: sustained rate above limit", "conn", c.id, "limit", h.cfg.CommandsPerSecond)
+		h.log.Warn("closing connection: sustained rate above limit", "conn", c.ID(), "limit", h.cfg.CommandsPerSecond)
 		c.Close(rpc.CloseRateLimited, rpc.ReasonRateLimited)
 	}
 	return false
@@ -243,9 +242,9 @@ func (g *rateGuard) allow(c *conn, msg []byte) bool {
 
 // rejectRateLimited answers a message over the rate limit with an error
 // that carries its service and callId when they are readable.
-func (c *conn) rejectRateLimited(msg []byte) {
-	c.h.metrics.rateLimited.Inc()
-	call, derr := c.h.reg.Decode(msg)
+func (h *Handler) rejectRateLimited(c rpc.Conn, msg []byte) {
+	h.metrics.rateLimited.Inc()
+	call, derr := h.reg.Decode(msg)
 	if derr != nil {
 		c.Send(rpc.AppendError(nil, derr.Service, derr.CallID, "Rate limit exceeded"))
 		return

@@ -41,6 +41,7 @@ type server struct {
 	reader            *cdc.Reader // nil without a database
 	pool              *cdc.Pool   // nil without a database
 	ws                *wsapi.Handler
+	sockjs            *wsapi.SockJS // nil unless frontend.sockjs_path is set
 	backend           *backendapi.Handler
 	frontLn, backLn   net.Listener
 	frontSrv, backSrv *http.Server
@@ -266,6 +267,7 @@ func (s *server) listen() error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(s.cfg.Frontend.Path, s.ws)
+	s.mountFrontend(mux)
 	s.frontSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	s.backSrv = &http.Server{Handler: s.backend, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	return nil
@@ -330,6 +332,7 @@ func (s *server) run(ctx context.Context) error {
 	if err := s.ws.Shutdown(sctx); err != nil {
 		s.log.Warn("closing WebSockets timed out", "err", err)
 	}
+	s.shutdownSockJS(sctx)
 	// 3. Stop reading the WAL: the reader finishes the transaction in hand,
 	// sends its final status update and closes its connections.
 	stopDB()
