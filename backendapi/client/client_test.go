@@ -66,9 +66,11 @@ func TestCalls(t *testing.T) {
 		want     string
 	}{
 		{
-			name:     "authorizeSubscription without a transaction",
-			reply:    `{"service":"datasync_backend","message":{"type":"response","data":"tok"}}`,
-			call:     func(c *client.Client) (any, error) { return c.AuthorizeSubscription(ctx, nil, client.Item{Dealer: "AllTasks"}) },
+			name:  "authorizeSubscription without a transaction",
+			reply: `{"service":"datasync_backend","message":{"type":"response","data":"tok"}}`,
+			call: func(c *client.Client) (any, error) {
+				return c.AuthorizeSubscription(ctx, nil, client.Item{Dealer: "AllTasks"})
+			},
 			wantBody: `{"message":{"command":"authorizeSubscription","params":{"items":[{"dealer":"AllTasks","query":null}]}},"service":"datasync_backend"}`,
 			want:     `"tok"`,
 		},

@@ -321,7 +321,6 @@ func (p *Process) WaitHTTP(tb testing.TB, url string, timeout time.Duration) {
 	}
 }
 
-
 // Env returns os.Environ() with the given variables set (KEY=value).
 func Env(kv ...string) []string {
 	env := os.Environ()
