@@ -353,8 +353,8 @@ func (r *handoffResult) problem(lost bool, format string, args ...any) {
 	}
 }
 
-// delta is a delta as a client receives it.
-type delta struct {
+// Delta is a delta as a client receives it (spec §3.6).
+type Delta struct {
 	Type    string         `json:"type"`
 	Model   string         `json:"model"`
 	Data    map[string]any `json:"data"`
@@ -395,7 +395,7 @@ func handoff(c *wsConn, w *Writer, f HandoffFunc) (handoffResult, error) {
 		coll[row.ID] = row.V
 	}
 	lastOp, lastOffset := 0, ""
-	apply := func(d delta) error {
+	apply := func(d Delta) error {
 		r.deltas++
 		if d.Offset <= lastOffset {
 			return fmt.Errorf("offset %s after %s", d.Offset, lastOffset)
@@ -448,13 +448,17 @@ func handoff(c *wsConn, w *Writer, f HandoffFunc) (handoffResult, error) {
 		}
 		return nil
 	}
-	if err := c.call("acquireSubscription", map[string]any{"token": token}, func(d delta) error {
+	if err := c.call("acquireSubscription", map[string]any{"token": token}, func(d Delta) error {
 		r.pending++
 		return apply(d)
 	}); err != nil {
 		return r, err
 	}
+	deadline := time.Now().Add(30 * time.Second)
 	for lastOp <= after {
+		if time.Now().After(deadline) {
+			return r, fmt.Errorf("no delta of change %d or later within 30s (last applied %d)", after+1, lastOp)
+		}
 		d, err := c.readDelta()
 		if err != nil {
 			return r, fmt.Errorf("waiting for the delta of change %d (last applied %d): %w", after+1, lastOp, err)
@@ -478,7 +482,7 @@ func handoff(c *wsConn, w *Writer, f HandoffFunc) (handoffResult, error) {
 	}
 	// Deltas that arrive before the cancel's response belong to this
 	// subscription and are dropped.
-	if err := c.call("cancelSubscription", map[string]any{"token": token}, func(delta) error { return nil }); err != nil {
+	if err := c.call("cancelSubscription", map[string]any{"token": token}, func(Delta) error { return nil }); err != nil {
 		return r, err
 	}
 	return r, nil
@@ -524,8 +528,8 @@ func (c *wsConn) read() (frame, error) {
 }
 
 // call sends a datasync command and reads until its reply, passing every
-// delta before it to onDelta.
-func (c *wsConn) call(command string, params any, onDelta func(delta) error) error {
+// Delta before it to onDelta.
+func (c *wsConn) call(command string, params any, onDelta func(Delta) error) error {
 	c.callID++
 	id := c.callID
 	msg := map[string]any{"service": "datasync", "message": map[string]any{"command": command, "params": params, "callId": id}}
@@ -539,7 +543,7 @@ func (c *wsConn) call(command string, params any, onDelta func(delta) error) err
 		}
 		switch f.Message.Type {
 		case "delta":
-			var d delta
+			var d Delta
 			if err := json.Unmarshal(f.Message.Delta, &d); err != nil {
 				return err
 			}
@@ -556,16 +560,56 @@ func (c *wsConn) call(command string, params any, onDelta func(delta) error) err
 	}
 }
 
-func (c *wsConn) readDelta() (delta, error) {
+func (c *wsConn) readDelta() (Delta, error) {
 	for {
 		f, err := c.read()
 		if err != nil {
-			return delta{}, err
+			return Delta{}, err
 		}
 		if f.Message.Type == "delta" {
-			var d delta
+			var d Delta
 			err := json.Unmarshal(f.Message.Delta, &d)
 			return d, err
 		}
 	}
+}
+
+// Conn is a DataSync client on one WebSocket, for tests.
+type Conn struct {
+	tb testing.TB
+	c  *wsConn
+}
+
+// Dial connects to a frontend URL (ws://…/ws); cleanup closes it.
+func Dial(tb testing.TB, url string) *Conn {
+	tb.Helper()
+	c, err := dial(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(c.close)
+	return &Conn{tb: tb, c: c}
+}
+
+// Acquire acquires token and returns the deltas sent before the response.
+func (c *Conn) Acquire(token string) []Delta {
+	c.tb.Helper()
+	var ds []Delta
+	if err := c.c.call("acquireSubscription", map[string]any{"token": token}, func(d Delta) error {
+		ds = append(ds, d)
+		return nil
+	}); err != nil {
+		c.tb.Fatal(err)
+	}
+	return ds
+}
+
+// Next returns the next delta (failing after 20 s without one).
+func (c *Conn) Next() Delta {
+	c.tb.Helper()
+	d, err := c.c.readDelta()
+	if err != nil {
+		c.tb.Fatalf("waiting for a delta: %v", err)
+	}
+	return d
 }

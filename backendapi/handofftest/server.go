@@ -100,6 +100,9 @@ type Options struct {
 	// other section not written by StartServer. Default: model Item on
 	// items, broadcast dealer AllItems.
 	Body string
+	// Prepare runs after Schema, before the server starts (e.g. the
+	// application's migrations).
+	Prepare func(tb testing.TB, databaseURL string)
 	// Frontend is YAML inside the frontend section, e.g.
 	// `allowed_origins: ["http://127.0.0.1:8000"]`.
 	Frontend string
@@ -152,6 +155,9 @@ func StartServer(tb testing.TB, opts Options) *Server {
 	db.Close(ctx)
 	if err != nil {
 		tb.Fatalf("schema: %v", err)
+	}
+	if opts.Prepare != nil {
+		opts.Prepare(tb, url)
 	}
 	s := &Server{DatabaseURL: url, FrontendAddr: FreeAddr(tb), BackendAddr: FreeAddr(tb), log: &syncBuffer{}, done: make(chan struct{})}
 	s.BackendURL = "http://" + s.BackendAddr + "/backend"
