@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
 )
@@ -324,5 +326,60 @@ func TestYAMLSyntaxErrorLine(t *testing.T) {
 				t.Fatalf("got %v, want an error with %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestDemoHost: `snorky demo --host 0.0.0.0` serves everything through the
+// page's port: the page's config points at its own host, and a WebSocket
+// from the page's origin through that port receives the deltas.
+func TestDemoHost(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	readyc := make(chan demoInfo, 1)
+	errc := make(chan error, 1)
+	logw := &testLogWriter{t: t}
+	go func() {
+		errc <- runDemo(ctx, demoOptions{Addr: "0.0.0.0:0", ProxyWebSocket: true, Ready: func(i demoInfo) { readyc <- i }}, logw, logw)
+	}()
+	var info demoInfo
+	select {
+	case info = <-readyc:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("demo: %v", err)
+	}
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("demo: %v", err)
+		}
+	}()
+	_, body := httpDo(t, "GET", info.PageURL+"/config.js", "", nil)
+	if !strings.Contains(body, `location.host + "/ws"`) {
+		t.Fatalf("GET /config.js: got %q, want the page's own host", body)
+	}
+	resp, _ := httpDo(t, "GET", info.PageURL+"/api/tasks", "", http.Header{"X-Snorky": {"Subscribe"}})
+	token := resp.Header.Get("X-Subscription-Token")
+	if token == "" {
+		t.Fatal("no X-Subscription-Token")
+	}
+	wsURL := "ws" + strings.TrimPrefix(info.PageURL, "http") + "/ws"
+	ws, _, err := websocket.DefaultDialer.Dial(wsURL, http.Header{"Origin": {info.PageURL}})
+	if err != nil {
+		t.Fatalf("dialing %s through the page's port: %v", wsURL, err)
+	}
+	defer ws.Close()
+	ws.WriteJSON(map[string]any{"service": "datasync", "message": map[string]any{"command": "acquireSubscription", "params": map[string]any{"token": token}, "callId": 1}})
+	if _, body := httpDo(t, "POST", info.PageURL+"/api/tasks", `{"title":"through the proxy"}`, nil); !strings.Contains(body, "through the proxy") {
+		t.Fatalf("POST: %s", body)
+	}
+	for {
+		ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, m, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatalf("waiting for the delta: %v", err)
+		}
+		if strings.Contains(string(m), `"type":"delta"`) && strings.Contains(string(m), "through the proxy") {
+			break
+		}
 	}
 }

@@ -75,8 +75,13 @@ type Config struct {
 	// APIKey is sent as X-Backend-Key. Required.
 	APIKey string
 	// WebSocketURL is the Snorky frontend the page connects to, e.g.
-	// ws://127.0.0.1:5001/ws. Required.
+	// ws://127.0.0.1:5001/ws. Required unless WebSocketPath is set.
 	WebSocketURL string
+	// WebSocketPath, instead of WebSocketURL, makes the page connect to
+	// this path on its own host and port (ws:// or wss:// as the page),
+	// for a page served behind a proxy that also forwards the WebSocket,
+	// e.g. "/ws".
+	WebSocketPath string
 	// Dealer is the dealer the list subscribes to. Default "AllTasks".
 	Dealer string
 	// Service is the backend DataSync service name. Default
@@ -97,12 +102,18 @@ func (c *Config) Validate() error {
 		return errors.New("todomvc: BackendURL is required")
 	case c.APIKey == "":
 		return errors.New("todomvc: APIKey is required")
-	case c.WebSocketURL == "":
-		return errors.New("todomvc: WebSocketURL is required")
+	case c.WebSocketURL == "" && c.WebSocketPath == "":
+		return errors.New("todomvc: WebSocketURL (or WebSocketPath) is required")
+	case c.WebSocketURL != "" && c.WebSocketPath != "":
+		return errors.New("todomvc: set WebSocketURL or WebSocketPath, not both")
+	case c.WebSocketPath != "" && !strings.HasPrefix(c.WebSocketPath, "/"):
+		return fmt.Errorf("todomvc: WebSocketPath %q does not start with /", c.WebSocketPath)
 	}
-	u, err := url.Parse(c.WebSocketURL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return fmt.Errorf("todomvc: WebSocketURL %q is not a ws:// or wss:// URL", c.WebSocketURL)
+	if c.WebSocketURL != "" {
+		u, err := url.Parse(c.WebSocketURL)
+		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return fmt.Errorf("todomvc: WebSocketURL %q is not a ws:// or wss:// URL", c.WebSocketURL)
+		}
 	}
 	if _, err := pgx.ParseConfig(c.DatabaseURL); err != nil {
 		return fmt.Errorf("todomvc: DatabaseURL: %w", err)
@@ -146,8 +157,13 @@ func New(cfg Config) (*Handler, error) {
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
-	pageCfg, _ := json.Marshal(map[string]string{"url": cfg.WebSocketURL})
-	h.config = []byte("window.SNORKY_TODOMVC = " + string(pageCfg) + ";\n")
+	if cfg.WebSocketPath != "" {
+		path, _ := json.Marshal(cfg.WebSocketPath)
+		h.config = []byte(`window.SNORKY_TODOMVC = {"url": (location.protocol === "https:" ? "wss://" : "ws://") + location.host + ` + string(path) + "};\n")
+	} else {
+		pageCfg, _ := json.Marshal(map[string]string{"url": cfg.WebSocketURL})
+		h.config = []byte("window.SNORKY_TODOMVC = " + string(pageCfg) + ";\n")
+	}
 
 	files, _ := fs.Sub(static, "static")
 	h.mux = http.NewServeMux()
