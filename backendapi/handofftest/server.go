@@ -14,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -340,4 +341,34 @@ func Env(kv ...string) []string {
 		env = append(env, e)
 	}
 	return env
+}
+
+// backendCall calls authorizeSubscription on srv (for the package's own
+// test; the helpers under test make their own calls).
+func backendCall(ctx context.Context, srv *Server, params map[string]any) (string, error) {
+	body, _ := json.Marshal(map[string]any{"service": "datasync_backend", "message": map[string]any{"command": "authorizeSubscription", "params": params}})
+	req, err := http.NewRequestWithContext(ctx, "POST", srv.BackendURL, bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("X-Backend-Key", APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Message struct {
+			Type    string `json:"type"`
+			Data    string `json:"data"`
+			Message string `json:"message"`
+		} `json:"message"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+		return "", err
+	}
+	if env.Message.Type != "response" {
+		return "", fmt.Errorf("authorizeSubscription: %s", env.Message.Message)
+	}
+	return env.Message.Data, nil
 }

@@ -28,8 +28,10 @@ def database(url):
         "PASSWORD": unquote(u.password or ""),
         "HOST": u.hostname or "",
         "PORT": str(u.port or ""),
-        # One connection per thread, kept between requests.
-        "CONN_MAX_AGE": 60,
+        # Django's development server runs each request on a new thread:
+        # a connection per request (use a pooler or CONN_MAX_AGE with a
+        # real WSGI server).
+        "CONN_MAX_AGE": 0,
     }
 
 

@@ -136,6 +136,15 @@ class HelperTest(Base):
             with self.assertRaisesRegex(ImproperlyConfigured, "SNORKY_BACKEND_URL"):
                 snorky_django.publish("c", 1)
 
+    def test_pyproject(self):
+        import os
+        import tomllib
+        here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        with open(os.path.join(here, "pyproject.toml"), "rb") as f:
+            project = tomllib.load(f)["project"]
+        self.assertEqual(project["name"], "snorky-django")
+        self.assertTrue(os.path.isfile(os.path.join(here, "src", "snorky_django", "__init__.py")))
+
     def test_subscribable_does_nothing(self):
         class Model:
             pass

@@ -97,9 +97,11 @@ def _with_subscription(view, method, args, kwargs):
                 # sees one snapshot, the one pg_current_snapshot() names.
                 with conn.cursor() as cur:
                     cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            with conn.cursor() as cur:
-                cur.execute("SELECT current_setting('transaction_isolation')")
-                isolation = cur.fetchone()[0]
+                isolation = "repeatable read"
+            else:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT current_setting('transaction_isolation')")
+                    isolation = cur.fetchone()[0]
             if isolation in ("repeatable read", "serializable"):
                 snapshot = current_snapshot(using)
                 response = method(view, *args, **kwargs)
