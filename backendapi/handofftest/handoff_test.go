@@ -91,7 +91,10 @@ func TestCheckFindsBrokenHandoffs(t *testing.T) {
 	}
 	same := func(r []Row) []Row { return r }
 	w := StartWriter(t, srv.DatabaseURL, 300, 50)
-	for w.State(w.Commits()) == nil || len(w.State(w.Commits())) < 5 {
+	for deadline := time.Now().Add(30 * time.Second); len(w.State(w.Commits())) < 5; {
+		if time.Now().After(deadline) {
+			t.Fatal("the writer made fewer than 5 rows in 30s")
+		}
 		time.Sleep(10 * time.Millisecond) // rows to drop and repeat
 	}
 	tests := []struct {
