@@ -20,8 +20,12 @@ import (
 // the server without starting it: `check` never says ok for a
 // configuration that `serve` refuses.
 func validateConfig(cfg *Config) error {
-	_, err := newServer(cfg, slog.New(slog.DiscardHandler))
-	return err
+	s, err := newServer(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	// Stop what the parts started (the WebSocket ping timer).
+	return s.ws.Shutdown(context.Background())
 }
 
 // tableKeys names the reader's "database.tables[i]" by the model keys of
