@@ -242,7 +242,7 @@ func TestHandoff(t *testing.T) {
 	a := startApp(t, "")
 	w := handofftest.StartWriter(t, a.srv.DatabaseURL, 500, 60)
 	client := &http.Client{Timeout: 30 * time.Second}
-	res := handofftest.Check(t, a.srv, w, 1000, 4, func(ctx context.Context) ([]handofftest.Row, string, error) {
+	res := handofftest.Check(t, a.srv, w, 1000, 8, func(ctx context.Context) ([]handofftest.Row, string, error) {
 		req, _ := http.NewRequestWithContext(ctx, "GET", a.url+"/api/items", nil)
 		req.Header.Set("X-Snorky", "Subscribe")
 		resp, err := client.Do(req)
