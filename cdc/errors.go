@@ -54,7 +54,7 @@ func ConnectProblem(err error, url string) (Problem, bool) {
 				Fix: fmt.Sprintf("create the role as a superuser: CREATE ROLE %s LOGIN REPLICATION PASSWORD '…'; GRANT CREATE ON DATABASE %s TO %s;", role, dbIdent, role)}, true
 		case strings.Contains(pgErr.Message, "pg_hba.conf"):
 			return Problem{Key: "database.url", What: what,
-				Fix: fmt.Sprintf("add to pg_hba.conf, for %s: host %s %s ADDR scram-sha-256 and host replication %s ADDR scram-sha-256, then SELECT pg_reload_conf();", host, db, user, user)}, true
+				Fix: fmt.Sprintf("add to pg_hba.conf, with ADDR %s: host %s %s ADDR scram-sha-256 (it also admits the logical replication connection), then SELECT pg_reload_conf();", host, db, user)}, true
 		}
 		return Problem{Key: "database.url", What: what, Fix: "check the role and pg_hba.conf"}, true
 	case "42501": // insufficient_privilege, e.g. no CONNECT
