@@ -10,7 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// ConnectProblem explains an error of connecting to PostgreSQL at url that
+// ConnectProblem explains an error of connecting to PostgreSQL at url (a
+// *pgconn.ConnectError, as pgx.Connect returns) that
 // retrying cannot cure (the database does not exist, authentication
 // failed, no pg_hba.conf entry, the role does not exist or may not
 // connect), with the fix naming the actual database and role. It returns
@@ -31,7 +32,10 @@ func ConnectProblem(err error, url string) (Problem, bool) {
 	role := pgx.Identifier{user}.Sanitize()
 	dbIdent := pgx.Identifier{db}.Sanitize()
 	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
+	var connectErr *pgconn.ConnectError
+	if !errors.As(err, &pgErr) || !errors.As(err, &connectErr) {
+		// Only the server's refusal to connect, not an error of a
+		// statement on an open connection.
 		var parse *pgconn.ParseConfigError
 		if errors.As(err, &parse) {
 			return Problem{Key: "database.url", What: err.Error(),

@@ -119,6 +119,15 @@ func errPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
+// renamedError is err with its text in the configuration's keys.
+type renamedError struct {
+	msg string
+	err error
+}
+
+func (e renamedError) Error() string { return e.msg }
+func (e renamedError) Unwrap() error { return e.err }
+
 // problemsError is the error of serve for problems, in check's words.
 func problemsError(problems []cdc.Problem) error {
 	return permanentError{strings.TrimRight(formatProblems(problems), "\n")}

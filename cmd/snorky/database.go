@@ -144,7 +144,7 @@ func (s *server) runDatabase(ctx context.Context) error {
 			for _, p := range renameProblems(s.cfg, problems) {
 				fmt.Fprintf(&b, "\n  problem: %s: %s\n  fix: %s", p.Key, p.What, p.Fix)
 			}
-			return fmt.Errorf("%s%s", tableKeys(s.cfg).Replace(err.Error()), b.String())
+			return renamedError{msg: tableKeys(s.cfg).Replace(err.Error()) + b.String(), err: err}
 		}
 	}
 	return err
