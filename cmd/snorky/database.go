@@ -35,7 +35,7 @@ func (c *Config) cdcConfig() (cdc.Config, error) {
 		out.Tables = append(out.Tables, cdc.TableConfig{Name: m.Table, ReplicaIdentity: ri})
 	}
 	if err := out.Validate(); err != nil {
-		return out, err
+		return out, renamedError{msg: tableKeys(c).Replace(err.Error()), err: err}
 	}
 	return out, nil
 }

@@ -141,6 +141,14 @@ func TestOperatorMistakes(t *testing.T) {
 			want: []string{"models.Todo", "primary key", "ALTER TABLE", "models.Todo.key"},
 		},
 		{
+			name: "two models on one table",
+			setup: func(t *testing.T, db string) string {
+				sqlOn(t, db, `CREATE TABLE todos (id int PRIMARY KEY)`)
+				return "models:\n  Todo: {table: todos}\n  Chore: {table: public.todos}\ndealers:\n  AllTodos: {model: Todo, kind: broadcast}\n"
+			},
+			want: []string{"models.Todo.table", "model Chore"},
+		},
+		{
 			name: "missing table, named by its model",
 			setup: func(t *testing.T, db string) string {
 				return todoModel
