@@ -20,6 +20,7 @@ type conn struct {
 	identity atomic.Pointer[rpc.Identity]
 	pingDue  atomic.Bool
 	aborted  atomic.Bool // the send queue overflowed
+	lim      connLimits  // idle and authentication deadlines (idle.go)
 
 	mu     sync.Mutex
 	queue  [][]byte
@@ -230,7 +231,7 @@ func (c *conn) writeLoop() {
 			if !flush {
 				// A slow consumer reads nothing: try the close frame
 				// briefly, then drop the connection.
-				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+				c.writeSlowClose(nil) // slowclose.go
 				c.ws.NetConn().Close()
 				return
 			}
@@ -266,8 +267,12 @@ func (c *conn) writeFrames(frames [][]byte) error {
 	var err error
 	if c.aborted.Load() {
 		err = errSlowConsumer // overflowed before the deadline was set
+		c.writeSlowClose(nil)
 	} else {
-		_, err = nc.Write(buf)
+		var n int
+		if n, err = nc.Write(buf); err != nil && c.aborted.Load() {
+			c.writeSlowClose(frameRest(buf, n)) // slowclose.go
+		}
 	}
 	c.h.metrics.countOut(frames)
 	if cap(buf) <= 256<<10 {

@@ -18,7 +18,27 @@ const (
 	ErrInvalidParticipant rpc.Error = "Invalid participant"
 	ErrInvalidSender      rpc.Error = "Invalid sender"
 	ErrUnknownDestination rpc.Error = "Unknown destination"
+	// Limit errors of this project (reliability S1).
+	ErrTooManyNames rpc.Error = "Too many names (limits.names_per_connection)"
+	ErrNameTooLong  rpc.Error = "Name too long (limits.name_bytes)"
 )
+
+// Config holds the Messaging limits; a zero field means no limit.
+type Config struct {
+	// Policy decides which names a connection may register; nil allows
+	// every name.
+	Policy NamePolicy
+	// MaxNamesPerConn is how many names one connection may hold at once.
+	MaxNamesPerConn int
+	// MaxNameBytes is the longest name registerParticipant accepts, in
+	// bytes of UTF-8.
+	MaxNameBytes int
+	// MaxListed is how many names one listParticipants reply carries: the
+	// first in ascending order, after the optional "after" parameter (a
+	// name; the reply then starts with the next name), so a client pages
+	// through a long list.
+	MaxListed int
+}
 
 // NamePolicy decides whether a connection may register a name. nil allows
 // every name.
@@ -28,6 +48,7 @@ type NamePolicy func(c rpc.Conn, name string) bool
 type Service struct {
 	name   []byte
 	policy NamePolicy
+	cfg    Config
 
 	mu     sync.Mutex
 	owners map[string]rpc.Conn
@@ -35,10 +56,11 @@ type Service struct {
 }
 
 // New returns the service, named name on the wire.
-func New(name string, policy NamePolicy) *Service {
+func New(name string, cfg Config) *Service {
 	return &Service{
 		name:   rpc.QuoteName(name),
-		policy: policy,
+		policy: cfg.Policy,
+		cfg:    cfg,
 		owners: map[string]rpc.Conn{},
 		byConn: map[rpc.Conn][]string{},
 	}
@@ -75,6 +97,12 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		if _, ok := s.owners[name]; ok {
 			return nil, ErrNameTaken
 		}
+		if s.cfg.MaxNameBytes > 0 && len(name) > s.cfg.MaxNameBytes {
+			return nil, ErrNameTooLong
+		}
+		if s.cfg.MaxNamesPerConn > 0 && len(s.byConn[c]) >= s.cfg.MaxNamesPerConn {
+			return nil, ErrTooManyNames
+		}
 		if s.policy != nil && !s.policy(c, name) {
 			return nil, ErrNameNotAllowed
 		}
@@ -104,17 +132,18 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		}
 		return nil, nil
 	case "listParticipants":
-		if _, err := rpc.Params(req.Params, nil, nil); err != nil {
+		p, err := rpc.Params(req.Params, nil, []string{"after"})
+		if err != nil {
 			return nil, err
 		}
-		s.mu.Lock()
-		names := make([]string, 0, len(s.owners))
-		for n := range s.owners {
-			names = append(names, n)
+		after, paged := "", false
+		if raw, ok := p["after"]; ok {
+			if after, err = stringParam(raw); err != nil {
+				return nil, err
+			}
+			paged = true
 		}
-		s.mu.Unlock()
-		slices.Sort(names)
-		return names, nil
+		return s.list(after, paged), nil
 	case "send":
 		p, err := rpc.Params(req.Params, []string{"sender", "dest", "body"}, nil)
 		if err != nil {
@@ -148,6 +177,31 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		return nil, nil
 	}
 	return nil, rpc.ErrUnknownCommand
+}
+
+// list returns the registered names in ascending order, those after after
+// when paged, at most MaxListed of them.
+func (s *Service) list(after string, paged bool) []string {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.owners))
+	for n := range s.owners {
+		if !paged || n > after {
+			names = append(names, n)
+		}
+	}
+	s.mu.Unlock()
+	slices.Sort(names)
+	if s.cfg.MaxListed > 0 && len(names) > s.cfg.MaxListed {
+		names = names[:s.cfg.MaxListed:s.cfg.MaxListed]
+	}
+	return names
+}
+
+// Holds implements rpc.Holder: c has registered at least one name.
+func (s *Service) Holds(c rpc.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byConn[c]) > 0
 }
 
 // Disconnected implements rpc.Disconnecter: it frees the connection's names.

@@ -1,0 +1,106 @@
+package wsapi
+
+import (
+	"time"
+
+	"github.com/snorkyhq/snorky/sync/rpc"
+	"golang.org/x/time/rate"
+)
+
+// repliesPerSecond is how many messages over the rate limit are answered
+// "Rate limit exceeded" per second; the rest are dropped unanswered (and
+// counted), so a flood does not cost a reply per message.
+const repliesPerSecond = 5
+
+// abuseSlots divides the grace period into slots: abuse is measured over a
+// sliding window of the last RateLimitGrace.
+const abuseSlots = 10
+
+// rateGuard is a connection's command rate limit (limits.*): a token bucket
+// with a burst of twice the rate. Rejected messages are tracked in a
+// sliding window of abuseSlots slots spanning RateLimitGrace. The
+// connection is closed with 4029 once it has been rejecting for at least
+// the grace period (an abuse episode ends only after a pause of half the
+// grace period, so short pauses between bursts do not reset it) and had
+// rejections in at least half the slots of the last grace period.
+type rateGuard struct {
+	limiter *rate.Limiter
+	grace   time.Duration
+	slot    time.Duration
+
+	slots   [abuseSlots]int64 // number of each slot that had a rejection, by number % abuseSlots
+	since   time.Time         // start of the abuse episode
+	last    time.Time         // last rejection
+	replyAt time.Time         // start of the second replies are counted in
+	replies int
+	closed  bool
+}
+
+func newRateGuard(perSecond float64, grace time.Duration) *rateGuard {
+	return &rateGuard{
+		limiter: rate.NewLimiter(rate.Limit(perSecond), int(2*perSecond+0.5)),
+		grace:   grace,
+		slot:    max(grace/abuseSlots, time.Millisecond),
+	}
+}
+
+// allow reports whether msg may be handled. A message over the rate is
+// answered "Rate limit exceeded" (the first repliesPerSecond each second)
+// or dropped.
+func (g *rateGuard) allow(c *conn, msg []byte) bool {
+	if g.closed {
+		return false
+	}
+	now := time.Now()
+	if g.limiter.AllowN(now, 1) {
+		return true
+	}
+	if g.abusive(now) {
+		g.closed = true
+		h := c.h
+		h.metrics.rateLimitCloses.Inc()
+		h.log.Warn("closing connection: sustained rate above limit", "conn", c.id, "limit", h.cfg.CommandsPerSecond, "grace", g.grace)
+		c.Close(rpc.CloseRateLimited, rpc.ReasonRateLimited)
+		return false
+	}
+	if now.Sub(g.replyAt) >= time.Second {
+		g.replyAt, g.replies = now, 0
+	}
+	if g.replies < repliesPerSecond {
+		g.replies++
+		c.rejectRateLimited(msg)
+	} else {
+		c.h.lim.suppressed.Inc()
+	}
+	return false
+}
+
+// abusive records a rejection at now and reports whether the connection
+// has now abused the limit for the grace period.
+func (g *rateGuard) abusive(now time.Time) bool {
+	if g.last.IsZero() || now.Sub(g.last) > g.grace/2 {
+		g.since = now
+	}
+	g.last = now
+	n := now.UnixNano() / int64(g.slot)
+	g.slots[n%abuseSlots] = n
+	busy := 0
+	for _, s := range g.slots {
+		if s > n-abuseSlots {
+			busy++
+		}
+	}
+	return now.Sub(g.since) >= g.grace && busy >= abuseSlots/2
+}
+
+// rejectRateLimited answers a message over the rate limit with an error
+// that carries its service and callId when they are readable.
+func (c *conn) rejectRateLimited(msg []byte) {
+	c.h.metrics.rateLimited.Inc()
+	call, derr := c.h.reg.Decode(msg)
+	if derr != nil {
+		c.Send(rpc.AppendError(nil, derr.Service, derr.CallID, "Rate limit exceeded"))
+		return
+	}
+	c.Send(rpc.AppendError(nil, rpc.QuoteName(call.Service()), call.Req.CallID, "Rate limit exceeded"))
+}
