@@ -55,7 +55,8 @@ type Config struct {
 	MaxConnections int
 	// ConnectionsPerIP caps the open connections of one client address; a
 	// handshake over it is answered HTTP 429 (limits.connections_per_ip).
-	// 0 means no cap.
+	// 0 means no cap. Loopback clients are not capped (a local reverse
+	// proxy not listed in TrustedProxies would otherwise cap everyone).
 	ConnectionsPerIP int
 	// TrustedProxies lists the proxies (addresses or CIDR prefixes) whose
 	// X-Forwarded-For header names the client (limits.trusted_proxies):

@@ -142,7 +142,7 @@ func (h *Handler) admit(ip netip.Addr) (status int, text string) {
 		h.lim.refused.WithLabelValues("max_connections").Inc()
 		return http.StatusServiceUnavailable, "server at its connection limit (limits.max_connections); try again later"
 	}
-	if h.cfg.ConnectionsPerIP > 0 && a.perIP[ip] >= h.cfg.ConnectionsPerIP {
+	if h.cfg.ConnectionsPerIP > 0 && !ip.IsLoopback() && a.perIP[ip] >= h.cfg.ConnectionsPerIP {
 		h.lim.refused.WithLabelValues("connections_per_ip").Inc()
 		return http.StatusTooManyRequests, "too many connections from this address (limits.connections_per_ip)"
 	}
