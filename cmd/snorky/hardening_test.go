@@ -77,7 +77,7 @@ func TestCheckWarnsAboutExposure(t *testing.T) {
 		want          []string
 	}{
 		{"loopback", `listen: "127.0.0.1:5002"`, nil},
-		{"every interface", `listen: ":5002"`, []string{`backend.listen: ":5002" is reachable from other hosts without TLS`, "/metrics requires the API key (backend.metrics_auth), but without TLS"}},
+		{"every interface", `listen: ":5002"`, []string{`backend.listen: ":5002" is reachable from other hosts without TLS`, "backend.listen: /metrics requires the API key (backend.metrics_auth), but without TLS"}},
 		{"public, metrics open", `listen: "0.0.0.0:5002", metrics_auth: false`, []string{`backend.listen: "0.0.0.0:5002" is reachable`, "backend.metrics_auth: false while the backend is reachable from other hosts"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
