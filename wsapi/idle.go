@@ -30,8 +30,8 @@ func (l *connLimits) touch(now time.Time) { l.busy.Store(now.UnixNano()) }
 // socket is closed.
 const closeGrace = 500 * time.Millisecond
 
-// sweepInterval is the period of the idle sweep: a quarter of the shortest
-// deadline, between 50 ms and 1 s, so a connection is closed within that
+// sweepInterval is the period of the idle sweep: a tenth of the shortest
+// deadline, between 50 ms and 500 ms, so a connection is closed within that
 // much of its deadline.
 func (c Config) sweepInterval() time.Duration {
 	d := time.Duration(0)
@@ -44,7 +44,7 @@ func (c Config) sweepInterval() time.Duration {
 	if d == 0 {
 		return 0
 	}
-	return min(max(d/4, 50*time.Millisecond), time.Second)
+	return min(max(d/10, 50*time.Millisecond), 500*time.Millisecond)
 }
 
 // idleLoop closes idle and unauthenticated connections: one timer for all
