@@ -134,13 +134,13 @@ func closeCode(t testing.TB, ws *websocket.Conn, within time.Duration) *websocke
 func TestIdleTimeout(t *testing.T) {
 	const idle = 600 * time.Millisecond
 	_, url, mreg := limitServer(t, Config{IdleTimeout: idle})
+	start := time.Now()
 	idleWS := dial(t, url, nil)
 	holding := dial(t, url, nil)
 	call(t, holding, "hold", "take", `{}`)
 	named := dial(t, url, nil)
 	call(t, named, "identity", "authenticate", `{}`)
 	chatty := dial(t, url, nil)
-	start := time.Now()
 	stop := make(chan struct{})
 	chattyDone := make(chan error, 1)
 	go func() {
@@ -430,18 +430,18 @@ func TestRateLimitBurstyAbuse(t *testing.T) {
 	var ce *websocket.CloseError
 loop:
 	for time.Since(start) < grace+5*time.Second {
-		burstEnd := time.Now().Add(50 * time.Millisecond)
-		for time.Now().Before(burstEnd) {
+		// 50 messages in the 50 ms "on" phase (1,000/s), then 20 ms off.
+		cycle := time.Now()
+		for range 50 {
 			if ws.WriteMessage(websocket.TextMessage, msg) != nil {
 				break loop
 			}
 			sent++
-			time.Sleep(time.Millisecond)
 		}
 		select {
 		case ce = <-closed:
 			break loop
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(time.Until(cycle.Add(70 * time.Millisecond))):
 		}
 	}
 	took := time.Since(start)
