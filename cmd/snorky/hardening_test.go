@@ -291,4 +291,3 @@ func startServerLog(t testing.TB, extra string, w io.Writer) *server {
 	}
 	return nil
 }
-
