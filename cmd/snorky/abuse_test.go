@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,3 +203,167 @@ func trimmedMean(xs []float64) float64 {
 	return sum / float64(len(s))
 }
 
+// TestT18ChatUnderAbuse: reliability.md T18. A client publishing 1,000
+// messages/s in bursts (50 ms on, 20 ms off) against a 100/s limit is
+// closed with 4029 within rate_limit_grace + 2 s, while 100 chat clients
+// keep chatting (their p99 latency is reported); unauthorised publishes,
+// subscriptions over the limit and long names are refused.
+func TestT18ChatUnderAbuse(t *testing.T) {
+	const grace = 3 * time.Second
+	s := startServer(t, fmt.Sprintf("limits: {commands_per_second: 100, rate_limit_grace: %s, channels_per_connection: 128}\npubsub: {client_publish: true, client_publish_deny: [admin]}", grace))
+
+	// The refusals.
+	c := dial(t, s, nil)
+	c.fails("pubsub", "publish", map[string]any{"channel": "admin.broadcast", "message": 1}, "Not authorized")
+	refused := 0
+	for i := range 200 {
+		m := c.rpc("pubsub", "subscribe", map[string]any{"channel": fmt.Sprintf("ch%d", i)})
+		if m["type"] == "error" {
+			if m["message"] != "Too many channels (limits.channels_per_connection)" {
+				t.Fatalf("subscription %d: %v", i, m)
+			}
+			refused++
+		}
+		time.Sleep(5 * time.Millisecond) // stay under the rate limit
+	}
+	if refused != 72 {
+		t.Errorf("200 subscriptions against a limit of 128: %d refused, want 72", refused)
+	}
+	long := strings.Repeat("x", 1000)
+	c.fails("pubsub", "subscribe", map[string]any{"channel": long}, "Channel too long (limits.channel_bytes)")
+	c.fails("messaging", "registerParticipant", map[string]any{"name": long}, "Name too long (limits.name_bytes)")
+
+	// 100 chat clients in one room.
+	type member struct {
+		ws   *websocket.Conn
+		mu   sync.Mutex
+		lat  []time.Duration // deliveries of messages sent during the abuse
+		base []time.Duration // and before it
+	}
+	var abuseFrom atomic.Int64
+	abuseFrom.Store(math.MaxInt64)
+	members := make([]*member, 100)
+	for i := range members {
+		tok := identityToken(t, s, fmt.Sprintf("user%d", i))
+		ws, _, err := websocket.DefaultDialer.Dial(s.frontendURL()+"?token="+url.QueryEscape(tok), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ws.Close() })
+		ws.WriteMessage(websocket.TextMessage, []byte(`{"service":"chat","message":{"command":"join","params":{"channel":"room"},"callId":1}}`))
+		members[i] = &member{ws: ws}
+	}
+	var wg sync.WaitGroup
+	for _, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				_, b, err := m.ws.ReadMessage()
+				if err != nil {
+					return
+				}
+				var env struct {
+					Message struct {
+						Type string `json:"type"`
+						Body struct {
+							Sent int64 `json:"sent"`
+						} `json:"body"`
+					} `json:"message"`
+				}
+				json.Unmarshal(b, &env)
+				if sent := env.Message.Body.Sent; env.Message.Type == "message" && sent > 0 {
+					d := time.Since(time.Unix(0, sent))
+					m.mu.Lock()
+					if sent >= abuseFrom.Load() {
+						m.lat = append(m.lat, d)
+					} else {
+						m.base = append(m.base, d)
+					}
+					m.mu.Unlock()
+				}
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond) // every join answered
+
+	stopChat := make(chan struct{})
+	var chatWG sync.WaitGroup
+	for i, m := range members {
+		chatWG.Add(1)
+		go func() {
+			defer chatWG.Done()
+			tick := time.NewTicker(4 * time.Second)
+			defer tick.Stop()
+			time.Sleep(time.Duration(i) * 40 * time.Millisecond) // spread the senders
+			for {
+				msg := fmt.Sprintf(`{"service":"chat","message":{"command":"send","params":{"channel":"room","body":{"sent":%d}}}}`, time.Now().UnixNano())
+				m.ws.WriteMessage(websocket.TextMessage, []byte(msg))
+				select {
+				case <-stopChat:
+					return
+				case <-tick.C:
+				}
+			}
+		}()
+	}
+
+	time.Sleep(4 * time.Second) // a baseline: chat without abuse
+
+	// The abuser.
+	abuser := dial(t, s, nil)
+	abuseFrom.Store(time.Now().UnixNano())
+	flood := []byte(`{"service":"pubsub","message":{"command":"publish","params":{"channel":"spam","message":"x"}}}`)
+	start := time.Now()
+	sent := 0
+	var ce *websocket.CloseError
+flood:
+	for time.Since(start) < grace+10*time.Second {
+		cycle := time.Now()
+		for range 50 {
+			if abuser.ws.WriteMessage(websocket.TextMessage, flood) != nil {
+				break flood
+			}
+			sent++
+		}
+		select {
+		case <-abuser.done:
+			break flood
+		case <-time.After(time.Until(cycle.Add(70 * time.Millisecond))):
+		}
+	}
+	err := abuser.waitClose()
+	took := time.Since(start)
+	if !errors.As(err, &ce) || ce.Code != rpc.CloseRateLimited {
+		t.Fatalf("abuser after %v and %d messages: got %v, want close 4029", took, sent, err)
+	}
+	if took > grace+2*time.Second {
+		t.Errorf("abuser closed after %v, want within rate_limit_grace (%v) + 2 s", took, grace)
+	}
+	time.Sleep(2 * time.Second) // chat goes on after the abuse
+	close(stopChat)
+	chatWG.Wait()
+	time.Sleep(500 * time.Millisecond)
+	for _, m := range members {
+		m.ws.Close()
+	}
+	wg.Wait()
+
+	var all, base []time.Duration
+	for _, m := range members {
+		all = append(all, m.lat...)
+		base = append(base, m.base...)
+	}
+	if len(all) < 100*99 || len(base) < 100*99 {
+		t.Fatalf("%d chat deliveries during the abuse and %d before, want at least %d each", len(all), len(base), 100*99)
+	}
+	slices.Sort(all)
+	slices.Sort(base)
+	p50, p99 := all[len(all)/2], all[len(all)*99/100]
+	t.Logf("abuser: %d messages in %v, closed 4029. Chat, 100 clients in one room: before the abuse %d deliveries, p50 %v, p99 %v; during it %d deliveries, p50 %v, p99 %v (T18 target p99 < 100 ms)",
+		sent, took.Round(time.Millisecond), len(base), base[len(base)/2].Round(time.Microsecond), base[len(base)*99/100].Round(time.Microsecond),
+		len(all), p50.Round(time.Microsecond), p99.Round(time.Microsecond))
+	if p99 > time.Second {
+		t.Errorf("chat p99 %v during the abuse, want far below 1 s", p99)
+	}
+}
