@@ -17,23 +17,33 @@ const repliesPerSecond = 5
 const abuseSlots = 10
 
 // rateGuard is a connection's command rate limit (limits.*): a token bucket
-// with a burst of twice the rate. Rejected messages are tracked in a
-// sliding window of abuseSlots slots spanning RateLimitGrace. The
-// connection is closed with 4029 once it has been rejecting for at least
-// the grace period (an abuse episode ends only after a pause of half the
-// grace period, so short pauses between bursts do not reset it) and had
-// rejections in at least half the slots of the last grace period.
+// with a burst of twice the rate. Rejected messages are counted in a sliding
+// window of abuseSlots slots spanning RateLimitGrace, and the connection is
+// closed with 4029 when either
+//   - it has been rejecting for at least the grace period (an abuse episode
+//     ends only after a pause of half the grace period, so pauses between
+//     bursts do not reset it) with rejections in at least half the slots of
+//     the last grace period; or
+//   - its rejected messages in the last grace period number as many as the
+//     limit allows in that period (a flood, however its arrival is spread).
 type rateGuard struct {
 	limiter *rate.Limiter
 	grace   time.Duration
 	slot    time.Duration
+	volume  int // rejected messages in one grace period that close at once
 
-	slots   [abuseSlots]int64 // number of each slot that had a rejection, by number % abuseSlots
-	since   time.Time         // start of the abuse episode
-	last    time.Time         // last rejection
-	replyAt time.Time         // start of the second replies are counted in
+	slots   [abuseSlots]abuseSlot // by slot number % abuseSlots
+	since   time.Time             // start of the abuse episode
+	last    time.Time             // last rejection
+	replyAt time.Time             // start of the second replies are counted in
 	replies int
 	closed  bool
+}
+
+// abuseSlot counts the rejections of one slot of the sliding window.
+type abuseSlot struct {
+	n     int64 // slot number: UnixNano / slot
+	count int
 }
 
 func newRateGuard(perSecond float64, grace time.Duration) *rateGuard {
@@ -41,6 +51,7 @@ func newRateGuard(perSecond float64, grace time.Duration) *rateGuard {
 		limiter: rate.NewLimiter(rate.Limit(perSecond), int(2*perSecond+0.5)),
 		grace:   grace,
 		slot:    max(grace/abuseSlots, time.Millisecond),
+		volume:  max(int(perSecond*grace.Seconds()), 1),
 	}
 }
 
@@ -76,21 +87,26 @@ func (g *rateGuard) allow(c *conn, msg []byte) bool {
 }
 
 // abusive records a rejection at now and reports whether the connection
-// has now abused the limit for the grace period.
+// has now abused the limit enough to be closed.
 func (g *rateGuard) abusive(now time.Time) bool {
 	if g.last.IsZero() || now.Sub(g.last) > g.grace/2 {
 		g.since = now
 	}
 	g.last = now
 	n := now.UnixNano() / int64(g.slot)
-	g.slots[n%abuseSlots] = n
-	busy := 0
+	sl := &g.slots[n%abuseSlots]
+	if sl.n != n {
+		sl.n, sl.count = n, 0
+	}
+	sl.count++
+	busy, rejected := 0, 0
 	for _, s := range g.slots {
-		if s > n-abuseSlots {
+		if s.n > n-abuseSlots {
 			busy++
+			rejected += s.count
 		}
 	}
-	return now.Sub(g.since) >= g.grace && busy >= abuseSlots/2
+	return rejected >= g.volume || now.Sub(g.since) >= g.grace && busy >= abuseSlots/2
 }
 
 // rejectRateLimited answers a message over the rate limit with an error
