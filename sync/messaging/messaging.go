@@ -53,6 +53,7 @@ type Service struct {
 	mu     sync.Mutex
 	owners map[string]rpc.Conn
 	byConn map[rpc.Conn][]string
+	sorted []string // every registered name, in ascending order (listParticipants)
 }
 
 // New returns the service, named name on the wire.
@@ -107,6 +108,7 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 			return nil, ErrNameNotAllowed
 		}
 		s.owners[name] = c
+		s.addSorted(name)
 		s.byConn[c] = append(s.byConn[c], name)
 		return nil, nil
 	case "unregisterParticipant":
@@ -124,6 +126,7 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 			return nil, ErrInvalidParticipant
 		}
 		delete(s.owners, name)
+		s.removeSorted(name)
 		names := slices.DeleteFunc(s.byConn[c], func(n string) bool { return n == name })
 		if len(names) == 0 {
 			delete(s.byConn, c)
@@ -180,21 +183,35 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 }
 
 // list returns the registered names in ascending order, those after after
-// when paged, at most MaxListed of them.
+// when paged, at most MaxListed of them. The names are kept sorted, so a
+// page costs a binary search and a copy, however many names there are.
 func (s *Service) list(after string, paged bool) []string {
 	s.mu.Lock()
-	names := make([]string, 0, len(s.owners))
-	for n := range s.owners {
-		if !paged || n > after {
-			names = append(names, n)
+	defer s.mu.Unlock()
+	from := 0
+	if paged {
+		i, found := slices.BinarySearch(s.sorted, after)
+		if found {
+			i++
 		}
+		from = i
 	}
-	s.mu.Unlock()
-	slices.Sort(names)
-	if s.cfg.MaxListed > 0 && len(names) > s.cfg.MaxListed {
-		names = names[:s.cfg.MaxListed:s.cfg.MaxListed]
+	to := len(s.sorted)
+	if s.cfg.MaxListed > 0 {
+		to = min(to, from+s.cfg.MaxListed)
 	}
-	return names
+	return append(make([]string, 0, to-from), s.sorted[from:to]...) // never nil: an empty list is []
+}
+
+func (s *Service) addSorted(name string) {
+	i, _ := slices.BinarySearch(s.sorted, name)
+	s.sorted = slices.Insert(s.sorted, i, name)
+}
+
+func (s *Service) removeSorted(name string) {
+	if i, ok := slices.BinarySearch(s.sorted, name); ok {
+		s.sorted = slices.Delete(s.sorted, i, i+1)
+	}
 }
 
 // Holds implements rpc.Holder: c has registered at least one name.
@@ -210,6 +227,7 @@ func (s *Service) Disconnected(c rpc.Conn) {
 	defer s.mu.Unlock()
 	for _, n := range s.byConn[c] {
 		delete(s.owners, n)
+		s.removeSorted(n)
 	}
 	delete(s.byConn, c)
 }

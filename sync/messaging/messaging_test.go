@@ -90,3 +90,10 @@ func TestListParticipantsPages(t *testing.T) {
 		}
 	}
 }
+
+// TestListParticipantsEmpty: no names is an empty list, not null.
+func TestListParticipantsEmpty(t *testing.T) {
+	reg := newReg(t, Config{MaxListed: 4})
+	r := rpctest.Call(t, reg, rpctest.NewConn(), "messaging", "listParticipants", `{}`)
+	rpctest.JSONEqual(t, "listParticipants", r.Data(t), `[]`)
+}
