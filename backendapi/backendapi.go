@@ -65,6 +65,7 @@ type Handler struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	ready   map[string]ReadyFunc
+	details map[string]func() any
 	authErr prometheus.Counter
 }
 
@@ -116,6 +117,15 @@ func New(cfg Config, reg *rpc.Registry, log *slog.Logger, mreg prometheus.Regist
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
 
+// SetDetail adds f's value to /readyz's answer under "detail"/name (for
+// example the replay window's span). Call it before serving.
+func (h *Handler) SetDetail(name string, f func() any) {
+	if h.details == nil {
+		h.details = map[string]func() any{}
+	}
+	h.details[name] = f
+}
+
 func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request) {
 	problems := map[string]string{}
 	for name, f := range h.ready {
@@ -123,11 +133,20 @@ func (h *Handler) serveReady(w http.ResponseWriter, r *http.Request) {
 			problems[name] = err.Error()
 		}
 	}
+	body := map[string]any{"status": "ready"}
+	if len(h.details) > 0 {
+		detail := map[string]any{}
+		for name, f := range h.details {
+			detail[name] = f()
+		}
+		body["detail"] = detail
+	}
 	if len(problems) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "problems": problems})
+		body["status"], body["problems"] = "not ready", problems
+		writeJSON(w, http.StatusServiceUnavailable, body)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, body)
 }
 
 func (h *Handler) serveEnvelope(w http.ResponseWriter, r *http.Request) {

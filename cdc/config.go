@@ -63,6 +63,10 @@ type Config struct {
 	// MessagePrefix: transactional pg_logical_emit_message messages whose
 	// prefix starts with it are delivered in Txn.Messages. Default "snorky".
 	MessagePrefix string
+	// MaxTxBytes bounds the decoded row data held for one transaction; a
+	// larger transaction is handed on without its changes, TooLarge, with
+	// the tables it touched (spec §3.10). 0: no bound.
+	MaxTxBytes int
 	// HeartbeatInterval is the period of the heartbeat: a non-transactional
 	// pg_logical_emit_message(false, 'snorky.heartbeat', '') written on a
 	// normal connection to the database, whose position is confirmed when

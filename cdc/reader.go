@@ -59,6 +59,13 @@ type Reader struct {
 type handoff struct {
 	txn *Txn
 	end uint64
+	// start, when set, tells a StreamStarter sink where a session starts.
+	start *streamStart
+}
+
+type streamStart struct {
+	epoch string
+	from  uint64
 }
 
 // NewReader returns a reader of cfg (defaults applied) feeding sink. log
@@ -102,6 +109,7 @@ func (r *Reader) Run(ctx context.Context) error {
 		return err
 	}
 	r.st = newStream(nil, r.cfg.MessagePrefix)
+	r.st.maxTx = r.cfg.MaxTxBytes
 	r.queue = make(chan handoff, 1)
 	r.applyErr = make(chan error, 1)
 	r.stopApply = make(chan struct{})
@@ -167,15 +175,29 @@ func (r *Reader) applier() {
 		case <-r.stopApply:
 			return
 		case h := <-r.queue:
+			if h.start != nil {
+				if ss, ok := r.sink.(StreamStarter); ok {
+					if err := ss.StartStream(h.start.epoch, h.start.from); err != nil {
+						r.applyErr <- fmt.Errorf("%w: starting the stream: %w", errSink, err)
+						return
+					}
+				}
+				r.pending.Add(-1)
+				continue
+			}
 			if h.txn != nil {
 				if err := r.sink.Apply(h.txn); err != nil {
 					r.applyErr <- fmt.Errorf("%w: xid %d at %s: %w", errSink, h.txn.Xid, pglogrepl.LSN(h.txn.CommitLSN), err)
 					return
 				}
-				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.transactions }, 1)
+				if !h.txn.Partial {
+					r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.transactions }, 1)
+				}
 				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.changes }, float64(len(h.txn.Changes)))
 			}
-			r.taken.Store(h.end)
+			if h.end != 0 {
+				r.taken.Store(h.end)
+			}
 			r.pending.Add(-1)
 		}
 	}
@@ -237,6 +259,17 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	// Resume after what was handed on in this process (the applier still
 	// holds it); on a fresh process from the slot's confirmed position.
 	start := pglogrepl.LSN(r.handed)
+	from := r.handed
+	if from == 0 {
+		if err := sqlConn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan((*lsnText)(&from)); err != nil {
+			return false, fmt.Errorf("reading the slot's confirmed position: %w", err)
+		}
+	}
+	if _, ok := r.sink.(StreamStarter); ok {
+		if err := r.handOffStart(ctx, streamStart{epoch: r.Epoch(), from: from}); err != nil {
+			return false, err
+		}
+	}
 	pubArg := strings.ReplaceAll(pgx.Identifier{r.cfg.Publication}.Sanitize(), "'", "''")
 	err = pglogrepl.StartReplication(ctx, repl, r.cfg.Slot, start, pglogrepl.StartReplicationOptions{
 		Mode: pglogrepl.LogicalReplication,
@@ -288,10 +321,19 @@ func (r *Reader) shutdown(repl *pgconn.PgConn) {
 // transaction the sink took, or the latest keepalive or heartbeat position
 // when nothing is in flight (no open transaction, nothing waiting for the
 // sink).
+//
+// A sink that holds what it took (ConfirmLimiter: the replay window) caps
+// the position at its limit, so that PostgreSQL resends what it holds
+// after a restart.
 func (r *Reader) flushPosition() uint64 {
 	pos := r.taken.Load()
 	if !r.st.inTxn() && r.pending.Load() == 0 && r.idleEnd > pos {
 		pos = r.idleEnd
+	}
+	if cl, ok := r.sink.(ConfirmLimiter); ok {
+		if lim, limited := cl.ConfirmLimit(); limited && pos > lim {
+			pos = lim
+		}
 	}
 	return pos
 }
@@ -405,6 +447,11 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				if err != nil {
 					return err
 				}
+				if chunk := r.st.takeChunk(); chunk != nil {
+					if err := r.handOff(ctx, conn, chunk, &nextStatus); err != nil {
+						return err
+					}
+				}
 				if lsn := r.st.takeMarker(); lsn != 0 {
 					r.idleEnd = max(r.idleEnd, lsn)
 					r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.heartbeats }, 1)
@@ -435,7 +482,7 @@ func (r *Reader) noteServerEnd(lsn uint64) {
 // connection out.
 func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nextStatus *time.Time) error {
 	h := handoff{txn: txn, end: txn.EndLSN}
-	if len(txn.Changes) == 0 && len(txn.Messages) == 0 {
+	if len(txn.Changes) == 0 && len(txn.Messages) == 0 && !txn.TooLarge && !txn.chunked {
 		h.txn = nil
 	}
 	r.pending.Add(1)
@@ -445,7 +492,9 @@ func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nex
 		select {
 		case r.queue <- h:
 			timer.Stop()
-			r.handed = h.end
+			if h.end != 0 {
+				r.handed = h.end
+			}
 			if !waited.IsZero() {
 				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.handoffWait }, time.Since(waited).Seconds())
 			}
@@ -469,6 +518,35 @@ func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nex
 			return ctx.Err()
 		}
 	}
+}
+
+// handOffStart queues a session start for the sink, in order with the
+// transactions.
+func (r *Reader) handOffStart(ctx context.Context, st streamStart) error {
+	r.pending.Add(1)
+	select {
+	case r.queue <- handoff{start: &st}:
+		return nil
+	case err := <-r.applyErr:
+		r.pending.Add(-1)
+		return err
+	case <-ctx.Done():
+		r.pending.Add(-1)
+		return ctx.Err()
+	}
+}
+
+// lsnText scans an LSN from its text form.
+type lsnText uint64
+
+func (l *lsnText) Scan(src any) error {
+	s, ok := src.(string)
+	if !ok {
+		return fmt.Errorf("LSN: unexpected %T", src)
+	}
+	v, err := pglogrepl.ParseLSN(s)
+	*l = lsnText(v)
+	return err
 }
 
 // heartbeatTimeout bounds one heartbeat (connecting included).

@@ -3,6 +3,7 @@ package cdc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -27,8 +28,13 @@ type stream struct {
 	types  *typeCache
 	lookup typeLookup
 	prefix string
+	// maxTx bounds the decoded bytes of one transaction (0: none).
+	maxTx int
 
 	txn *Txn // open transaction, between Begin and Commit
+	// chunk, when set, is a part of the open transaction ready to be
+	// handed on (see Txn.Partial).
+	chunk *Txn
 
 	// marker is the LSN of the latest non-transactional logical message
 	// (the reader's heartbeats among them), 0 once taken by takeMarker.
@@ -45,7 +51,19 @@ func newStream(lookup typeLookup, prefix string) *stream {
 // reset forgets the open transaction (after a lost connection: PostgreSQL
 // sends it again). The relation cache is kept: PostgreSQL sends Relation
 // messages again on a new connection before they are used.
-func (s *stream) reset() { s.txn = nil }
+func (s *stream) reset() { s.txn, s.chunk = nil, nil }
+
+// chunkChanges is the number of changes after which an open transaction's
+// changes are handed on as a Partial chunk.
+const chunkChanges = 2048
+
+// takeChunk returns the chunk of the open transaction ready to be handed
+// on, if any.
+func (s *stream) takeChunk() *Txn {
+	c := s.chunk
+	s.chunk = nil
+	return c
+}
 
 // takeMarker returns the position of the latest non-transactional message
 // received since the last call, or 0.
@@ -77,6 +95,10 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 		}
 		txn := s.txn
 		s.txn = nil
+		if txn.TooLarge {
+			slices.Sort(txn.Tables)
+			txn.Tables = slices.Compact(txn.Tables)
+		}
 		txn.CommitLSN = uint64(m.CommitLSN)
 		txn.EndLSN = uint64(m.TransactionEndLSN)
 		txn.CommitTime = m.CommitTime
@@ -92,7 +114,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 		if c.New, c.Unchanged, err = decodeNew(rel, m.Tuple, nil); err != nil {
 			return nil, fmt.Errorf("decoding insert into %s: %w", rel.name, err)
 		}
-		s.txn.Changes = append(s.txn.Changes, c)
+		s.keep(c)
 	case *pglogrepl.UpdateMessage:
 		rel, err := s.change(m.RelationID, "update")
 		if err != nil {
@@ -116,7 +138,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			// the old row's identity is the new row's key columns.
 			c.Old = keyColumns(rel, c.New)
 		}
-		s.txn.Changes = append(s.txn.Changes, c)
+		s.keep(c)
 	case *pglogrepl.DeleteMessage:
 		rel, err := s.change(m.RelationID, "delete")
 		if err != nil {
@@ -126,7 +148,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 		if c.Old, err = decodeOld(rel, m.OldTuple, m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey); err != nil {
 			return nil, fmt.Errorf("decoding delete from %s: %w", rel.name, err)
 		}
-		s.txn.Changes = append(s.txn.Changes, c)
+		s.keep(c)
 	case *pglogrepl.TruncateMessage:
 		if s.txn == nil {
 			return nil, fmt.Errorf("%w: truncate outside a transaction", ErrMalformed)
@@ -136,7 +158,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			if rel == nil {
 				return nil, fmt.Errorf("%w: truncate of unknown relation %d", ErrMalformed, id)
 			}
-			s.txn.Changes = append(s.txn.Changes, Change{Table: rel.name, Op: Truncate})
+			s.keep(Change{Table: rel.name, Op: Truncate})
 		}
 	case *pglogrepl.LogicalDecodingMessage:
 		if !m.Transactional {
@@ -146,6 +168,10 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			return nil, nil
 		}
 		if s.txn != nil && strings.HasPrefix(m.Prefix, s.prefix) {
+			if s.txn.TooLarge {
+				return nil, nil
+			}
+			s.txn.size += len(m.Content)
 			s.txn.Messages = append(s.txn.Messages, Message{
 				Index:   len(s.txn.Changes),
 				Prefix:  m.Prefix,
@@ -157,6 +183,44 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 		// Types are resolved from the catalog; origins do not matter.
 	}
 	return nil, nil
+}
+
+// keep adds a change to the open transaction, until the transaction passes
+// maxTx: from then on only the tables it touches are recorded.
+func (s *stream) keep(c Change) {
+	t := s.txn
+	if t.TooLarge {
+		t.Tables = append(t.Tables, c.Table)
+		return
+	}
+	t.size += changeSize(&c)
+	if s.maxTx > 0 && t.size > s.maxTx {
+		t.TooLarge = true
+		for i := range t.Changes {
+			t.Tables = append(t.Tables, t.Changes[i].Table)
+		}
+		t.Tables = append(t.Tables, c.Table)
+		t.Changes, t.Messages = nil, nil
+		return
+	}
+	t.Changes = append(t.Changes, c)
+	if len(t.Changes) >= chunkChanges {
+		s.chunk = &Txn{Xid: t.Xid, CommitTime: t.CommitTime, Changes: t.Changes, Messages: t.Messages, Partial: true}
+		t.Changes, t.Messages, t.chunked = nil, nil, true
+	}
+}
+
+// changeSize is the decoded row data of a change (its JSON values and
+// column names), what database.max_tx_bytes bounds.
+func changeSize(c *Change) int {
+	n := 0
+	for _, col := range c.New {
+		n += len(col.Value) + len(col.Name)
+	}
+	for _, col := range c.Old {
+		n += len(col.Value) + len(col.Name)
+	}
+	return n
 }
 
 func (s *stream) change(id uint32, what string) (*relation, error) {

@@ -77,10 +77,44 @@ type Txn struct {
 	CommitTime time.Time
 	Changes    []Change
 	Messages   []Message
+	// TooLarge says the transaction's decoded data passed
+	// Config.MaxTxBytes: Changes and Messages are empty, and Tables lists
+	// the tables it touched (spec §3.10).
+	TooLarge bool
+	Tables   []string
+	// Partial says this is a chunk of a larger transaction, handed on
+	// before its commit so that the reader never holds a large
+	// transaction whole: the chunks of one Xid come in order, and the last
+	// one (Partial false) carries the commit's CommitLSN and EndLSN. Only
+	// committed transactions are sent (pgoutput protocol version 1); a
+	// sink discards an unfinished one when a new session starts
+	// (StreamStarter).
+	Partial bool
+	// size is the decoded bytes so far (while the transaction is open);
+	// chunked says Partial chunks of it were handed on.
+	size    int
+	chunked bool
 }
 
 // Sink takes whole transactions in commit order. Once it returns nil the
-// transaction is the taker's, and its EndLSN may be confirmed.
+// transaction is the taker's (it may release its changes), and its EndLSN
+// may be confirmed.
 type Sink interface {
 	Apply(txn *Txn) error
+}
+
+// StreamStarter is implemented by a sink that wants to know, in order with
+// the transactions, where each replication session's stream starts: epoch
+// is the stream's epoch (snorky.stream; "" without the snorky schema) and
+// from the position the session streams after (the slot's confirmed
+// position on a fresh start).
+type StreamStarter interface {
+	StartStream(epoch string, from uint64) error
+}
+
+// ConfirmLimiter is implemented by a sink that holds transactions it took
+// (a replay window): the reader never confirms past lsn while limited, so
+// that after a restart PostgreSQL sends them again (R2, R3).
+type ConfirmLimiter interface {
+	ConfirmLimit() (lsn uint64, limited bool)
 }

@@ -17,8 +17,15 @@ type Config struct {
 	// MaxMessageBytes is the largest incoming message; a larger one closes
 	// the connection with 1009. Default 65536.
 	MaxMessageBytes int64
-	// SendQueueBytes bounds a connection's send queue. Default 1 MiB.
+	// SendQueueBytes bounds the bytes waiting in a connection's send queue
+	// behind what its writer is sending; past it the connection is a slow
+	// consumer (4008). Streams (large transactions and replays, spec
+	// §3.10) are not counted in bytes but in MaxLag. Default 1 MiB.
 	SendQueueBytes int
+	// MaxLag bounds how long anything may wait in a connection's queue
+	// before its writer takes it; a connection further behind is a slow
+	// consumer (4008). Default 30s.
+	MaxLag time.Duration
 	// PingInterval is the time between pings; a peer that answers no ping
 	// (and sends nothing) for two intervals is dropped. Default 25s;
 	// negative disables pings and the read deadline.
@@ -72,6 +79,9 @@ func (c Config) withDefaults() Config {
 	if c.SendQueueBytes == 0 {
 		c.SendQueueBytes = 1 << 20
 	}
+	if c.MaxLag == 0 {
+		c.MaxLag = 30 * time.Second
+	}
 	if c.PingInterval == 0 {
 		c.PingInterval = 25 * time.Second
 	}
@@ -110,6 +120,9 @@ func (c Config) Validate() error {
 	}
 	if c.SendQueueBytes < 0 {
 		return errors.New("frontend.send_queue_bytes: must be positive")
+	}
+	if c.MaxLag < 0 {
+		return errors.New("frontend.max_lag: must be positive")
 	}
 	if c.WriteTimeout < 0 {
 		return errors.New("frontend.write_timeout: must be positive")

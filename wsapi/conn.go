@@ -23,9 +23,13 @@ type conn struct {
 	lim      connLimits  // idle and authentication deadlines (idle.go)
 
 	mu     sync.Mutex
-	queue  [][]byte
+	queue  []item
 	latest map[string]int // SendLatest key → index in queue
-	queued int            // bytes in queue
+	queued int            // bytes of the frames in queue
+	// since is when the oldest item in queue was queued (zero when empty);
+	// exempt says the queue began with a stream, which counts for neither
+	// bytes nor lag: it is what the writer takes next.
+	since time.Time
 	// closeCode is set once the connection is closing; the writer then
 	// sends a close frame and ends. flush says whether queued frames are
 	// written first.
@@ -36,6 +40,12 @@ type conn struct {
 
 	wake chan struct{}
 	done chan struct{} // closed when the writer has ended
+}
+
+// item is one queued frame, or a stream of frames produced by the writer.
+type item struct {
+	frame  []byte
+	stream rpc.Stream
 }
 
 func newConn(h *Handler, ws *websocket.Conn) *conn {
@@ -63,22 +73,43 @@ func (c *conn) signal() {
 	}
 }
 
+// behindLocked reports whether adding n bytes of frames makes the
+// connection a slow consumer: more than SendQueueBytes waiting, or the
+// oldest waiting item older than MaxLag (spec §3.10: how far behind the
+// connection is, beyond what it is being sent).
+func (c *conn) behindLocked(n int, now time.Time) bool {
+	if c.queued+n > c.h.cfg.SendQueueBytes {
+		return true
+	}
+	return !c.since.IsZero() && now.Sub(c.since) > c.h.cfg.MaxLag
+}
+
+// enqueueLocked appends items; the caller has checked the bounds.
+func (c *conn) enqueueLocked(n int, now time.Time, items ...item) (wasEmpty bool) {
+	wasEmpty = len(c.queue) == 0
+	if wasEmpty {
+		c.since = now
+	}
+	c.queue = append(c.queue, items...)
+	c.queued += n
+	return wasEmpty
+}
+
 // Send queues frame; see rpc.Conn.
 func (c *conn) Send(frame []byte) {
+	now := time.Now()
 	c.mu.Lock()
 	if c.closeCode != 0 {
 		c.mu.Unlock()
 		return
 	}
-	if c.queued+len(frame) > c.h.cfg.SendQueueBytes {
+	if c.behindLocked(len(frame), now) {
 		c.overflowLocked()
 		c.mu.Unlock()
 		c.abortWrite()
 		return
 	}
-	wasEmpty := len(c.queue) == 0
-	c.queue = append(c.queue, frame)
-	c.queued += len(frame)
+	wasEmpty := c.enqueueLocked(len(frame), now, item{frame: frame})
 	c.mu.Unlock()
 	if wasEmpty {
 		c.signal()
@@ -92,20 +123,49 @@ func (c *conn) SendMany(frames [][]byte) {
 	for _, f := range frames {
 		n += len(f)
 	}
+	now := time.Now()
 	c.mu.Lock()
 	if c.closeCode != 0 {
 		c.mu.Unlock()
 		return
 	}
-	if c.queued+n > c.h.cfg.SendQueueBytes {
+	if c.behindLocked(n, now) {
 		c.overflowLocked()
 		c.mu.Unlock()
 		c.abortWrite()
 		return
 	}
 	wasEmpty := len(c.queue) == 0
-	c.queue = append(c.queue, frames...)
+	if wasEmpty {
+		c.since = now
+	}
+	for _, f := range frames {
+		c.queue = append(c.queue, item{frame: f})
+	}
 	c.queued += n
+	c.mu.Unlock()
+	if wasEmpty {
+		c.signal()
+	}
+}
+
+// SendStream queues a stream (rpc.StreamSender). Its bytes do not count
+// against SendQueueBytes: the frames are produced as the socket drains.
+// Only the lag rule applies.
+func (c *conn) SendStream(s rpc.Stream) {
+	now := time.Now()
+	c.mu.Lock()
+	if c.closeCode != 0 {
+		c.mu.Unlock()
+		return
+	}
+	if c.behindLocked(0, now) {
+		c.overflowLocked()
+		c.mu.Unlock()
+		c.abortWrite()
+		return
+	}
+	wasEmpty := c.enqueueLocked(0, now, item{stream: s})
 	c.mu.Unlock()
 	if wasEmpty {
 		c.signal()
@@ -115,14 +175,15 @@ func (c *conn) SendMany(frames [][]byte) {
 // SendLatest queues frame, replacing a frame queued under key and not yet
 // written.
 func (c *conn) SendLatest(key string, frame []byte) {
+	now := time.Now()
 	c.mu.Lock()
 	if c.closeCode != 0 {
 		c.mu.Unlock()
 		return
 	}
 	if i, ok := c.latest[key]; ok {
-		c.queued += len(frame) - len(c.queue[i])
-		c.queue[i] = frame
+		c.queued += len(frame) - len(c.queue[i].frame)
+		c.queue[i].frame = frame
 		if c.queued > c.h.cfg.SendQueueBytes {
 			c.overflowLocked()
 			c.mu.Unlock()
@@ -132,7 +193,7 @@ func (c *conn) SendLatest(key string, frame []byte) {
 		c.mu.Unlock()
 		return
 	}
-	if c.queued+len(frame) > c.h.cfg.SendQueueBytes {
+	if c.behindLocked(len(frame), now) {
 		c.overflowLocked()
 		c.mu.Unlock()
 		c.abortWrite()
@@ -142,9 +203,7 @@ func (c *conn) SendLatest(key string, frame []byte) {
 		c.latest = make(map[string]int)
 	}
 	c.latest[key] = len(c.queue)
-	wasEmpty := len(c.queue) == 0
-	c.queue = append(c.queue, frame)
-	c.queued += len(frame)
+	wasEmpty := c.enqueueLocked(len(frame), now, item{frame: frame})
 	c.mu.Unlock()
 	if wasEmpty {
 		c.signal()
@@ -161,7 +220,7 @@ func (c *conn) abortWrite() {
 
 func (c *conn) overflowLocked() {
 	c.closeCode, c.closeReason, c.flush = rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer, false
-	c.queue, c.latest, c.queued = nil, nil, 0
+	c.queue, c.latest, c.queued, c.since = nil, nil, 0, time.Time{}
 	c.h.metrics.slowConsumers.Inc()
 	c.h.log.Warn("closing slow consumer", "conn", c.id, "send_queue_bytes", c.h.cfg.SendQueueBytes)
 }
@@ -181,7 +240,7 @@ func (c *conn) Close(code int, reason string) {
 func (c *conn) readerGone() {
 	c.mu.Lock()
 	c.readerDone = true
-	c.queue, c.latest, c.queued = nil, nil, 0
+	c.queue, c.latest, c.queued, c.since = nil, nil, 0, time.Time{}
 	c.mu.Unlock()
 	c.signal()
 }
@@ -203,12 +262,12 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 // writeLoop is the connection's writer goroutine.
 func (c *conn) writeLoop() {
 	defer close(c.done)
-	var spare [][]byte
+	var spare []item
 	for {
 		<-c.wake
 		c.mu.Lock()
 		frames := c.queue
-		c.queue, c.latest, c.queued = spare[:0], nil, 0
+		c.queue, c.latest, c.queued, c.since = spare[:0], nil, 0, time.Time{}
 		code, reason, flush, gone := c.closeCode, c.closeReason, c.flush, c.readerDone
 		c.mu.Unlock()
 
@@ -253,29 +312,69 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// writeFrames writes each frame as one unmasked text message, all in one
-// write.
-func (c *conn) writeFrames(frames [][]byte) error {
+// writeChunk is the size at which the writer writes what it has built,
+// so that a stream never needs more than about this much buffer.
+const writeChunk = 256 << 10
+
+// writeFrames writes each frame as one unmasked text message, streams
+// frame by frame, in writes of about writeChunk bytes.
+func (c *conn) writeFrames(items []item) error {
 	bp := bufPool.Get().(*[]byte)
 	buf := (*bp)[:0]
-	for _, f := range frames {
-		buf = appendFrameHeader(buf, len(f))
-		buf = append(buf, f...)
-	}
+	var scratch []byte
 	nc := c.ws.NetConn()
-	nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
+	flush := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
+		if c.aborted.Load() {
+			c.writeSlowClose(nil)  // slowclose.go
+			return errSlowConsumer // overflowed before the deadline was set
+		}
+		n, err := nc.Write(buf)
+		if err != nil && c.aborted.Load() {
+			c.writeSlowClose(frameRest(buf, n)) // slowclose.go: complete the frame, then 4008
+		}
+		buf = buf[:0]
+		return err
+	}
 	var err error
-	if c.aborted.Load() {
-		err = errSlowConsumer // overflowed before the deadline was set
-		c.writeSlowClose(nil)
-	} else {
-		var n int
-		if n, err = nc.Write(buf); err != nil && c.aborted.Load() {
-			c.writeSlowClose(frameRest(buf, n)) // slowclose.go
+	for _, it := range items {
+		if it.stream == nil {
+			buf = appendFrameHeader(buf, len(it.frame))
+			buf = append(buf, it.frame...)
+			c.h.metrics.countOut(it.frame)
+		} else {
+			for {
+				f, ok := it.stream.Next(scratch[:0])
+				if !ok {
+					break
+				}
+				scratch = f
+				buf = appendFrameHeader(buf, len(f))
+				buf = append(buf, f...)
+				c.h.metrics.countOut(f)
+				if len(buf) >= writeChunk {
+					if err = flush(); err != nil {
+						break
+					}
+				}
+			}
+		}
+		if err != nil {
+			break
+		}
+		if len(buf) >= writeChunk {
+			if err = flush(); err != nil {
+				break
+			}
 		}
 	}
-	c.h.metrics.countOut(frames)
-	if cap(buf) <= 256<<10 {
+	if err == nil {
+		err = flush()
+	}
+	if cap(buf) <= 512<<10 {
 		*bp = buf
 		bufPool.Put(bp)
 	}

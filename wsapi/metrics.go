@@ -68,7 +68,7 @@ var servicePrefix = []byte(`{"service":"`)
 
 // countOut counts written frames by the service named at their start (every
 // frame is an envelope this server encoded).
-func (m *metrics) countOut(frames [][]byte) {
+func (m *metrics) countOut(frames ...[]byte) {
 	for _, f := range frames {
 		c := m.outOther
 		if bytes.HasPrefix(f, servicePrefix) {

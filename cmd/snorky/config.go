@@ -29,6 +29,7 @@ type Config struct {
 	Services ServicesConfig          `koanf:"services"`
 	PubSub   PubSubConfig            `koanf:"pubsub"`
 	Limits   LimitsConfig            `koanf:"limits"`
+	DataSync DataSyncConfig          `koanf:"datasync"`
 	Models   map[string]ModelConfig  `koanf:"models"`
 	Dealers  map[string]DealerConfig `koanf:"dealers"`
 	Log      LogConfig               `koanf:"log"`
@@ -45,6 +46,10 @@ type DatabaseConfig struct {
 	ReplicaIdentity string        `koanf:"replica_identity"`
 	Migrate         bool          `koanf:"migrate"`
 	History         HistoryConfig `koanf:"history"`
+	// MaxTxBytes bounds the decoded row data of one transaction (and the
+	// size of a publishDeltas batch); over it, subscribers of the models it
+	// touched must refetch (spec §3.10). 0 disables the cap.
+	MaxTxBytes ByteSize `koanf:"max_tx_bytes"`
 	// StatusInterval is the period of standby status updates to
 	// PostgreSQL (confirmed position); HeartbeatInterval the period of the
 	// heartbeat message that lets the slot advance on an idle database
@@ -53,7 +58,17 @@ type DatabaseConfig struct {
 	HeartbeatInterval time.Duration `koanf:"heartbeat_interval"`
 }
 
-// HistoryConfig bounds the recent transactions the engine keeps.
+// DataSyncConfig tunes resume (spec §3.9).
+type DataSyncConfig struct {
+	// PositionInterval is how often opted-in connections get position
+	// notifications; ResumeWait how long a resume waits for a restarted
+	// server to reach the client's offset.
+	PositionInterval time.Duration `koanf:"position_interval"`
+	ResumeWait       time.Duration `koanf:"resume_wait"`
+}
+
+// HistoryConfig bounds the replay window: the recent transactions the
+// engine keeps for acquire, resume and snapshot handoff.
 type HistoryConfig struct {
 	MaxAge   time.Duration `koanf:"max_age"`
 	MaxBytes ByteSize      `koanf:"max_bytes"`
@@ -75,6 +90,7 @@ type FrontendConfig struct {
 	SendQueueBytes  ByteSize      `koanf:"send_queue_bytes"`
 	PingInterval    time.Duration `koanf:"ping_interval"`
 	WriteTimeout    time.Duration `koanf:"write_timeout"`
+	MaxLag          time.Duration `koanf:"max_lag"`
 	TLS             TLSConfig     `koanf:"tls"`
 }
 
@@ -96,6 +112,7 @@ type TokensConfig struct {
 	Secret         string        `koanf:"secret"`
 	AcquireTimeout time.Duration `koanf:"acquire_timeout"`
 	IdentityTTL    time.Duration `koanf:"identity_ttl"`
+	ResumeTTL      time.Duration `koanf:"resume_ttl"`
 }
 
 // ServicesConfig holds the service names on the wire.
@@ -188,11 +205,15 @@ func defaults() map[string]any {
 		"frontend.send_queue_bytes":       "1MiB",
 		"frontend.ping_interval":          "25s",
 		"frontend.write_timeout":          "10s",
+		"frontend.max_lag":                "30s",
 		"backend.listen":                  "127.0.0.1:5002",
 		"backend.path":                    "/backend",
 		"backend.max_body_bytes":          "1MiB",
 		"tokens.acquire_timeout":          "120s",
 		"tokens.identity_ttl":             "24h",
+		"tokens.resume_ttl":               "24h",
+		"datasync.position_interval":      "5s",
+		"datasync.resume_wait":            "10s",
 		"services.pubsub":                 "pubsub",
 		"services.pubsub_backend":         "pubsub_backend",
 		"services.messaging":              "messaging",
@@ -208,7 +229,7 @@ func defaults() map[string]any {
 		"limits.channels_per_connection":  256,
 		"limits.documents_per_connection": 64,
 		"limits.message_body_bytes":       "16KiB",
-		"limits.pending_bytes":            "512KiB",
+		"limits.pending_bytes":            "8MiB",
 		// Hardening (issue 11); README "Running on the internet".
 		"limits.idle_timeout":                 "60s",
 		"limits.auth_timeout":                 "10s",
@@ -243,6 +264,7 @@ func databaseDefaults() map[string]any {
 		"database.replica_identity":   "full",
 		"database.history.max_age":    "2m",
 		"database.history.max_bytes":  "64MiB",
+		"database.max_tx_bytes":       "64MiB",
 		"database.status_interval":    "5s",
 		"database.heartbeat_interval": "10s",
 	}
@@ -496,9 +518,6 @@ func (c *Config) validate() error {
 	}
 	if c.Shutdown.Timeout <= 0 {
 		return errors.New("shutdown.timeout: must be positive")
-	}
-	if c.Limits.PendingBytes >= c.Frontend.SendQueueBytes {
-		return fmt.Errorf("limits.pending_bytes: %d must be below frontend.send_queue_bytes (%d): an acquire sends every pending delta at once, and a queue that cannot hold them closes the connection as a slow consumer", c.Limits.PendingBytes, c.Frontend.SendQueueBytes)
 	}
 	return nil
 }

@@ -71,7 +71,6 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\nmodels: {T: {table: t}}", "models.T.table"},
 		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\ndatabase: {url: postgres://x/y, replica_identity: default}\nmodels: {T: {table: t}}\ndealers: {D: {model: T, kind: filter}}", "dealers.D"},
 		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\nfrontend: {allowed_origins: [example.com]}", "frontend.allowed_origins[0]"},
-		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\nfrontend: {send_queue_bytes: 256KiB}", "limits.pending_bytes"},
 	} {
 		cfg, _, err := loadConfig(writeConfig(t, tc.yaml), nil)
 		if err != nil {

@@ -36,6 +36,7 @@ type server struct {
 	front, back       *rpc.Registry
 	datasync          *datasync.Engine
 	reader            *cdc.Reader // nil without a database
+	pool              *cdc.Pool   // nil without a database
 	ws                *wsapi.Handler
 	backend           *backendapi.Handler
 	frontLn, backLn   net.Listener
@@ -125,9 +126,18 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		}
 		dsCfg.Models[name] = datasync.Model{Table: table, Key: m.Key, Columns: m.Columns}
 	}
+	dsCfg.PositionInterval = cfg.DataSync.PositionInterval
+	dsCfg.ResumeWait = cfg.DataSync.ResumeWait
+	dsCfg.ResumeTTL = cfg.Tokens.ResumeTTL
 	if cfg.Database != nil {
 		dsCfg.HistoryMaxAge = cfg.Database.History.MaxAge
 		dsCfg.HistoryMaxBytes = int(cfg.Database.History.MaxBytes)
+		dsCfg.MaxTxBytes = int(cfg.Database.MaxTxBytes)
+		s.pool = cdc.NewPool(cfg.Database.URL)
+		dsCfg.PublishWAL = func(ctx context.Context, payload []byte) (uint64, error) {
+			return s.pool.Emit(ctx, datasync.MessagePrefix, payload)
+		}
+		dsCfg.CurrentSnapshot = s.pool.CurrentSnapshot
 	}
 	for name, d := range cfg.Dealers {
 		dsCfg.Dealers[name] = dealers.Config{Model: d.Model, Kind: dealers.Kind(d.Kind), Key: d.Key}
@@ -199,6 +209,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		SendQueueBytes:    int(cfg.Frontend.SendQueueBytes),
 		PingInterval:      cfg.Frontend.PingInterval,
 		WriteTimeout:      cfg.Frontend.WriteTimeout,
+		MaxLag:            cfg.Frontend.MaxLag,
 		CommandsPerSecond: cfg.Limits.CommandsPerSecond,
 		RateLimitGrace:    cfg.Limits.RateLimitGrace,
 		IdleTimeout:       idleTimeout(lim.IdleTimeout),
@@ -222,6 +233,10 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.backend.SetDetail("window", func() any {
+		w := s.datasync.Window()
+		return map[string]any{"epoch": w.Epoch, "transactions": w.Transactions, "bytes": w.Bytes, "floor": w.Floor, "newest": w.Newest}
+	})
 	return s, nil
 }
 
@@ -267,6 +282,12 @@ func (s *server) run(ctx context.Context) error {
 	go func() { errc <- serveHTTP(s.backSrv, s.backLn, "backend") }()
 	dbCtx, stopDB := context.WithCancel(context.Background())
 	defer stopDB()
+	dsCtx, stopDS := context.WithCancel(context.Background())
+	defer stopDS()
+	go s.datasync.Run(dsCtx)
+	if s.pool != nil {
+		defer s.pool.Close()
+	}
 	dbDone := make(chan struct{})
 	if s.reader != nil {
 		go func() {

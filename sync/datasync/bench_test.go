@@ -34,7 +34,7 @@ func BenchmarkPublishDeltas(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := e.acquire(&nopConn{id: uint64(i)}, tok); err != nil {
+		if _, err := e.acquire(&nopConn{id: uint64(i)}, tok, false); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package datasync
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,19 +34,42 @@ type Config struct {
 	// AcquireTimeout is how long an authorised subscription waits for its
 	// acquire. Default 120s.
 	AcquireTimeout time.Duration
-	// PendingBytes bounds the deltas buffered for a subscription before it
-	// is acquired; past it the subscription is dropped. Default 512 KiB
-	// (below the default 1 MiB send queue, so the flush on acquire fits).
+	// PendingBytes bounds the deltas an acquire replays from the window
+	// (what the subscription missed between authorisation and acquire);
+	// past it the acquire answers "Subscription dropped: too many pending
+	// deltas". Default 8 MiB.
 	PendingBytes int
 	// Signer signs subscription tokens. Required.
 	Signer *token.Signer
 	// Database says a PostgreSQL source feeds the engine (snapshots need
 	// one).
 	Database bool
-	// HistoryMaxAge and HistoryMaxBytes bound the recent transactions kept
-	// for snapshot handoff (D8). Defaults 2 minutes and 64 MiB.
+	// HistoryMaxAge and HistoryMaxBytes bound the replay window: the recent
+	// transactions kept for acquire, resume (§3.9) and snapshot handoff
+	// (D8). Defaults 2 minutes and 64 MiB.
 	HistoryMaxAge   time.Duration
 	HistoryMaxBytes int
+	// MaxTxBytes bounds a publishDeltas batch ("Batch too large"); the
+	// PostgreSQL reader bounds transactions with the same figure. 0: no
+	// bound. Default 64 MiB.
+	MaxTxBytes int
+	// PositionInterval is how often opted-in connections get position
+	// notifications (at most). Default 5s.
+	PositionInterval time.Duration
+	// ResumeWait is how long a resume waits for the server to reach the
+	// client's offset (after a restart). Default 10s.
+	ResumeWait time.Duration
+	// ResumeTTL is the lifetime of resume credentials. Default 24h.
+	ResumeTTL time.Duration
+	// PublishWAL, with a database, writes a publishDeltas batch to the WAL
+	// as a transactional logical message (prefix MessagePrefix) and returns
+	// the message's LSN; the batch is delivered when the reader takes it.
+	// Nil: batches are delivered from memory.
+	PublishWAL func(ctx context.Context, payload []byte) (lsn uint64, err error)
+	// CurrentSnapshot returns pg_current_snapshot() of the server's own
+	// connection, to refuse snapshots from the future. Nil: only the
+	// transactions seen are used.
+	CurrentSnapshot func(ctx context.Context) (string, error)
 	// Publish delivers a PubSub message published from SQL (snorky.publish);
 	// nil refuses such messages.
 	Publish func(channel, message json.RawMessage) error
@@ -63,6 +87,21 @@ func (c *Config) Validate() error {
 	}
 	if c.PendingBytes < 0 {
 		return errors.New("limits.pending_bytes: must be positive")
+	}
+	if c.MaxTxBytes < 0 {
+		return errors.New("database.max_tx_bytes: must be 0 (no cap) or positive")
+	}
+	if c.PositionInterval < 0 {
+		return errors.New("datasync.position_interval: must be positive")
+	}
+	if c.ResumeWait < 0 {
+		return errors.New("datasync.resume_wait: must be positive")
+	}
+	if c.ResumeTTL < 0 {
+		return errors.New("tokens.resume_ttl: must be positive")
+	}
+	if age, acq := c.HistoryMaxAge, c.AcquireTimeout; age > 0 && acq > age {
+		return fmt.Errorf("tokens.acquire_timeout: %v is longer than database.history.max_age (%v): an acquire replays what the subscription missed from the window, so the window must outlive the acquire deadline", acq, age)
 	}
 	tables := map[string]string{}
 	for _, name := range slices.Sorted(maps.Keys(c.Models)) {
@@ -119,7 +158,16 @@ func (c *Config) withDefaults() {
 		c.AcquireTimeout = 120 * time.Second
 	}
 	if c.PendingBytes == 0 {
-		c.PendingBytes = 512 << 10
+		c.PendingBytes = 8 << 20
+	}
+	if c.PositionInterval == 0 {
+		c.PositionInterval = 5 * time.Second
+	}
+	if c.ResumeWait == 0 {
+		c.ResumeWait = 10 * time.Second
+	}
+	if c.ResumeTTL == 0 {
+		c.ResumeTTL = 24 * time.Hour
 	}
 	if c.HistoryMaxAge == 0 {
 		c.HistoryMaxAge = 2 * time.Minute

@@ -1,7 +1,7 @@
 package datasync
 
 import (
-	"cmp"
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -30,33 +30,37 @@ type Engine struct {
 	byModel map[string][]*dealers.Dealer
 	models  map[string]*model
 	byTable map[string]*model
-	subs    map[uint64]*subscription // by dealer-facing sequence number
+	subs    map[uint64]*subscription // acquired, by dealer-facing sequence number
 	byID    map[string]*subscription // by the public id in the token
-	dropped map[string]struct{}      // ids dropped for too many pending deltas
 	byConn  map[rpc.Conn]map[*subscription]struct{}
-	nextSeq uint64
+	// resumable holds the connections that opted in to resume (§3.9).
+	resumable map[rpc.Conn]*connState
+	nextSeq   uint64
 
-	// The stream position (spec §3.6): the end LSN of the last PostgreSQL
-	// transaction taken, and the publishDeltas batches accepted since.
-	lsn   uint64
-	batch uint32
-
-	history *history // nil without a database
+	// The stream: its epoch, the position of the last transaction (or
+	// batch) taken, and the replay window. started is false until the
+	// PostgreSQL reader says where its stream starts (always true without
+	// a database).
+	epoch   string
+	started bool
+	pos     pos
+	window  *window
+	// advanced is closed (and replaced) whenever pos or the epoch changes.
+	advanced chan struct{}
+	// maxXid is the newest transaction ID seen from PostgreSQL (widened).
+	maxXid uint64
 	// horizon is a snapshot taken before the reader began streaming: every
-	// transaction it did not see reaches the engine, so the history is
+	// transaction it did not see reaches the engine, so the window is
 	// complete for exactly those (see coversSnapshotLocked).
 	horizon *snapshot
 
-	// Scratch state of one routing pass, reused.
-	marks  map[uint64]uint8
-	out    []outFrame // a transaction's frames, queued together at its end
-	frames [][]byte
-}
+	// open is a transaction whose chunks are arriving (cdc.Txn.Partial).
+	open *openTxn
 
-// outFrame is a frame for a connection, held until its transaction ends.
-type outFrame struct {
-	c     rpc.Conn
-	frame []byte
+	// Scratch state of one routing pass, reused.
+	marks map[uint64]uint8
+	outs  map[rpc.Conn]*connOut
+	order []rpc.Conn
 }
 
 type model struct {
@@ -71,21 +75,30 @@ type model struct {
 }
 
 type subscription struct {
-	seq     uint64
-	id      string
-	items   []item
-	owner   rpc.Conn
-	pending [][]byte
-	size    int // bytes pending
-	timer   *time.Timer
+	seq   uint64
+	id    string
+	items []item
+	raw   []json.RawMessage // the items as authorised (for resume credentials)
+	owner rpc.Conn
+	// start is the position the subscription is entitled from: it receives
+	// the deltas after it.
+	start pos
+	timer *time.Timer
 	// snap, when set, is the snapshot the application's query saw: the
 	// transactions visible in it are never delivered (D8).
-	snap *snapshot
+	snap     *snapshot
+	snapText string
 }
 
 type item struct {
 	d *dealers.Dealer
 	q dealers.Query
+}
+
+// connState is what the engine keeps for a connection that opted in to
+// resume: the last position notification sent.
+type connState struct {
+	sent pos
 }
 
 // New builds the engine. Metrics are registered on reg when it is not nil.
@@ -98,21 +111,26 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{
-		cfg:     cfg,
-		log:     log,
-		name:    rpc.QuoteName(cfg.Service),
-		dealers: map[string]*dealers.Dealer{},
-		byModel: map[string][]*dealers.Dealer{},
-		models:  map[string]*model{},
-		byTable: map[string]*model{},
-		subs:    map[uint64]*subscription{},
-		byID:    map[string]*subscription{},
-		dropped: map[string]struct{}{},
-		byConn:  map[rpc.Conn]map[*subscription]struct{}{},
-		marks:   map[uint64]uint8{},
+		cfg:       cfg,
+		log:       log,
+		name:      rpc.QuoteName(cfg.Service),
+		dealers:   map[string]*dealers.Dealer{},
+		byModel:   map[string][]*dealers.Dealer{},
+		models:    map[string]*model{},
+		byTable:   map[string]*model{},
+		subs:      map[uint64]*subscription{},
+		byID:      map[string]*subscription{},
+		byConn:    map[rpc.Conn]map[*subscription]struct{}{},
+		resumable: map[rpc.Conn]*connState{},
+		window:    newWindow(cfg.HistoryMaxAge, cfg.HistoryMaxBytes),
+		advanced:  make(chan struct{}),
+		marks:     map[uint64]uint8{},
+		outs:      map[rpc.Conn]*connOut{},
 	}
-	if cfg.Database {
-		e.history = newHistory(cfg.HistoryMaxAge, cfg.HistoryMaxBytes)
+	if !cfg.Database {
+		// Without a database the window lives in memory only: a restart is
+		// a new stream.
+		e.epoch, e.started = randomEpoch(), true
 	}
 	m, err := newMetrics(reg, e)
 	if err != nil {
@@ -146,6 +164,12 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 	return e, nil
 }
 
+func randomEpoch() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // Subscriptions returns the number of live subscriptions.
 func (e *Engine) Subscriptions() int {
 	e.mu.Lock()
@@ -154,49 +178,73 @@ func (e *Engine) Subscriptions() int {
 }
 
 // newSubscriptionLocked registers a subscription with its items and arms
-// its acquire deadline.
-func (e *Engine) newSubscriptionLocked(items []item) *subscription {
+// its acquire deadline. It joins the dealers' index when acquired.
+func (e *Engine) newSubscriptionLocked(id string, items []item, raw []json.RawMessage) *subscription {
 	e.nextSeq++
-	var idb [16]byte
-	rand.Read(idb[:])
-	s := &subscription{seq: e.nextSeq, id: hex.EncodeToString(idb[:]), items: items}
-	for _, it := range items {
-		it.d.Add(s.seq, it.q)
+	if id == "" {
+		var idb [16]byte
+		rand.Read(idb[:])
+		id = hex.EncodeToString(idb[:])
 	}
-	e.subs[s.seq] = s
+	s := &subscription{seq: e.nextSeq, id: id, items: items, raw: raw, start: e.pos}
 	e.byID[s.id] = s
 	s.timer = time.AfterFunc(e.cfg.AcquireTimeout, func() { e.expire(s) })
 	return s
 }
 
-// expire ends a subscription that was not acquired in time, and forgets a
-// dropped one.
+// expire ends a subscription that was not acquired in time.
 func (e *Engine) expire(s *subscription) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	delete(e.dropped, s.id)
 	if e.byID[s.id] == s && s.owner == nil {
 		e.removeLocked(s)
 		e.metrics.expired.Inc()
 	}
 }
 
-func (e *Engine) removeLocked(s *subscription) {
+// bindLocked makes c the owner of s and puts s in the dealers' index.
+func (e *Engine) bindLocked(s *subscription, c rpc.Conn) {
+	s.timer.Stop()
+	if s.owner != nil {
+		e.unbindLocked(s)
+	}
+	s.owner = c
+	m := e.byConn[c]
+	if m == nil {
+		m = map[*subscription]struct{}{}
+		e.byConn[c] = m
+	}
+	m[s] = struct{}{}
+	for _, it := range s.items {
+		it.d.Add(s.seq, it.q)
+	}
+	e.subs[s.seq] = s
+}
+
+// unbindLocked takes s out of the index and off its owner.
+func (e *Engine) unbindLocked(s *subscription) {
+	if s.owner == nil {
+		return
+	}
 	for _, it := range s.items {
 		it.d.Remove(s.seq, it.q)
 	}
 	delete(e.subs, s.seq)
-	delete(e.byID, s.id)
-	if s.owner != nil {
-		if m := e.byConn[s.owner]; m != nil {
-			delete(m, s)
-			if len(m) == 0 {
-				delete(e.byConn, s.owner)
-			}
+	if m := e.byConn[s.owner]; m != nil {
+		delete(m, s)
+		if len(m) == 0 {
+			delete(e.byConn, s.owner)
 		}
 	}
+	s.owner = nil
+}
+
+func (e *Engine) removeLocked(s *subscription) {
+	e.unbindLocked(s)
+	if e.byID[s.id] == s {
+		delete(e.byID, s.id)
+	}
 	s.timer.Stop()
-	s.pending, s.size = nil, 0
 }
 
 // disconnect ends every subscription c acquired.
@@ -207,18 +255,31 @@ func (e *Engine) disconnect(c rpc.Conn) {
 		e.removeLocked(s)
 	}
 	delete(e.byConn, c)
+	delete(e.resumable, c)
 }
 
-// delta is one delta being routed.
+// deltaType is a delta's type (spec §3.6).
+type deltaType uint8
+
+const (
+	typeInsert deltaType = iota + 1
+	typeUpdate
+	typeDelete
+	typeTruncate
+)
+
+var typeNames = [...]string{typeInsert: "insert", typeUpdate: "update", typeDelete: "delete", typeTruncate: "truncate"}
+
+func (t deltaType) String() string { return typeNames[t] }
+
+// delta is one delta of a transaction; its offset is its transaction's
+// position and its index.
 type delta struct {
 	model     *model
-	typ       string // insert, update, delete, truncate
+	typ       deltaType
 	data      json.RawMessage
 	old       json.RawMessage // update: oldData
 	unchanged []string
-	offset    [32]byte
-	lsn       uint64 // 0: not from PostgreSQL
-	xid       uint32
 }
 
 const (
@@ -226,163 +287,175 @@ const (
 	inNew
 )
 
-// routeLocked delivers d to every matching subscription (its row data is
-// valid JSON: decoded by encoding/json or encoded by the cdc package): directly to the
-// owner's connection (through e.out when batching a transaction) or to the
-// pending buffer of a subscription not yet acquired.
-func (e *Engine) routeLocked(d *delta, batch bool) error {
+// matchLocked marks in e.marks every acquired subscription that d reaches,
+// with how (spec §3.2).
+func (e *Engine) matchLocked(d *delta) {
+	clear(e.marks)
 	ds := e.byModel[d.model.name]
 	items := 0
 	for _, dl := range ds {
 		items += dl.Len()
 	}
 	if items == 0 {
-		return nil // nobody to route to: do not even parse the row
+		return // nobody to route to: do not even parse the row
 	}
-	clear(e.marks)
 	switch d.typ {
-	case "truncate":
+	case typeTruncate:
 		for _, dl := range ds {
 			dl.All(func(sub uint64) { e.marks[sub] = inNew })
 		}
-	case "insert", "delete":
+	case typeInsert, typeDelete:
 		row := dealers.NewRowValid(d.data)
 		for _, dl := range ds {
 			dl.Match(row, func(sub uint64) { e.marks[sub] = inNew })
 		}
-	case "update":
+	case typeUpdate:
 		newRow, oldRow := dealers.NewRowValid(d.data), dealers.NewRowValid(d.old)
 		for _, dl := range ds {
 			dl.Match(oldRow, func(sub uint64) { e.marks[sub] |= inOld })
 			dl.Match(newRow, func(sub uint64) { e.marks[sub] |= inNew })
 		}
 	}
-	if len(e.marks) == 0 {
-		return nil
-	}
-	var frames [4][]byte // by mark: 1 old only, 2 new only, 3 both
-	for seq, mark := range e.marks {
-		s := e.subs[seq]
-		if s == nil || s.snap != nil && d.lsn != 0 && s.snap.visible(d.xid) {
+}
+
+// deliverLocked routes the deltas [from, to) of t to the acquired
+// subscriptions and queues each connection's share contiguously: as frames
+// encoded once and shared when the transaction is small, as a stream the
+// connection's writer encodes when it is large (spec §3.10).
+func (e *Engine) deliverLocked(t *winTxn, from, to int) {
+	for i := from; i < to; i++ {
+		d := &t.deltas[i]
+		e.matchLocked(d)
+		if len(e.marks) == 0 {
 			continue
 		}
-		f := frames[mark]
-		if f == nil {
-			f = e.encode(d, mark)
-			frames[mark] = f
-		}
-		e.deliverLocked(s, f, batch)
-	}
-	e.metrics.deltas.Inc()
-	return nil
-}
-
-func (e *Engine) deliverLocked(s *subscription, frame []byte, batch bool) {
-	e.metrics.deliveries.Inc()
-	if s.owner == nil {
-		if s.size+len(frame) > e.cfg.PendingBytes {
-			e.log.Warn("dropping subscription: too many pending deltas before acquire", "sub", s.id[:8], "pending_bytes", e.cfg.PendingBytes)
-			e.removeLocked(s)
-			e.dropped[s.id] = struct{}{}
-			s.timer = time.AfterFunc(e.cfg.AcquireTimeout, func() { e.expire(s) })
-			e.metrics.dropped.Inc()
-			return
-		}
-		s.pending = append(s.pending, frame)
-		s.size += len(frame)
-		return
-	}
-	if !batch {
-		s.owner.Send(frame)
-		return
-	}
-	e.out = append(e.out, outFrame{s.owner, frame})
-}
-
-// flushLocked queues a transaction's frames, each connection's together
-// and in order.
-func (e *Engine) flushLocked() {
-	out := e.out
-	slices.SortStableFunc(out, func(a, b outFrame) int { return cmp.Compare(a.c.ID(), b.c.ID()) })
-	for i := 0; i < len(out); {
-		j := i + 1
-		for j < len(out) && out[j].c == out[i].c {
-			j++
-		}
-		if j == i+1 {
-			out[i].c.Send(out[i].frame)
-		} else {
-			e.frames = e.frames[:0]
-			for _, o := range out[i:j] {
-				e.frames = append(e.frames, o.frame)
+		e.metrics.deltas.Inc()
+		for seq, mark := range e.marks {
+			s := e.subs[seq]
+			if s == nil || s.snap != nil && t.db && s.snap.visible(t.xid) {
+				continue
 			}
-			rpc.SendMany(out[i].c, e.frames)
+			e.metrics.deliveries.Inc()
+			o := e.outs[s.owner]
+			if o == nil {
+				o = &connOut{}
+				e.outs[s.owner] = o
+				e.order = append(e.order, s.owner)
+			}
+			o.add(t, uint32(i), mark)
 		}
-		i = j
 	}
-	clear(out)
-	e.out = out[:0]
-	clear(e.frames)
+	if len(e.order) == 0 {
+		return
+	}
+	small := t.size <= smallTxnBytes
+	var cache frameCache
+	for _, c := range e.order {
+		o := e.outs[c]
+		switch {
+		case o.n == 1:
+			p := &o.parts[0]
+			c.Send(cache.frame(e, t, p.runs[0].start, p.runs[0].mark, small))
+		case small:
+			frames := make([][]byte, 0, o.n)
+			for _, p := range o.parts {
+				for _, r := range p.runs {
+					for k := uint32(0); k < r.n; k++ {
+						frames = append(frames, cache.frame(e, t, r.start+k, r.mark, true))
+					}
+				}
+			}
+			rpc.SendMany(c, frames)
+		default:
+			rpc.SendStream(c, &txnStream{e: e, parts: o.parts, size: o.size})
+		}
+		delete(e.outs, c)
+	}
+	clear(e.order)
+	e.order = e.order[:0]
 }
 
-// encode builds the notification frame of d as seen by a subscription with
-// the given mark (spec §3.2: update, or the insert or delete it becomes).
-func (e *Engine) encode(d *delta, mark uint8) []byte {
+// smallTxnBytes is the size up to which a transaction's frames are
+// encoded once and shared; larger ones are streamed (spec §3.10).
+const smallTxnBytes = 128 << 10
+
+// frameCache shares a small transaction's encoded frames among the
+// connections it goes to.
+type frameCache struct {
+	idx    []uint32
+	frames [][4][]byte
+}
+
+func (fc *frameCache) frame(e *Engine, t *winTxn, i uint32, mark uint8, keep bool) []byte {
+	if !keep {
+		return e.encode(nil, t, i, mark)
+	}
+	for k, x := range fc.idx {
+		if x == i {
+			if f := fc.frames[k][mark]; f != nil {
+				return f
+			}
+			f := e.encode(nil, t, i, mark)
+			fc.frames[k][mark] = f
+			return f
+		}
+	}
+	f := e.encode(nil, t, i, mark)
+	var slot [4][]byte
+	slot[mark] = f
+	fc.idx = append(fc.idx, i)
+	fc.frames = append(fc.frames, slot)
+	return f
+}
+
+// encode appends the notification frame of delta i of t as seen by a
+// subscription with the given mark (spec §3.2: update, or the insert or
+// delete it becomes).
+func (e *Engine) encode(b []byte, t *winTxn, i uint32, mark uint8) []byte {
+	d := &t.deltas[i]
 	typ, data := d.typ, d.data
-	if d.typ == "update" {
+	if d.typ == typeUpdate {
 		switch mark {
 		case inNew:
-			typ = "insert"
+			typ = typeInsert
 		case inOld:
-			typ, data = "delete", d.old
+			typ, data = typeDelete, d.old
 		}
 	}
-	b := make([]byte, 0, 96+len(e.name)+len(d.model.quoted)+len(data)+len(d.old))
+	if b == nil {
+		b = make([]byte, 0, 128+len(e.name)+len(d.model.quoted)+len(data)+len(d.old))
+	}
 	b = append(b, `{"service":`...)
 	b = append(b, e.name...)
 	b = append(b, `,"message":{"type":"delta","delta":{"type":"`...)
-	b = append(b, typ...)
+	b = append(b, typeNames[typ]...)
 	b = append(b, `","model":`...)
 	b = append(b, d.model.quoted...)
 	switch typ {
-	case "insert", "delete":
+	case typeInsert, typeDelete:
 		b = append(b, `,"data":`...)
 		b = append(b, data...)
-	case "update":
+	case typeUpdate:
 		b = append(b, `,"newData":`...)
 		b = append(b, d.data...)
 		b = append(b, `,"oldData":`...)
 		b = append(b, d.old...)
 	}
-	if len(d.unchanged) > 0 && (typ == "update" || typ == "insert") {
+	if len(d.unchanged) > 0 && (typ == typeUpdate || typ == typeInsert) {
 		u, _ := json.Marshal(d.unchanged)
 		b = append(b, `,"unchanged":`...)
 		b = append(b, u...)
 	}
 	b = append(b, `,"offset":"`...)
-	b = append(b, d.offset[:]...)
+	b = appendOffset(b, t.pos.lsn, t.pos.batch, i)
 	b = append(b, '"')
-	if d.lsn != 0 {
+	if t.db {
 		b = append(b, `,"lsn":"`...)
-		b = fmt.Appendf(b, "%X/%X", d.lsn>>32, uint32(d.lsn))
+		b = fmt.Appendf(b, "%X/%X", t.lsn>>32, uint32(t.lsn))
 		b = append(b, `","xid":`...)
-		b = fmt.Appendf(b, "%d", d.xid)
+		b = fmt.Appendf(b, "%d", t.xid)
 	}
 	return append(b, "}}}"...)
-}
-
-// setOffset writes the offset of the idx-th delta at the current position.
-func (e *Engine) setOffset(d *delta, idx int) {
-	const hexDigits = "0123456789ABCDEF"
-	put := func(dst []byte, v uint64) {
-		for i := len(dst) - 1; i >= 0; i-- {
-			dst[i] = hexDigits[v&0xF]
-			v >>= 4
-		}
-	}
-	put(d.offset[0:16], e.lsn)
-	put(d.offset[16:24], uint64(e.batch))
-	put(d.offset[24:32], uint64(uint32(idx)))
 }
 
 // Position returns the offset prefix of the current stream position: the
@@ -390,57 +463,163 @@ func (e *Engine) setOffset(d *delta, idx int) {
 func (e *Engine) Position() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var d delta
-	e.setOffset(&d, 0)
-	return string(d.offset[:24])
+	return offset{e.pos, 0}.String()[:24]
 }
 
-// Apply takes one committed PostgreSQL transaction (cdc.Sink): its changes
-// become deltas of their tables' models, routed in order, each connection's
-// share queued contiguously.
+// advanceLocked records a new position and wakes those waiting for one.
+func (e *Engine) advanceLocked(p pos) {
+	if p.cmp(e.pos) > 0 {
+		e.pos = p
+	}
+	close(e.advanced)
+	e.advanced = make(chan struct{})
+}
+
+// StartStream is called by the PostgreSQL reader, in order with the
+// transactions, when a replication session starts: epoch names the stream
+// (snorky.stream; "" when the snorky schema is absent) and from is the
+// position it starts after. A new epoch means the slot was recreated: the
+// window is emptied and every resumable subscription must refetch (§3.9).
+func (e *Engine) StartStream(epoch string, from uint64) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.open = nil // a new session sends an unfinished transaction again
+	if epoch == "" {
+		if e.epoch == "" {
+			e.log.Warn("the snorky schema is absent: resume positions will not survive a restart (run `snorky migrate` or set database.migrate: true)")
+			epoch = randomEpoch()
+		} else {
+			epoch = e.epoch
+		}
+	}
+	switch {
+	case !e.started:
+		e.epoch, e.started = epoch, true
+		e.window.reset(pos{from, 0})
+		e.advanceLocked(pos{from, 0})
+	case epoch != e.epoch:
+		e.log.Error("the replication stream was reset (new epoch): every resumable client must refetch", "old_epoch", e.epoch, "epoch", epoch)
+		e.epoch = epoch
+		e.window.reset(pos{max(from, e.pos.lsn), 0})
+		e.metrics.resets.Inc()
+		e.refetchAllLocked("the stream was reset")
+		e.advanceLocked(pos{from, 0})
+	}
+	return nil
+}
+
+// ConfirmLimit is the position the PostgreSQL reader may confirm at most
+// (R2/R3): the end of the newest transaction no longer held in the window,
+// so that after a restart PostgreSQL sends the window again. limited is
+// false when the window holds nothing.
+func (e *Engine) ConfirmLimit() (lsn uint64, limited bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.window.trim(e.cfg.Now())
+	if !e.started {
+		return 0, true
+	}
+	if e.window.len() == 0 {
+		return 0, false
+	}
+	return e.window.floor.lsn, true
+}
+
+// Apply takes one committed PostgreSQL transaction, or a chunk of one
+// (cdc.Sink): its changes become deltas of their tables' models, routed in
+// order at the commit, each connection's share queued contiguously. Apply
+// owns txn: it releases its changes as it converts them.
 func (e *Engine) Apply(txn *cdc.Txn) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.lsn, e.batch = txn.EndLSN, 0
-	batch := len(txn.Changes)+len(txn.Messages) > 1
-	var kept []delta
-	size := 0
-	idx, msg := 0, 0
-	route := func(d *delta) {
-		e.setOffset(d, idx)
-		idx++
-		if err := e.routeLocked(d, batch); err != nil {
-			e.log.Error("routing a change", "model", d.model.name, "lsn", lsnText(txn.CommitLSN), "err", err)
-		}
-		if e.history != nil {
-			kept = append(kept, *d)
-			size += len(d.data) + len(d.old) + 128
+	if !e.started {
+		e.epoch, e.started = randomEpoch(), true
+	}
+	if o := e.open; o != nil && o.t.xid != txn.Xid {
+		e.log.Warn("discarding an unfinished transaction", "xid", o.t.xid, "next_xid", txn.Xid)
+		e.open = nil
+	}
+	o := e.open
+	if o == nil {
+		o = &openTxn{t: &winTxn{db: true, xid: txn.Xid}}
+		if x := widen(txn.Xid, e.maxXid); x > e.maxXid {
+			e.maxXid = x
 		}
 	}
-	// SQL messages (snorky.publish, snorky.publish_delta) come in their place
-	// among the row changes.
+	e.open = nil
+	now := e.cfg.Now()
+	t := o.t
+	if txn.TooLarge {
+		t.pos, t.lsn, t.at, t.deltas = pos{txn.EndLSN, 0}, txn.CommitLSN, now, nil
+		e.tooLargeLocked(t, txn.Tables)
+		e.window.add(t, now)
+		e.advanceLocked(t.pos)
+		e.metrics.txns.Inc()
+		return nil
+	}
+	e.convertLocked(o, txn)
+	if txn.Partial {
+		e.open = o
+		return nil
+	}
+	t.pos, t.lsn, t.at = pos{txn.EndLSN, 0}, txn.CommitLSN, now
+	// SQL publishes come in their place: what the transaction changed
+	// before them is delivered first.
+	from := 0
+	for _, p := range o.publishes {
+		e.deliverLocked(t, from, p.at)
+		from = p.at
+		if err := e.cfg.Publish(p.Channel, p.Message); err != nil {
+			e.metrics.badMessages.Inc()
+			e.log.Warn("skipping a malformed SQL publish", "lsn", lsnText(t.lsn), "err", err)
+		}
+	}
+	e.deliverLocked(t, from, len(t.deltas))
+	e.window.add(t, now)
+	e.advanceLocked(t.pos)
+	e.metrics.txns.Inc()
+	return nil
+}
+
+// openTxn is a transaction being assembled from its chunks.
+type openTxn struct {
+	t         *winTxn
+	publishes []atPublish
+}
+
+// atPublish is a SQL publish placed before delta at of its transaction.
+type atPublish struct {
+	at int
+	*sqlPublish
+}
+
+// convertLocked turns the changes and SQL messages of txn (a transaction or
+// a chunk) into deltas of o.
+func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
+	t := o.t
+	// SQL messages (snorky.publish, snorky.publish_delta, publishDeltas
+	// batches) come in their place among the row changes.
+	msg := 0
 	messagesBefore := func(i int) {
 		for ; msg < len(txn.Messages) && txn.Messages[msg].Index <= i; msg++ {
 			m := &txn.Messages[msg]
-			d, publish, err := e.parseMessageLocked(m)
+			ds, publish, err := e.parseMessageLocked(m)
 			if err != nil {
 				e.metrics.badMessages.Inc()
 				e.log.Warn("skipping a malformed SQL message", "lsn", lsnText(m.LSN), "prefix", m.Prefix, "err", err)
 				continue
 			}
 			if publish != nil {
-				if batch {
-					e.flushLocked() // what the transaction changed before comes first
-				}
-				if err := e.cfg.Publish(publish.Channel, publish.Message); err != nil {
-					e.metrics.badMessages.Inc()
-					e.log.Warn("skipping a malformed SQL publish", "lsn", lsnText(m.LSN), "err", err)
-				}
+				o.publishes = append(o.publishes, atPublish{len(t.deltas), publish})
 				continue
 			}
-			d.lsn, d.xid = txn.CommitLSN, txn.Xid
-			route(d)
+			for _, d := range ds {
+				t.add(d)
+			}
 		}
+	}
+	if t.deltas == nil {
+		t.deltas = make([]delta, 0, len(txn.Changes))
 	}
 	for i := range txn.Changes {
 		messagesBefore(i)
@@ -449,14 +628,14 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 		if m == nil {
 			continue // a table of the publication that no model maps
 		}
-		d := delta{model: m, lsn: txn.CommitLSN, xid: txn.Xid}
+		d := delta{model: m}
 		switch ch.Op {
 		case cdc.Insert:
-			d.typ = "insert"
+			d.typ = typeInsert
 			d.data = m.rowJSON(ch.New, ch.Unchanged)
 			d.unchanged = ch.Unchanged
 		case cdc.Update:
-			d.typ = "update"
+			d.typ = typeUpdate
 			d.data = m.rowJSON(ch.New, ch.Unchanged)
 			d.unchanged = ch.Unchanged
 			if ch.Old != nil {
@@ -465,30 +644,56 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 				d.old = m.keyJSON(ch.New)
 			}
 		case cdc.Delete:
-			d.typ = "delete"
+			d.typ = typeDelete
 			d.data = m.rowJSON(ch.Old, nil)
 		case cdc.Truncate:
-			d.typ = "truncate"
+			d.typ = typeTruncate
 		default:
 			continue
 		}
-		route(&d)
+		*ch = cdc.Change{} // the transaction's decoded values can go
+		t.add(d)
 	}
 	messagesBefore(len(txn.Changes))
-	if batch {
-		e.flushLocked()
+}
+
+func (t *winTxn) add(d delta) {
+	t.deltas = append(t.deltas, d)
+	t.size += len(d.data) + len(d.old) + deltaOverhead
+}
+
+// deltaOverhead approximates what a held delta costs besides its row data.
+const deltaOverhead = 96
+
+// tooLargeLocked handles a transaction over database.max_tx_bytes (D11):
+// the subscriptions of its models end with mustRefetch (opted-in
+// connections) or their connections close with 4008 (the others).
+func (e *Engine) tooLargeLocked(t *winTxn, tables []string) {
+	seen := map[string]bool{}
+	for _, tb := range tables {
+		if m := e.byTable[tb]; m != nil && !seen[m.name] {
+			seen[m.name] = true
+			t.tooLarge = append(t.tooLarge, m.name)
+		}
 	}
-	if e.history != nil {
-		e.history.add(histTxn{xid: txn.Xid, at: e.cfg.Now(), deltas: kept, size: size + 64}, e.cfg.Now())
+	slices.Sort(t.tooLarge)
+	t.size = 64
+	e.log.Warn("a transaction is over database.max_tx_bytes: its subscribers must refetch", "xid", t.xid, "lsn", lsnText(t.lsn), "models", t.tooLarge, "max_tx_bytes", e.cfg.MaxTxBytes)
+	e.metrics.tooLarge.Inc()
+	if len(t.tooLarge) == 0 {
+		return
 	}
-	e.metrics.txns.Inc()
-	return nil
+	e.refetchModelsLocked(t.tooLarge, "transaction too large")
 }
 
 // rowJSON renders a row image restricted to the model's columns, leaving
 // out unchanged-TOAST columns.
 func (m *model) rowJSON(cols []cdc.Column, unchanged []string) json.RawMessage {
-	b := make([]byte, 0, 128)
+	n := 2
+	for _, c := range cols {
+		n += len(c.Name) + len(c.Value) + 4
+	}
+	b := make([]byte, 0, n)
 	b = append(b, '{')
 	first := true
 	for _, c := range cols {
@@ -529,25 +734,6 @@ func (m *model) keyJSON(cols []cdc.Column) json.RawMessage {
 	return m.rowJSON(keep, nil)
 }
 
-// replayLocked queues, for a subscription authorised with a snapshot, the
-// held transactions its snapshot did not see, in commit order.
-func (e *Engine) replayLocked(s *subscription) {
-	e.history.each(func(t *histTxn) {
-		if s.snap.visible(t.xid) {
-			return
-		}
-		for i := range t.deltas {
-			if e.byID[s.id] != s {
-				return // dropped: too many pending deltas
-			}
-			d := &t.deltas[i]
-			if mark := e.marksFor(s, d); mark != 0 {
-				e.deliverLocked(s, e.encode(d, mark), false)
-			}
-		}
-	})
-}
-
 // marksFor evaluates one subscription's items against a delta.
 func (e *Engine) marksFor(s *subscription, d *delta) uint8 {
 	var mark uint8
@@ -557,16 +743,16 @@ func (e *Engine) marksFor(s *subscription, d *delta) uint8 {
 			continue
 		}
 		switch d.typ {
-		case "truncate":
+		case typeTruncate:
 			mark |= inNew
-		case "insert", "delete":
+		case typeInsert, typeDelete:
 			if newRow == nil {
 				newRow, _ = dealers.NewRow(d.data)
 			}
 			if newRow != nil && it.d.MatchQuery(it.q, newRow) {
 				mark |= inNew
 			}
-		case "update":
+		case typeUpdate:
 			if newRow == nil {
 				newRow, _ = dealers.NewRow(d.data)
 				oldRow, _ = dealers.NewRow(d.old)
@@ -586,7 +772,7 @@ func lsnText(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(ls
 
 // MessagePrefix is the prefix of the logical messages the engine takes
 // (pg_logical_emit_message(true, 'snorky', …), written by the functions of
-// the snorky schema).
+// the snorky schema and by publishDeltas).
 const MessagePrefix = "snorky"
 
 // sqlPublish is a PubSub message published from SQL.
@@ -596,8 +782,9 @@ type sqlPublish struct {
 }
 
 // parseMessageLocked decodes one SQL message: {"op":"publish","channel",
-// "message"} or {"op":"delta","model","type","data","old_data"}.
-func (e *Engine) parseMessageLocked(m *cdc.Message) (*delta, *sqlPublish, error) {
+// "message"}, {"op":"delta","model","type","data","old_data"}, or a
+// publishDeltas batch {"op":"deltas","deltas":[…]} (validated whole).
+func (e *Engine) parseMessageLocked(m *cdc.Message) ([]delta, *sqlPublish, error) {
 	if m.Prefix != MessagePrefix {
 		return nil, nil, fmt.Errorf("unknown prefix %q", m.Prefix)
 	}
@@ -628,10 +815,16 @@ func (e *Engine) parseMessageLocked(m *cdc.Message) (*delta, *sqlPublish, error)
 			}
 		}
 		var d delta
-		if err := e.parseDeltaLocked(in, &d); err != nil {
+		if err := e.checkDeltaLocked(&wireDelta{Type: in["type"], Model: in["model"], Data: in["data"], NewData: in["newData"], OldData: in["oldData"]}, &d); err != nil {
 			return nil, nil, err
 		}
-		return &d, nil, nil
+		return []delta{d}, nil, nil
+	case "deltas":
+		ds, err := e.checkBatchLocked(o["deltas"])
+		if err != nil {
+			return nil, nil, err
+		}
+		return ds, nil, nil
 	}
 	return nil, nil, fmt.Errorf("unknown op %q", op)
 }
@@ -647,12 +840,15 @@ func (e *Engine) SetHorizon(text string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.horizon = h
+	if h.xmax > e.maxXid {
+		e.maxXid = h.xmax - 1
+	}
 	return nil
 }
 
 // coversSnapshotLocked reports whether the engine can give a subscription
 // authorised with s every transaction s did not see: each such transaction
-// either is still held in the history or will still arrive from the reader.
+// either is still held in the window or will still arrive from the reader.
 //
 // The reader delivers every transaction the horizon H did not see. A
 // transaction that H saw committed before streaming began and may be
@@ -670,5 +866,23 @@ func (e *Engine) coversSnapshotLocked(s *snapshot) bool {
 			}
 		}
 	}
-	return e.history.covers(s)
+	return e.window.covers(s)
+}
+
+// Run sends position notifications to the connections that opted in to
+// resume and trims the window by age, until ctx is done.
+func (e *Engine) Run(ctx context.Context) {
+	t := time.NewTicker(e.cfg.PositionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		e.mu.Lock()
+		e.window.trim(e.cfg.Now())
+		e.sendPositionsLocked()
+		e.mu.Unlock()
+	}
 }

@@ -43,26 +43,26 @@ type limitedFrontend struct {
 
 func (lf *limitedFrontend) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 	if lf.l.MaxTokenBytes > 0 {
-		if tok, ok := tokenParam(req.Params); ok && len(tok) > lf.l.MaxTokenBytes {
+		p := tokenParams(req.Params)
+		if len(p.Token) > lf.l.MaxTokenBytes+2 || len(p.Resume) > lf.l.MaxTokenBytes+2 { // +2: the quotes
 			return nil, ErrTokenTooLarge
 		}
 	}
-	if req.Command == "acquireSubscription" && lf.l.MaxSubscriptions > 0 &&
+	if (req.Command == "acquireSubscription" || req.Command == "resumeSubscription") && lf.l.MaxSubscriptions > 0 &&
 		lf.e.subscriptionsOf(c) >= lf.l.MaxSubscriptions {
 		return nil, ErrTooManySubscriptions
 	}
 	return lf.Frontend.Handle(c, req)
 }
 
-// tokenParam returns the raw text of params.token, when there is one.
-func tokenParam(params json.RawMessage) (json.RawMessage, bool) {
-	var p struct {
-		Token json.RawMessage `json:"token"`
-	}
-	if json.Unmarshal(params, &p) != nil || p.Token == nil {
-		return nil, false
-	}
-	return p.Token, true
+// tokenParams returns the raw text of params.token and params.resume (the
+// credentials a client presents), when present.
+func tokenParams(params json.RawMessage) (p struct {
+	Token  json.RawMessage `json:"token"`
+	Resume json.RawMessage `json:"resume"`
+}) {
+	_ = json.Unmarshal(params, &p)
+	return p
 }
 
 // Limited returns the backend service refusing to issue a token longer

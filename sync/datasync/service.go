@@ -2,7 +2,10 @@ package datasync
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"slices"
+	"time"
 
 	"github.com/snorkyhq/snorky/sync/rpc"
 )
@@ -23,6 +26,10 @@ const (
 	ErrInvalidSnapshot    rpc.Error = "Invalid snapshot"
 	ErrSnapshotTooOld     rpc.Error = "Snapshot too old"
 	ErrSnapshotsNeedDB    rpc.Error = "Snapshots need a database"
+	ErrSnapshotFuture     rpc.Error = "Invalid snapshot: newer than the database"
+	ErrBatchTooLarge      rpc.Error = "Batch too large"
+	ErrPublishFailed      rpc.Error = "Batch not published: the database is unavailable"
+	ErrPublishPending     rpc.Error = "Batch committed but not yet delivered: the replication stream is behind"
 )
 
 // tokenPurpose separates subscription tokens from every other signed token.
@@ -37,7 +44,7 @@ type tokenPayload struct {
 }
 
 // Frontend is the browser-facing service (acquireSubscription,
-// cancelSubscription).
+// resumeSubscription, cancelSubscription).
 type Frontend struct{ e *Engine }
 
 // Backend is the application-facing service (authorizeSubscription,
@@ -53,22 +60,50 @@ func (e *Engine) Backend() *Backend { return &Backend{e} }
 // Handle implements rpc.Service.
 func (f *Frontend) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 	switch req.Command {
-	case "acquireSubscription", "cancelSubscription":
-	default:
-		return nil, rpc.ErrUnknownCommand
+	case "acquireSubscription":
+		p, err := rpc.Params(req.Params, []string{"token"}, []string{"resumable"})
+		if err != nil {
+			return nil, err
+		}
+		tok, ok := rpc.String(p["token"])
+		if !ok {
+			return nil, ErrTokenNotString
+		}
+		resumable := false
+		if raw, ok := p["resumable"]; ok {
+			if err := json.Unmarshal(raw, &resumable); err != nil {
+				return nil, rpc.ErrInvalidParams
+			}
+		}
+		return f.e.acquire(c, tok, resumable)
+	case "resumeSubscription":
+		p, err := rpc.Params(req.Params, []string{"resume", "epoch", "offset"}, nil)
+		if err != nil {
+			return nil, err
+		}
+		cred, ok1 := rpc.String(p["resume"])
+		epoch, ok2 := rpc.String(p["epoch"])
+		off, ok3 := rpc.String(p["offset"])
+		if !ok1 || !ok2 || !ok3 {
+			return nil, rpc.ErrInvalidParams
+		}
+		o, ok := parseOffset(off)
+		if !ok {
+			return nil, rpc.ErrInvalidParams
+		}
+		return f.e.resume(c, cred, epoch, o)
+	case "cancelSubscription":
+		p, err := rpc.Params(req.Params, []string{"token"}, nil)
+		if err != nil {
+			return nil, err
+		}
+		tok, ok := rpc.String(p["token"])
+		if !ok {
+			return nil, ErrTokenNotString
+		}
+		return nil, f.e.cancel(c, tok)
 	}
-	p, err := rpc.Params(req.Params, []string{"token"}, nil)
-	if err != nil {
-		return nil, err
-	}
-	tok, ok := rpc.String(p["token"])
-	if !ok {
-		return nil, ErrTokenNotString
-	}
-	if req.Command == "acquireSubscription" {
-		return nil, f.e.acquire(c, tok)
-	}
-	return nil, f.e.cancel(c, tok)
+	return nil, rpc.ErrUnknownCommand
 }
 
 // Disconnected implements rpc.Disconnecter: the connection's subscriptions
@@ -88,38 +123,88 @@ func (e *Engine) subscriptionID(tok string) (string, bool) {
 	return p.ID, true
 }
 
-func (e *Engine) acquire(c rpc.Conn, tok string) error {
+// acquire binds the subscription of tok to c, after queueing what it
+// missed since its start (replayed from the window, spec §3.5, §3.9).
+func (e *Engine) acquire(c rpc.Conn, tok string, resumable bool) (any, error) {
 	id, ok := e.subscriptionID(tok)
 	if !ok {
-		return ErrNoSuchSubscription
+		return nil, ErrNoSuchSubscription
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := e.byID[id]
 	if s == nil {
-		if _, dropped := e.dropped[id]; dropped {
-			return ErrDropped
-		}
-		return ErrNoSuchSubscription
+		return nil, ErrNoSuchSubscription
 	}
 	if s.owner != nil {
-		return ErrAlreadyAcquired
+		return nil, ErrAlreadyAcquired
 	}
-	s.timer.Stop()
-	s.owner = c
-	m := e.byConn[c]
-	if m == nil {
-		m = map[*subscription]struct{}{}
-		e.byConn[c] = m
+	from := offset{s.start, lastIdx}
+	if s.snap != nil && !e.window.covers(s.snap) || s.snap == nil && !e.window.holds(from) {
+		e.removeLocked(s)
+		e.metrics.dropped.Inc()
+		return nil, ErrDropped
 	}
-	m[s] = struct{}{}
-	// The pending deltas go before the response (spec §3.5).
-	for _, f := range s.pending {
-		c.Send(f)
+	out, refetch := e.replayLocked(s, from)
+	if refetch != "" {
+		e.removeLocked(s)
+		return nil, rpc.Error("Must refetch: " + refetch)
 	}
-	s.pending, s.size = nil, 0
+	if out.size > e.cfg.PendingBytes {
+		e.removeLocked(s)
+		e.metrics.dropped.Inc()
+		return nil, ErrDropped
+	}
+	if out.n > 0 {
+		rpc.SendStream(c, &txnStream{e: e, parts: out.parts, size: out.size})
+	}
+	e.bindLocked(s, c)
 	e.metrics.acquired.Inc()
-	return nil
+	if !resumable {
+		return nil, nil
+	}
+	return e.resumeResultLocked(c, s), nil
+}
+
+// replayLocked collects the deltas of the window after from that s is
+// entitled to; refetch is the reason s cannot be served, if any.
+func (e *Engine) replayLocked(s *subscription, from offset) (out connOut, refetch string) {
+	txns := e.window.after(from.pos)
+	if s.snap != nil {
+		txns = e.window.live()
+	}
+	for _, t := range txns {
+		if s.snap != nil {
+			if t.db && s.snap.visible(t.xid) || !t.db && t.pos.cmp(s.start) <= 0 {
+				continue
+			}
+		}
+		if len(t.tooLarge) > 0 && s.hasModel(t.tooLarge) {
+			return connOut{}, "transaction too large"
+		}
+		first := uint32(0)
+		if s.snap == nil && t.pos == from.pos {
+			if from.idx == lastIdx {
+				continue
+			}
+			first = from.idx + 1
+		}
+		for i := first; int(i) < len(t.deltas); i++ {
+			if mark := e.marksFor(s, &t.deltas[i]); mark != 0 {
+				out.add(t, i, mark)
+			}
+		}
+	}
+	return out, ""
+}
+
+func (s *subscription) hasModel(models []string) bool {
+	for _, it := range s.items {
+		if slices.Contains(models, it.d.Model()) {
+			return true
+		}
+	}
+	return false
 }
 
 func (e *Engine) cancel(c rpc.Conn, tok string) error {
@@ -156,18 +241,57 @@ func (b *Backend) Handle(_ rpc.Conn, req *rpc.Request) (any, error) {
 	return nil, rpc.ErrUnknownCommand
 }
 
+// compileItemsLocked checks and compiles subscription items in the order of
+// spec §2.5.
+func (e *Engine) compileItemsLocked(objs []map[string]json.RawMessage) ([]item, error) {
+	items := make([]item, 0, len(objs))
+	for _, o := range objs {
+		rawDealer, ok := o["dealer"]
+		if !ok {
+			return nil, ErrMissingDealer
+		}
+		name, ok := rpc.String(rawDealer)
+		if !ok {
+			return nil, ErrDealerNotString
+		}
+		d := e.dealers[name]
+		if d == nil {
+			return nil, ErrNoSuchDealer
+		}
+		rawQuery, ok := o["query"]
+		if !ok {
+			return nil, ErrMissingQuery
+		}
+		q, err := d.Compile(rawQuery)
+		if err != nil {
+			return nil, rpc.Error("Invalid filter: " + err.Error())
+		}
+		items = append(items, item{d: d, q: q})
+	}
+	return items, nil
+}
+
+func decodeItems(list []json.RawMessage) ([]map[string]json.RawMessage, bool) {
+	objs := make([]map[string]json.RawMessage, len(list))
+	for i, raw := range list {
+		if json.Unmarshal(raw, &objs[i]) != nil || objs[i] == nil {
+			return nil, false
+		}
+	}
+	return objs, true
+}
+
 func (e *Engine) authorize(rawItems, rawSnap json.RawMessage) (string, error) {
 	var list []json.RawMessage
 	if json.Unmarshal(rawItems, &list) != nil || list == nil {
 		return "", rpc.ErrInvalidParams
 	}
-	objs := make([]map[string]json.RawMessage, len(list))
-	for i, raw := range list {
-		if json.Unmarshal(raw, &objs[i]) != nil || objs[i] == nil {
-			return "", rpc.ErrInvalidParams
-		}
+	objs, ok := decodeItems(list)
+	if !ok {
+		return "", rpc.ErrInvalidParams
 	}
 	var snap *snapshot
+	var snapText string
 	if rawSnap != nil {
 		if !e.cfg.Database {
 			return "", ErrSnapshotsNeedDB
@@ -179,44 +303,23 @@ func (e *Engine) authorize(rawItems, rawSnap json.RawMessage) (string, error) {
 		if snap, ok = parseSnapshot(text); !ok {
 			return "", ErrInvalidSnapshot
 		}
+		snapText = text
+		if err := e.checkNotFuture(snap); err != nil {
+			return "", err
+		}
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if snap != nil && !e.coversSnapshotLocked(snap) {
 		return "", ErrSnapshotTooOld
 	}
-	items := make([]item, 0, len(objs))
-	for _, o := range objs {
-		rawDealer, ok := o["dealer"]
-		if !ok {
-			return "", ErrMissingDealer
-		}
-		name, ok := rpc.String(rawDealer)
-		if !ok {
-			return "", ErrDealerNotString
-		}
-		d := e.dealers[name]
-		if d == nil {
-			return "", ErrNoSuchDealer
-		}
-		rawQuery, ok := o["query"]
-		if !ok {
-			return "", ErrMissingQuery
-		}
-		q, err := d.Compile(rawQuery)
-		if err != nil {
-			return "", rpc.Error("Invalid filter: " + err.Error())
-		}
-		items = append(items, item{d: d, q: q})
+	items, err := e.compileItemsLocked(objs)
+	if err != nil {
+		return "", err
 	}
-	s := e.newSubscriptionLocked(items)
-	if snap != nil {
-		s.snap = snap
-		e.replayLocked(s)
-	}
-	var pos delta
-	e.setOffset(&pos, 0)
-	payload, err := json.Marshal(tokenPayload{ID: s.id, Items: list, Start: string(pos.offset[:24])})
+	s := e.newSubscriptionLocked("", items, list)
+	s.snap, s.snapText = snap, snapText
+	payload, err := json.Marshal(tokenPayload{ID: s.id, Items: list, Start: offset{s.start, 0}.String()[:24]})
 	if err != nil {
 		e.removeLocked(s)
 		return "", err
@@ -234,38 +337,116 @@ type wireDelta struct {
 	OldData json.RawMessage `json:"oldData"`
 }
 
-// publish validates a publishDeltas batch whole, then routes it (D2).
+// publish validates a publishDeltas batch whole, then routes it (D2):
+// through the WAL with a database (so it is in the replay window and
+// survives a restart, §3.9), from memory without one.
 func (e *Engine) publish(raw json.RawMessage) error {
+	if e.cfg.MaxTxBytes > 0 && len(raw) > e.cfg.MaxTxBytes {
+		return ErrBatchTooLarge
+	}
+	e.mu.Lock()
+	ds, err := e.checkBatchLocked(raw)
+	if err != nil {
+		e.mu.Unlock()
+		return err
+	}
+	if e.cfg.PublishWAL == nil {
+		defer e.mu.Unlock()
+		e.pos.batch++
+		t := &winTxn{pos: e.pos, at: e.cfg.Now()}
+		for _, d := range ds {
+			t.add(d)
+		}
+		e.deliverLocked(t, 0, len(t.deltas))
+		e.window.add(t, t.at)
+		e.advanceLocked(t.pos)
+		return nil
+	}
+	e.mu.Unlock()
+	payload, err := encodeBatch(ds)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	lsn, err := e.cfg.PublishWAL(ctx, payload)
+	if err != nil {
+		e.log.Warn("publishDeltas: writing the batch to the WAL failed", "err", err)
+		return ErrPublishFailed
+	}
+	// Answer once the batch has been taken (§1.6: once publishDeltas is
+	// answered, its notifications are queued).
+	if !e.waitFor(ctx, func() bool { return e.pos.lsn > lsn }) {
+		return ErrPublishPending
+	}
+	return nil
+}
+
+// publishTimeout bounds a publishDeltas call through the WAL.
+const publishTimeout = 30 * time.Second
+
+// encodeBatch renders checked deltas as the payload of a WAL message.
+func encodeBatch(ds []delta) ([]byte, error) {
+	type wire struct {
+		Type    string          `json:"type"`
+		Model   string          `json:"model"`
+		Data    json.RawMessage `json:"data,omitempty"`
+		NewData json.RawMessage `json:"newData,omitempty"`
+		OldData json.RawMessage `json:"oldData,omitempty"`
+	}
+	out := struct {
+		Op     string `json:"op"`
+		Deltas []wire `json:"deltas"`
+	}{Op: "deltas", Deltas: make([]wire, len(ds))}
+	for i, d := range ds {
+		w := wire{Type: d.typ.String(), Model: d.model.name}
+		if d.typ == typeUpdate {
+			w.NewData, w.OldData = d.data, d.old
+		} else {
+			w.Data = d.data
+		}
+		out.Deltas[i] = w
+	}
+	return json.Marshal(out)
+}
+
+// waitFor waits until cond (checked under e.mu) holds or ctx ends.
+func (e *Engine) waitFor(ctx context.Context, cond func() bool) bool {
+	for {
+		e.mu.Lock()
+		ok := cond()
+		ch := e.advanced
+		e.mu.Unlock()
+		if ok {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// checkBatchLocked decodes and checks a publishDeltas batch whole.
+func (e *Engine) checkBatchLocked(raw json.RawMessage) ([]delta, error) {
 	// One decoding pass; a null or non-object element is invalid params.
 	var list []*wireDelta
 	if json.Unmarshal(raw, &list) != nil || list == nil {
-		return rpc.ErrInvalidParams
+		return nil, rpc.ErrInvalidParams
 	}
 	for _, w := range list {
 		if w == nil {
-			return rpc.ErrInvalidParams
+			return nil, rpc.ErrInvalidParams
 		}
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
 	ds := make([]delta, len(list))
 	for i, w := range list {
 		if err := e.checkDeltaLocked(w, &ds[i]); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	e.batch++
-	batch := len(ds) > 1
-	for i := range ds {
-		e.setOffset(&ds[i], i)
-		if err := e.routeLocked(&ds[i], batch); err != nil {
-			e.log.Error("routing a published delta", "model", ds[i].model.name, "err", err)
-		}
-	}
-	if batch {
-		e.flushLocked()
-	}
-	return nil
+	return ds, nil
 }
 
 // checkDeltaLocked checks one incoming delta in the order of spec §2.5.
@@ -292,18 +473,13 @@ func (e *Engine) checkDeltaLocked(w *wireDelta, d *delta) error {
 	default:
 		return ErrInvalidDeltaType
 	}
-	d.typ = typ
+	d.typ = map[string]deltaType{"insert": typeInsert, "update": typeUpdate, "delete": typeDelete}[typ]
 	m := e.models[name]
 	if m == nil {
 		return rpc.Error("Unknown model '" + name + "'")
 	}
 	d.model = m
 	return nil
-}
-
-// parseDeltaLocked checks a delta given as a map of its fields.
-func (e *Engine) parseDeltaLocked(o map[string]json.RawMessage, d *delta) error {
-	return e.checkDeltaLocked(&wireDelta{Type: o["type"], Model: o["model"], Data: o["data"], NewData: o["newData"], OldData: o["oldData"]}, d)
 }
 
 // compact removes insignificant whitespace so frames stay small; the input

@@ -48,6 +48,42 @@ func SendMany(c Conn, frames [][]byte) {
 	}
 }
 
+// Stream is a sequence of frames produced on demand by the writer of a
+// connection. A large transaction reaches a connection as a Stream, so that
+// its frames are never held once per connection and it need not fit in the
+// connection's send queue (spec §3.10). Next is called from the
+// connection's writer goroutine only, and must not block.
+type Stream interface {
+	// Size is the total length of the stream's frames in bytes.
+	Size() int
+	// Next appends the next frame to dst and returns the result; ok is
+	// false when the stream has ended.
+	Next(dst []byte) (frame []byte, ok bool)
+}
+
+// StreamSender is implemented by connections that can queue a Stream.
+type StreamSender interface {
+	SendStream(s Stream)
+}
+
+// SendStream queues s on c: as a stream when c supports it, else as its
+// frames, contiguously.
+func SendStream(c Conn, s Stream) {
+	if ss, ok := c.(StreamSender); ok {
+		ss.SendStream(s)
+		return
+	}
+	var frames [][]byte
+	for {
+		f, ok := s.Next(nil)
+		if !ok {
+			break
+		}
+		frames = append(frames, f)
+	}
+	SendMany(c, frames)
+}
+
 // Identity is who a connection is: any JSON value, plus its canonical form
 // (jsonval.Canonical) for use as a map key.
 type Identity struct {

@@ -136,6 +136,9 @@ type serverConfig struct {
 	// Body is YAML appended verbatim: models, dealers and any other
 	// top-level section not written here.
 	Body string
+	// Migrate applies the snorky schema (database.migrate): the stream's
+	// epoch then survives restarts.
+	Migrate bool
 }
 
 // proc is one `snorky serve` (or `snorky check`) subprocess.
@@ -165,8 +168,8 @@ backend: {listen: %q, path: /backend, api_key: %q}
 tokens: {secret: %q}
 limits: {commands_per_second: 0}
 log: {level: info}
-database: {url: %q, slot: %s, publication: %s, migrate: false}
-%s`, front, back, apiKey, tokenSecret, c.DatabaseURL, c.Slot, pub, c.Body)
+database: {url: %q, slot: %s, publication: %s, migrate: %v}
+%s`, front, back, apiKey, tokenSecret, c.DatabaseURL, c.Slot, pub, c.Migrate, c.Body)
 	path = filepath.Join(t.TempDir(), "snorky.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -442,9 +445,19 @@ type wsClient struct {
 
 	mu      sync.Mutex
 	deltas  []delta
+	notes   []note // position and mustRefetch notifications
 	replies map[int]chan reply
 	done    chan struct{}
 	readErr error
+}
+
+// note is a position or mustRefetch notification (spec §3.9).
+type note struct {
+	Type   string   `json:"type"`
+	Epoch  string   `json:"epoch"`
+	Offset string   `json:"offset"`
+	Reason string   `json:"reason"`
+	Models []string `json:"models"`
 }
 
 type reply struct {
@@ -485,7 +498,11 @@ func (c *wsClient) readLoop() {
 		var env struct {
 			Message struct {
 				reply
-				Delta *delta `json:"delta"`
+				Delta  *delta   `json:"delta"`
+				Epoch  string   `json:"epoch"`
+				Offset string   `json:"offset"`
+				Reason string   `json:"reason"`
+				Models []string `json:"models"`
 			} `json:"message"`
 		}
 		dec := json.NewDecoder(bytes.NewReader(msg))
@@ -498,6 +515,12 @@ func (c *wsClient) readLoop() {
 			d.At, d.Raw = now, string(msg)
 			c.mu.Lock()
 			c.deltas = append(c.deltas, *d)
+			c.mu.Unlock()
+			continue
+		}
+		if m := env.Message; m.Type == "position" || m.Type == "mustRefetch" {
+			c.mu.Lock()
+			c.notes = append(c.notes, note{Type: m.Type, Epoch: m.Epoch, Offset: m.Offset, Reason: m.Reason, Models: m.Models})
 			c.mu.Unlock()
 			continue
 		}

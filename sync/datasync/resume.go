@@ -1,0 +1,252 @@
+package datasync
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/sync/token"
+)
+
+// resumePurpose separates resume credentials from every other signed token.
+const resumePurpose = "datasync-resume"
+
+// Reasons of "Must refetch: …" (spec §3.9).
+const (
+	refetchReset    = "the stream was reset"
+	refetchWindow   = "offset is outside the replay window"
+	refetchExpired  = "resume credential expired"
+	refetchInvalid  = "invalid resume credential"
+	refetchBehind   = "the server is behind the offset"
+	refetchTooLarge = "transaction too large"
+)
+
+// resumePayload is what a resume credential carries: the subscription and
+// its items, and the snapshot it was authorised with.
+type resumePayload struct {
+	ID       string            `json:"id"`
+	Items    []json.RawMessage `json:"items"`
+	Snapshot string            `json:"snapshot,omitempty"`
+}
+
+// resumeResult is the result of a resumable acquire and of a resume.
+type resumeResult struct {
+	Epoch  string `json:"epoch"`
+	Offset string `json:"offset"`
+	Resume string `json:"resume"`
+}
+
+// resumeResultLocked opts c in and returns the epoch, the position and a
+// fresh credential for s.
+func (e *Engine) resumeResultLocked(c rpc.Conn, s *subscription) resumeResult {
+	st := e.resumable[c]
+	if st == nil {
+		st = &connState{}
+		e.resumable[c] = st
+	}
+	st.sent = e.pos
+	payload, _ := json.Marshal(resumePayload{ID: s.id, Items: s.raw, Snapshot: s.snapText})
+	return resumeResult{
+		Epoch:  e.epoch,
+		Offset: offset{e.pos, lastIdx}.String(),
+		Resume: e.cfg.Signer.Sign(resumePurpose, payload, e.cfg.Now().Add(e.cfg.ResumeTTL)),
+	}
+}
+
+func mustRefetch(reason string) error { return rpc.Error("Must refetch: " + reason) }
+
+// resume continues a subscription on c after offset o of epoch (spec §3.9).
+func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
+	raw, err := e.cfg.Signer.Verify(resumePurpose, cred, e.cfg.Now())
+	if errors.Is(err, token.ErrExpired) {
+		return nil, mustRefetch(refetchExpired)
+	}
+	var p resumePayload
+	if err != nil || json.Unmarshal(raw, &p) != nil || p.ID == "" {
+		return nil, mustRefetch(refetchInvalid)
+	}
+	objs, ok := decodeItems(p.Items)
+	if !ok {
+		return nil, mustRefetch(refetchInvalid)
+	}
+	var snap *snapshot
+	if p.Snapshot != "" {
+		if snap, ok = parseSnapshot(p.Snapshot); !ok {
+			return nil, mustRefetch(refetchInvalid)
+		}
+	}
+	// A restarted server first rebuilds its window from the slot: wait
+	// until it knows its epoch and has reached the offset.
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.ResumeWait)
+	defer cancel()
+	reached := e.waitFor(ctx, func() bool {
+		return e.started && (e.epoch != epoch || offset{e.pos, lastIdx}.cmp(o) >= 0)
+	})
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.started && e.epoch != epoch {
+		return nil, mustRefetch(refetchReset)
+	}
+	if !reached {
+		return nil, mustRefetch(refetchBehind)
+	}
+	if !e.window.holds(o) || snap != nil && !e.window.covers(snap) {
+		return nil, mustRefetch(refetchWindow)
+	}
+	items, err := e.compileItemsLocked(objs)
+	if err != nil {
+		return nil, mustRefetch(refetchInvalid)
+	}
+	s := e.byID[p.ID]
+	if s == nil {
+		s = e.newSubscriptionLocked(p.ID, items, p.Items)
+		s.snap, s.snapText = snap, p.Snapshot
+	} else if s.owner != nil {
+		// The last resume wins: the old connection is usually dead without
+		// knowing it yet.
+		e.unbindLocked(s)
+	}
+	out, refetch := e.replayLocked(s, o)
+	if refetch != "" {
+		e.removeLocked(s)
+		return nil, mustRefetch(refetch)
+	}
+	if out.n > 0 {
+		rpc.SendStream(c, &txnStream{e: e, parts: out.parts, size: out.size})
+	}
+	e.bindLocked(s, c)
+	e.metrics.resumed.Inc()
+	return e.resumeResultLocked(c, s), nil
+}
+
+// positionFrame encodes a position notification.
+func (e *Engine) positionFrame() []byte {
+	b := make([]byte, 0, 160)
+	b = append(b, `{"service":`...)
+	b = append(b, e.name...)
+	b = append(b, `,"message":{"type":"position","epoch":`...)
+	ep, _ := json.Marshal(e.epoch)
+	b = append(b, ep...)
+	b = append(b, `,"offset":"`...)
+	b = appendOffset(b, e.pos.lsn, e.pos.batch, lastIdx)
+	return append(b, `"}}`...)
+}
+
+// sendPositionsLocked tells every opted-in connection that holds
+// subscriptions the current position, when it moved since the last one.
+func (e *Engine) sendPositionsLocked() {
+	var frame []byte
+	for c, st := range e.resumable {
+		if st.sent == e.pos || len(e.byConn[c]) == 0 {
+			continue
+		}
+		if frame == nil {
+			frame = e.positionFrame()
+		}
+		st.sent = e.pos
+		c.Send(frame)
+	}
+}
+
+// refetchFrame encodes a mustRefetch notification; models nil means every
+// subscription of the connection.
+func (e *Engine) refetchFrame(reason string, models []string) []byte {
+	b := make([]byte, 0, 128)
+	b = append(b, `{"service":`...)
+	b = append(b, e.name...)
+	b = append(b, `,"message":{"type":"mustRefetch","reason":`...)
+	r, _ := json.Marshal(reason)
+	b = append(b, r...)
+	b = append(b, `,"models":`...)
+	m, _ := json.Marshal(models)
+	b = append(b, m...)
+	return append(b, "}}"...)
+}
+
+// refetchAllLocked ends every subscription: opted-in connections get
+// mustRefetch (models null), the others are closed with 4008 so that they
+// cannot miss it silently. Unacquired subscriptions end too.
+func (e *Engine) refetchAllLocked(reason string) {
+	frame := e.refetchFrame(reason, nil)
+	for c, subs := range e.byConn {
+		for s := range subs {
+			e.removeLocked(s)
+		}
+		if _, ok := e.resumable[c]; ok {
+			c.Send(frame)
+		} else {
+			c.Close(rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer)
+		}
+		e.metrics.refetches.Inc()
+	}
+	for _, s := range e.byID {
+		e.removeLocked(s)
+	}
+}
+
+// refetchModelsLocked ends the acquired subscriptions with an item on one
+// of models, telling their connections as refetchAllLocked does.
+func (e *Engine) refetchModelsLocked(models []string, reason string) {
+	for c, subs := range e.byConn {
+		var hit []string
+		for s := range subs {
+			if !s.hasModel(models) {
+				continue
+			}
+			for _, it := range s.items {
+				if m := it.d.Model(); contains(models, m) && !contains(hit, m) {
+					hit = append(hit, m)
+				}
+			}
+			e.removeLocked(s)
+		}
+		if len(hit) == 0 {
+			continue
+		}
+		if _, ok := e.resumable[c]; ok {
+			c.Send(e.refetchFrame(reason, hit))
+		} else {
+			c.Close(rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer)
+		}
+		e.metrics.refetches.Inc()
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// checkNotFuture refuses a snapshot whose xmax is beyond the transactions
+// the database has started: it would make upcoming transactions look
+// already seen (issue: a pasted example snapshot). When the snapshot is
+// newer than anything seen on the stream, the database itself is asked.
+func (e *Engine) checkNotFuture(s *snapshot) error {
+	e.mu.Lock()
+	seen, known := e.maxXid, e.horizon != nil
+	e.mu.Unlock()
+	if !known || s.xmax <= seen+1 {
+		return nil // without a horizon the snapshot is refused as too old
+	}
+	if e.cfg.CurrentSnapshot == nil {
+		return nil // nothing to ask (tests of the engine alone)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	text, err := e.cfg.CurrentSnapshot(ctx)
+	if err != nil {
+		e.log.Warn("authorizeSubscription: reading pg_current_snapshot() to check a snapshot failed", "err", err)
+		return ErrSnapshotFuture
+	}
+	cur, ok := parseSnapshot(text)
+	if !ok || s.xmax > cur.xmax {
+		return ErrSnapshotFuture
+	}
+	return nil
+}
