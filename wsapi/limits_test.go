@@ -364,6 +364,9 @@ func TestSlowConsumerSees4008(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	// Still not reading for a while: the socket buffers stay full and the
+	// close frame waits, under its own deadline, for room.
+	time.Sleep(500 * time.Millisecond)
 	frames := 0
 	ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for {
