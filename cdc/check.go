@@ -82,7 +82,7 @@ func Check(ctx context.Context, cfg Config) []Problem {
 			add("database.slot", fmt.Sprintf("slot %q belongs to database %q, not %q", cfg.Slot, slot.database, db), "name another slot")
 		case slot.walStatus == "lost":
 			add("database.slot", fmt.Sprintf("slot %q was invalidated (wal_status lost): changes were lost", cfg.Slot),
-				fmt.Sprintf("SELECT pg_drop_replication_slot('%s'); so snorky creates it afresh (clients must refetch)", cfg.Slot))
+				"snorky serve drops it and creates it afresh with a new epoch (clients must refetch); to prevent it, raise max_slot_wal_keep_size")
 		}
 	} else if n, _ := strconv.Atoi(maxSlots); n > 0 {
 		var used int

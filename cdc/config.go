@@ -57,8 +57,9 @@ type Config struct {
 	// between reconnection attempts. Defaults 250ms and 30s.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
-	// WALPollInterval is the period of polling the slot's retained WAL for
-	// the metric. Default 15s; negative disables polling.
+	// WALPollInterval is the period of polling the slot's retained WAL,
+	// wal_status and safe_wal_size (metrics, Status, Health). Default 15s;
+	// negative disables polling.
 	WALPollInterval time.Duration
 	// MessagePrefix: transactional pg_logical_emit_message messages whose
 	// prefix starts with it are delivered in Txn.Messages. Default "snorky".

@@ -29,6 +29,23 @@
 // applied), the reader records a random epoch for the stream in
 // snorky.stream; Epoch returns it. Without the schema there is no epoch.
 //
+// One process owns a slot (R1, owner.go): each session first takes a
+// session-level advisory lock keyed on the slot name on its SQL connection.
+// While another process holds it the reader is a standby (State, Health):
+// it opens no replication connection and delivers nothing, and it goes on
+// the moment the owner's session ends (a killed owner's sockets close).
+// PostgreSQL's own rule, one walsender per slot (55006), is kept as the
+// guard against a walsender that outlives its owner; it is retried at least
+// every 5 s.
+//
+// A slot PostgreSQL invalidated (wal_status lost, max_slot_wal_keep_size;
+// SQLSTATE 55000 on reading it) cannot be resumed (R4, invalidation.go):
+// the owner logs one error naming the fix, drops the slot and creates it
+// afresh, which records a new epoch (clients must refetch), counts it in
+// snorky_cdc_slot_invalidations_total and streams on; Run does not return.
+// The WAL poller exports the slot's wal_status and safe_wal_size, and
+// Health reports a slot about to be lost (unreserved).
+//
 // # Invariants
 //
 //   - The flush position sent to PostgreSQL is the end LSN

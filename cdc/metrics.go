@@ -15,6 +15,12 @@ type Metrics struct {
 	reconnects   prometheus.Counter
 	handoffWait  prometheus.Counter
 	heartbeats   prometheus.Counter
+
+	// Slot health (invalidation.go, owner.go).
+	walStatus     *prometheus.GaugeVec
+	safeWAL       prometheus.Gauge
+	invalidations prometheus.Counter
+	standby       prometheus.Gauge
 }
 
 // NewMetrics creates the reader's metrics and registers them on reg (when
@@ -37,10 +43,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reconnects:   c("reconnects_total", "Replication sessions that ended with an error and were retried."),
 		handoffWait:  c("handoff_wait_seconds_total", "Time the reader waited for the sink to take a transaction."),
 		heartbeats:   c("heartbeats_received_total", "Non-transactional logical messages (heartbeats) received; their position is confirmed when nothing is in flight."),
+
+		walStatus: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "snorky", Subsystem: "cdc", Name: "slot_wal_status",
+			Help: "1 for the slot's wal_status in pg_replication_slots (reserved, extended, unreserved: lost at the next checkpoint unless it catches up, lost), 0 for the others (polled)."},
+			[]string{"status"}),
+		safeWAL:       g("slot_safe_wal_size_bytes", "WAL that can still be written before the slot is lost (pg_replication_slots.safe_wal_size); -1 when max_slot_wal_keep_size is -1 (no limit) (polled)."),
+		invalidations: c("slot_invalidations_total", "Replication slots found invalidated (wal_status lost), dropped and recreated with a new stream epoch; clients had to refetch."),
+		standby:       g("standby", "1 while another process owns the slot and this reader waits to take over."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.receivedLSN, m.confirmedLSN, m.lagBytes, m.retainedWAL, m.connected,
-			m.transactions, m.changes, m.reconnects, m.handoffWait, m.heartbeats)
+			m.transactions, m.changes, m.reconnects, m.handoffWait, m.heartbeats,
+			m.walStatus, m.safeWAL, m.invalidations, m.standby)
 	}
 	return m
 }

@@ -36,6 +36,7 @@ type Reader struct {
 	pending   atomic.Int64  // transactions handed to the applier, not yet taken
 	confirmed atomic.Uint64 // last flush position sent to PostgreSQL
 	epoch     atomic.Pointer[string]
+	health    // state and slot health (owner.go, invalidation.go)
 
 	// tap, when set (tests), sees every pgoutput message received.
 	tap func([]byte)
@@ -47,7 +48,10 @@ type Reader struct {
 	// idleEnd is the latest position known to hold no transaction not yet
 	// received: a keepalive's WAL end or a non-transactional message
 	// (heartbeat). It is confirmed only when nothing is in flight.
-	idleEnd     uint64
+	idleEnd uint64
+	// replyAll is set while answering a keepalive that asked for a reply
+	// (see stream).
+	replyAll    bool
 	queue       chan handoff
 	applyErr    chan error
 	stopApply   chan struct{}
@@ -100,10 +104,12 @@ func (r *Reader) Epoch() string {
 
 // Run streams until ctx is done (then it returns nil after a final status
 // update) or a permanent error occurs: invalid configuration, an
-// ErrPrerequisite (wal_level, privileges, tables), ErrSlotInvalidated, or an
-// error from the sink. Connection losses and server restarts are retried
-// with exponential backoff and jitter; a slot in use (ErrSlotInUse) is
-// waited for. Run may be called once.
+// ErrPrerequisite (wal_level, privileges, tables), or an error from the
+// sink. Connection losses and server restarts are retried with exponential
+// backoff and jitter; while another process owns the slot the reader is a
+// standby (owner.go); a slot in use (ErrSlotInUse) is retried at least every
+// maxSlotInUseWait; an invalidated slot is recreated with a new epoch
+// (invalidation.go). Run may be called once.
 func (r *Reader) Run(ctx context.Context) error {
 	if err := r.cfg.Validate(); err != nil {
 		return err
@@ -129,6 +135,7 @@ func (r *Reader) Run(ctx context.Context) error {
 		stopPoll()
 		r.stopApplier()
 		wg.Wait()
+		r.setState(StateStopped)
 	}()
 
 	delay := r.cfg.MinBackoff
@@ -141,7 +148,7 @@ func (r *Reader) Run(ctx context.Context) error {
 			return nil
 		}
 		switch {
-		case errors.Is(err, ErrPrerequisite), errors.Is(err, ErrSlotInvalidated), errors.Is(err, errSink):
+		case errors.Is(err, ErrPrerequisite), errors.Is(err, errSink):
 			r.log.Error("cdc: stopping", "err", err)
 			return err
 		}
@@ -150,9 +157,15 @@ func (r *Reader) Run(ctx context.Context) error {
 			delay = r.cfg.MinBackoff
 		}
 		wait := delay/2 + rand.N(delay/2+1)
-		if errors.Is(err, ErrSlotInUse) {
+		switch {
+		case errors.Is(err, ErrSlotInUse):
+			wait = min(wait, maxSlotInUseWait)
+			r.setState(StateStandby)
 			r.log.Info("cdc: slot in use by another connection, waiting", "err", err, "retry_in", wait)
-		} else {
+		case errors.Is(err, ErrSlotInvalidated): // the next session recreates it
+			wait = r.cfg.MinBackoff
+			r.log.Info("cdc: the slot was invalidated; recreating it", "err", err)
+		default:
 			r.log.Warn("cdc: replication interrupted", "err", err, "retry_in", wait)
 		}
 		delay = min(delay*2, r.cfg.MaxBackoff)
@@ -165,6 +178,10 @@ func (r *Reader) Run(ctx context.Context) error {
 }
 
 var errSink = errors.New("sink refused a transaction")
+
+// maxSlotInUseWait bounds the wait before retrying a slot in use (55006):
+// a walsender that outlives its owner by a moment is taken over quickly.
+const maxSlotInUseWait = 5 * time.Second
 
 // applier calls the sink, in order, for what the reader hands on, so that
 // a slow sink never keeps the reader from sending status updates.
@@ -219,6 +236,12 @@ func (r *Reader) stopApplier() {
 // session runs one connection: setup, then streaming until an error or
 // ctx is done. streamed reports whether it got as far as streaming.
 func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
+	r.setState(StateConnecting)
+	owner, err := r.acquireOwnership(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer owner.release()
 	sqlConn, err := connectSQL(ctx, r.cfg)
 	if err != nil {
 		return false, classifySetup(err)
@@ -237,12 +260,16 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
 
+	if err := r.prepareSlot(ctx, sqlConn); err != nil {
+		return false, err
+	}
 	created, err := ensureSlot(ctx, sqlConn, repl, r.cfg)
 	if err != nil {
 		return false, err
 	}
 	if created {
 		r.log.Info("cdc: created replication slot")
+		r.startNewSlot(ctx, sqlConn)
 	}
 	if epoch, err := streamEpoch(ctx, sqlConn, r.cfg.Slot, created); err != nil {
 		if ctx.Err() != nil {
@@ -330,7 +357,8 @@ func (r *Reader) flushPosition() uint64 {
 	if !r.st.inTxn() && r.pending.Load() == 0 && r.idleEnd > pos {
 		pos = r.idleEnd
 	}
-	if cl, ok := r.sink.(ConfirmLimiter); ok {
+	idle := !r.st.inTxn() && r.pending.Load() == 0
+	if cl, ok := r.sink.(ConfirmLimiter); ok && !(r.replyAll && idle) {
 		if lim, limited := cl.ConfirmLimit(); limited && pos > lim {
 			pos = lim
 		}
@@ -428,7 +456,19 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				r.noteServerEnd(uint64(pkm.ServerWALEnd))
 				r.idleEnd = max(r.idleEnd, uint64(pkm.ServerWALEnd))
 				if pkm.ReplyRequested {
-					if err := r.sendStatus(ctx, conn, false); err != nil {
+					// PostgreSQL asks for a reply when it has heard nothing
+					// for half of wal_sender_timeout, and, repeatedly, when
+					// it shuts down: a walsender ends only once everything it
+					// sent is confirmed. So with nothing in flight the
+					// reply confirms everything taken, past the sink's
+					// limit: a fast shutdown never waits for us. The cost is
+					// a shorter replay window should this process restart
+					// before the window refills (clients older than it get
+					// an explicit must-refetch).
+					r.replyAll = true
+					err := r.sendStatus(ctx, conn, false)
+					r.replyAll = false
+					if err != nil {
 						return err
 					}
 					nextStatus = time.Now().Add(interval)
@@ -609,16 +649,13 @@ func (r *Reader) heartbeat(ctx context.Context) {
 	}
 }
 
-// pollWAL updates the retained-WAL metric from pg_replication_slots.
+// pollWAL updates the slot's WAL metrics (retained bytes, wal_status,
+// safe_wal_size) and Status from pg_replication_slots.
 func (r *Reader) pollWAL(ctx context.Context) {
 	t := time.NewTicker(r.cfg.WALPollInterval)
 	defer t.Stop()
 	for {
-		if n, err := RetainedWAL(ctx, r.cfg); err == nil {
-			r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.retainedWAL }, float64(n))
-		} else if ctx.Err() == nil {
-			r.log.Debug("cdc: polling retained WAL", "err", err)
-		}
+		r.pollSlot(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -247,6 +247,8 @@ func TestUnchangedToast(t *testing.T) {
 	}
 }
 
+// TestSlotTakeover is T19a in process: a second reader on the slot is a
+// standby that receives nothing, and takes over when the first stops.
 func TestSlotTakeover(t *testing.T) {
 	url := pglocal.NewDatabase(t)
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
@@ -273,10 +275,38 @@ func TestSlotTakeover(t *testing.T) {
 			t.Errorf("second Run: %v", err)
 		}
 	}()
-	// The second waits (55006) while the first owns the slot.
-	eventually(t, 30*time.Second, "second reader retried", func() bool { return testutil.ToFloat64(r2.metrics.reconnects) >= 1 })
-	if r2.Ready() {
-		t.Fatalf("second reader ready while the first owns the slot")
+	// The second is a standby while the first owns the slot (R1): it
+	// waits on the owner lock, reports so, and receives nothing.
+	eventually(t, 30*time.Second, "second reader is a standby", func() bool { return r2.State() == StateStandby })
+	if err := r2.Health(); err == nil || !strings.Contains(err.Error(), "standby") {
+		t.Errorf("standby Health: got %v, want an error saying standby", err)
+	}
+	if got := testutil.ToFloat64(r2.metrics.standby); got != 1 {
+		t.Errorf("snorky_cdc_standby: got %v, want 1", got)
+	}
+	// A standby stops promptly while it waits.
+	r3 := NewReader(cfg, &collector{}, nil, nil)
+	ctx3, stop3 := context.WithCancel(context.Background())
+	done3 := make(chan error, 1)
+	go func() { done3 <- r3.Run(ctx3) }()
+	eventually(t, 30*time.Second, "third reader is a standby", func() bool { return r3.State() == StateStandby })
+	stop3()
+	select {
+	case err := <-done3:
+		if err != nil {
+			t.Errorf("standby's Run after cancel: got %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("a standby's Run did not return within 10s of cancel")
+	}
+	if got := r3.State(); got != StateStopped {
+		t.Errorf("State after Run returned: got %s, want %s", got, StateStopped)
+	}
+	execSQL(t, url, `INSERT INTO t VALUES (10)`)
+	eventually(t, 30*time.Second, "first reader got row 10", func() bool { return len(first.changes()) == 2 })
+	if r2.Ready() || r2.State() != StateStandby || len(second.changes()) != 0 {
+		t.Fatalf("second reader while the first owns the slot: ready %v, state %s, %d changes; want a standby with none",
+			r2.Ready(), r2.State(), len(second.changes()))
 	}
 	stop1()
 	if err := <-done1; err != nil {
@@ -285,7 +315,7 @@ func TestSlotTakeover(t *testing.T) {
 	execSQL(t, url, `INSERT INTO t VALUES (2)`)
 	eventually(t, 30*time.Second, "second reader took over", func() bool { return len(second.changes()) == 1 })
 	if got := string(second.changes()[0].New[0].Value); got != "2" {
-		t.Errorf("second reader's first row: got %s, want 2 (row 1 was confirmed by the first)", got)
+		t.Errorf("second reader's first row: got %s, want 2 (rows 1 and 10 were confirmed by the first)", got)
 	}
 	if got := testutil.ToFloat64(r2.metrics.transactions); got != 1 {
 		t.Errorf("snorky_cdc_transactions_total: got %v, want 1", got)

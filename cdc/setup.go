@@ -20,7 +20,8 @@ var (
 	// 55006). The reader waits and retries.
 	ErrSlotInUse = errors.New("replication slot is in use by another connection")
 	// ErrSlotInvalidated: the slot lost WAL it needed (wal_status "lost",
-	// max_slot_wal_keep_size). Changes were lost; Run returns it.
+	// max_slot_wal_keep_size; SQLSTATE 55000 on reading it). Changes were
+	// lost; the reader drops and recreates the slot with a new epoch.
 	ErrSlotInvalidated = errors.New("replication slot was invalidated")
 	// ErrPrerequisite marks an error the reader cannot recover from by
 	// retrying (configuration, privileges, missing tables, wal_level). Run
@@ -522,6 +523,9 @@ func ensureSlot(ctx context.Context, sqlConn *pgx.Conn, repl *pgconn.PgConn, cfg
 func classifySetup(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
+		if invalidatedError(pgErr) {
+			return fmt.Errorf("%w: %w", ErrSlotInvalidated, err)
+		}
 		switch pgErr.Code {
 		case "42501", "28000", "28P01", "55000", "22023", "42704", "42P01":
 			return fmt.Errorf("%w: %w", ErrPrerequisite, err)

@@ -27,6 +27,7 @@ var version = ""
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ownProcess = true
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
@@ -38,6 +39,11 @@ func main() {
 }
 
 var errUsage = errors.New("usage")
+
+// ownProcess is true when the server is the process (not a test that
+// runs it in-process): it may then set process-wide settings such as the
+// memory limit.
+var ownProcess bool
 
 const usage = `Snorky: a real-time sync server for PostgreSQL.
 

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -54,8 +56,11 @@ func serve(ctx context.Context, path string, environ []string, logOut io.Writer,
 	for _, w := range warnings {
 		log.Warn(w)
 	}
-	for _, w := range cfg.exposureWarnings() {
+	for _, w := range cfg.exposureWarnings() { // hardening.go
 		log.Warn(w)
+	}
+	if ownProcess {
+		setMemoryLimit(cfg, environ, log)
 	}
 	s, err := newServer(cfg, log)
 	if err != nil {
@@ -68,6 +73,30 @@ func serve(ctx context.Context, path string, environ []string, logOut io.Writer,
 		ready(s)
 	}
 	return s.run(ctx)
+}
+
+// setMemoryLimit gives Go's garbage collector a soft memory limit (unless
+// GOMEMLIMIT is set): the larger of the replay window and the largest
+// transaction (a large transaction is held in the window, so the two
+// overlap), plus 48 MiB for the server itself, so that with the binary and
+// the memory outside Go's heap the process stays within 64 MiB of them.
+// Without it, a 50 MB transaction can briefly take the heap to twice its
+// live size before a collection. The limit is soft: past it the collector
+// works harder, it never fails an allocation.
+func setMemoryLimit(cfg *Config, environ []string, log *slog.Logger) {
+	for _, kv := range environ {
+		if strings.HasPrefix(kv, "GOMEMLIMIT=") {
+			return
+		}
+	}
+	limit := int64(48 << 20)
+	if d := cfg.Database; d != nil {
+		limit += max(int64(d.History.MaxBytes), int64(d.MaxTxBytes))
+	} else {
+		limit += 64 << 20
+	}
+	debug.SetMemoryLimit(limit)
+	log.Debug("memory limit set", "bytes", limit)
 }
 
 func newLogger(c LogConfig, out io.Writer) *slog.Logger {
@@ -170,12 +199,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 			return nil, err
 		}
 		s.reader = cdc.NewReader(cc, s.datasync, log.With("component", "cdc"), cdc.NewMetrics(s.metrics))
-		ready["database"] = func() error {
-			if !s.reader.Ready() {
-				return errors.New("not streaming from PostgreSQL yet (see the log)")
-			}
-			return nil
-		}
+		ready["database"] = s.reader.Health // connecting, standby, stopped
 	}
 	register := func(r *rpc.Registry, name string, svc rpc.Service) error {
 		if err := r.Register(name, svc); err != nil {
@@ -232,6 +256,9 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 	}, s.back, log.With("endpoint", "backend"), s.metrics, s.metrics, ready)
 	if err != nil {
 		return nil, err
+	}
+	if s.reader != nil {
+		s.backend.SetDetail("slot", func() any { return s.reader.Status() }) // state, wal_status, a slot about to be lost
 	}
 	s.backend.SetDetail("window", func() any {
 		w := s.datasync.Window()

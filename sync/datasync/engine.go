@@ -275,11 +275,10 @@ func (t deltaType) String() string { return typeNames[t] }
 // delta is one delta of a transaction; its offset is its transaction's
 // position and its index.
 type delta struct {
-	model     *model
-	typ       deltaType
-	data      json.RawMessage
-	old       json.RawMessage // update: oldData
-	unchanged []string
+	model *model
+	typ   deltaType
+	data  json.RawMessage
+	old   json.RawMessage // update: oldData
 }
 
 const (
@@ -380,9 +379,8 @@ func (e *Engine) deliverLocked(t *winTxn, from, to int) {
 const smallTxnBytes = 128 << 10
 
 // frameCache shares a small transaction's encoded frames among the
-// connections it goes to.
+// connections it goes to, by delta index and mark.
 type frameCache struct {
-	idx    []uint32
 	frames [][4][]byte
 }
 
@@ -390,21 +388,14 @@ func (fc *frameCache) frame(e *Engine, t *winTxn, i uint32, mark uint8, keep boo
 	if !keep {
 		return e.encode(nil, t, i, mark)
 	}
-	for k, x := range fc.idx {
-		if x == i {
-			if f := fc.frames[k][mark]; f != nil {
-				return f
-			}
-			f := e.encode(nil, t, i, mark)
-			fc.frames[k][mark] = f
-			return f
-		}
+	if fc.frames == nil {
+		fc.frames = make([][4][]byte, len(t.deltas))
 	}
-	f := e.encode(nil, t, i, mark)
-	var slot [4][]byte
-	slot[mark] = f
-	fc.idx = append(fc.idx, i)
-	fc.frames = append(fc.frames, slot)
+	f := fc.frames[i][mark]
+	if f == nil {
+		f = e.encode(nil, t, i, mark)
+		fc.frames[i][mark] = f
+	}
 	return f
 }
 
@@ -441,8 +432,8 @@ func (e *Engine) encode(b []byte, t *winTxn, i uint32, mark uint8) []byte {
 		b = append(b, `,"oldData":`...)
 		b = append(b, d.old...)
 	}
-	if len(d.unchanged) > 0 && (typ == typeUpdate || typ == typeInsert) {
-		u, _ := json.Marshal(d.unchanged)
+	if u := t.unchanged[i]; len(u) > 0 && (typ == typeUpdate || typ == typeInsert) {
+		u, _ := json.Marshal(u)
 		b = append(b, `,"unchanged":`...)
 		b = append(b, u...)
 	}
@@ -633,11 +624,11 @@ func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
 		case cdc.Insert:
 			d.typ = typeInsert
 			d.data = m.rowJSON(ch.New, ch.Unchanged)
-			d.unchanged = ch.Unchanged
+			t.setUnchanged(ch.Unchanged)
 		case cdc.Update:
 			d.typ = typeUpdate
 			d.data = m.rowJSON(ch.New, ch.Unchanged)
-			d.unchanged = ch.Unchanged
+			t.setUnchanged(ch.Unchanged)
 			if ch.Old != nil {
 				d.old = m.rowJSON(ch.Old, nil)
 			} else {
@@ -657,13 +648,25 @@ func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
 	messagesBefore(len(txn.Changes))
 }
 
+// setUnchanged records the unchanged-TOAST columns of the delta about to
+// be added (rare: kept aside so a delta stays small).
+func (t *winTxn) setUnchanged(cols []string) {
+	if len(cols) == 0 {
+		return
+	}
+	if t.unchanged == nil {
+		t.unchanged = map[uint32][]string{}
+	}
+	t.unchanged[uint32(len(t.deltas))] = cols
+}
+
 func (t *winTxn) add(d delta) {
 	t.deltas = append(t.deltas, d)
 	t.size += len(d.data) + len(d.old) + deltaOverhead
 }
 
 // deltaOverhead approximates what a held delta costs besides its row data.
-const deltaOverhead = 96
+const deltaOverhead = 64
 
 // tooLargeLocked handles a transaction over database.max_tx_bytes (D11):
 // the subscriptions of its models end with mustRefetch (opted-in

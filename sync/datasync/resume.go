@@ -108,7 +108,7 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 		// knowing it yet.
 		e.unbindLocked(s)
 	}
-	out, refetch := e.replayLocked(s, o)
+	out, refetch := e.replayLocked(s, o, false)
 	if refetch != "" {
 		e.removeLocked(s)
 		return nil, mustRefetch(refetch)

@@ -145,7 +145,7 @@ func (e *Engine) acquire(c rpc.Conn, tok string, resumable bool) (any, error) {
 		e.metrics.dropped.Inc()
 		return nil, ErrDropped
 	}
-	out, refetch := e.replayLocked(s, from)
+	out, refetch := e.replayLocked(s, from, true)
 	if refetch != "" {
 		e.removeLocked(s)
 		return nil, rpc.Error("Must refetch: " + refetch)
@@ -167,27 +167,30 @@ func (e *Engine) acquire(c rpc.Conn, tok string, resumable bool) (any, error) {
 }
 
 // replayLocked collects the deltas of the window after from that s is
-// entitled to; refetch is the reason s cannot be served, if any.
-func (e *Engine) replayLocked(s *subscription, from offset) (out connOut, refetch string) {
+// entitled to; refetch is the reason s cannot be served, if any. A
+// subscription authorised with a snapshot is entitled, at its acquire
+// (whole true), to every transaction its snapshot did not see, whatever its
+// position; after that, as every other, to what follows from.
+func (e *Engine) replayLocked(s *subscription, from offset, whole bool) (out connOut, refetch string) {
 	txns := e.window.after(from.pos)
-	if s.snap != nil {
+	if whole && s.snap != nil {
 		txns = e.window.live()
 	}
 	for _, t := range txns {
 		if s.snap != nil {
-			if t.db && s.snap.visible(t.xid) || !t.db && t.pos.cmp(s.start) <= 0 {
+			if t.db && s.snap.visible(t.xid) || whole && !t.db && t.pos.cmp(s.start) <= 0 {
 				continue
 			}
 		}
-		if len(t.tooLarge) > 0 && s.hasModel(t.tooLarge) {
-			return connOut{}, "transaction too large"
-		}
 		first := uint32(0)
-		if s.snap == nil && t.pos == from.pos {
+		if !(whole && s.snap != nil) && t.pos == from.pos {
 			if from.idx == lastIdx {
 				continue
 			}
 			first = from.idx + 1
+		}
+		if len(t.tooLarge) > 0 && s.hasModel(t.tooLarge) {
+			return connOut{}, "transaction too large"
 		}
 		for i := first; int(i) < len(t.deltas); i++ {
 			if mark := e.marksFor(s, &t.deltas[i]); mark != 0 {

@@ -124,7 +124,10 @@ type winTxn struct {
 	at  time.Time
 	// deltas are the transaction's deltas of configured models, in order.
 	deltas []delta
-	size   int
+	// unchanged lists, by delta index, the unchanged-TOAST columns left out
+	// of a row (spec §3.8).
+	unchanged map[uint32][]string
+	size      int
 	// tooLarge names the models of a transaction over database.max_tx_bytes:
 	// it is held without deltas, and replaying it means must-refetch.
 	tooLarge []string

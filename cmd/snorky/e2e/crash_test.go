@@ -169,7 +169,10 @@ func TestCrashSafetyKillDuringBurst(t *testing.T) {
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE burst (seq int PRIMARY KEY, tx int NOT NULL)`)
 	slot := randomName("e2e_crash_")
-	p := startServer(t, serverConfig{DatabaseURL: url, Slot: slot, Body: `models:
+	// A replay window of one second, so that the server confirms
+	// mid-burst (it confirms only what left the window, R2/R3).
+	p := startServer(t, serverConfig{DatabaseURL: url, Slot: slot,
+		DatabaseExtra: "history: {max_age: 1s}", TokensExtra: "acquire_timeout: 1s", Body: `models:
   Row: {table: burst}
 dealers:
   AllRows: {model: Row, kind: broadcast}

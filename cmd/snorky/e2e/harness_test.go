@@ -136,6 +136,11 @@ type serverConfig struct {
 	// Body is YAML appended verbatim: models, dealers and any other
 	// top-level section not written here.
 	Body string
+	// DatabaseExtra and TokensExtra are more keys of the database and
+	// tokens sections ("k: v, k: v").
+	DatabaseExtra, TokensExtra string
+	// SendQueue is frontend.send_queue_bytes (default 64MiB).
+	SendQueue string
 	// Migrate applies the snorky schema (database.migrate): the stream's
 	// epoch then survives restarts.
 	Migrate bool
@@ -148,6 +153,7 @@ type proc struct {
 	front   string // host:port
 	back    string // host:port
 
+	bin  string
 	cmd  *exec.Cmd
 	log  *syncBuffer
 	done chan struct{}
@@ -163,13 +169,25 @@ func writeConfig(t testing.TB, c serverConfig) (path, front, back string) {
 	if pub == "" {
 		pub = c.Slot
 	}
-	yaml := fmt.Sprintf(`frontend: {listen: %q, path: /ws, send_queue_bytes: 64MiB}
+	extra := ""
+	if c.DatabaseExtra != "" {
+		extra = ", " + c.DatabaseExtra
+	}
+	tokExtra := ""
+	if c.TokensExtra != "" {
+		tokExtra = ", " + c.TokensExtra
+	}
+	queue := c.SendQueue
+	if queue == "" {
+		queue = "64MiB"
+	}
+	yaml := fmt.Sprintf(`frontend: {listen: %q, path: /ws, send_queue_bytes: %s}
 backend: {listen: %q, path: /backend, api_key: %q}
-tokens: {secret: %q}
+tokens: {secret: %q%s}
 limits: {commands_per_second: 0}
 log: {level: info}
-database: {url: %q, slot: %s, publication: %s, migrate: %v}
-%s`, front, back, apiKey, tokenSecret, c.DatabaseURL, c.Slot, pub, c.Migrate, c.Body)
+database: {url: %q, slot: %s, publication: %s, migrate: %v%s}
+%s`, front, queue, back, apiKey, tokenSecret, tokExtra, c.DatabaseURL, c.Slot, pub, c.Migrate, extra, c.Body)
 	path = filepath.Join(t.TempDir(), "snorky.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -195,13 +213,59 @@ func (p *proc) restart() *proc {
 	default:
 		p.t.Fatal("restart of a running server")
 	}
-	return startProc(p.t, p.cfgPath, p.front, p.back)
+	return startProcBin(p.t, p.bin, p.cfgPath, p.front, p.back)
 }
 
 func startProc(t testing.TB, path, front, back string) *proc {
 	t.Helper()
-	p := &proc{t: t, cfgPath: path, front: front, back: back, log: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(snorkyBin, "serve", "--config", path)
+	return startProcBin(t, snorkyBin, path, front, back)
+}
+
+// plainBin is the server built without the race detector, for tests that
+// measure memory (the race detector multiplies it).
+var plainBin = sync.OnceValues(func() (string, error) {
+	bin := filepath.Join(filepath.Dir(snorkyBin), "snorky-plain")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/snorkyhq/snorky/cmd/snorky").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("building snorky without -race: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// startPlainServer is startServer with the binary built without -race.
+func startPlainServer(t testing.TB, c serverConfig) *proc {
+	t.Helper()
+	bin, err := plainBin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, front, back := writeConfig(t, c)
+	return startProcBin(t, bin, path, front, back)
+}
+
+// rss returns the server's resident set size and its peak (VmRSS, VmHWM)
+// in bytes.
+func (p *proc) rss() (cur, peak int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var kb int64
+		if n, _ := fmt.Sscanf(line, "VmRSS: %d kB", &kb); n == 1 {
+			cur = kb << 10
+		}
+		if n, _ := fmt.Sscanf(line, "VmHWM: %d kB", &kb); n == 1 {
+			peak = kb << 10
+		}
+	}
+	return cur, peak
+}
+
+func startProcBin(t testing.TB, bin, path, front, back string) *proc {
+	t.Helper()
+	p := &proc{t: t, bin: bin, cfgPath: path, front: front, back: back, log: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, "serve", "--config", path)
 	p.cmd.Stdout = p.log
 	p.cmd.Stderr = p.log
 	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0")
@@ -280,6 +344,44 @@ func (p *proc) readyStatus() int {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// windowStats reads the replay window's span from /readyz.
+func (p *proc) windowStats() (w struct {
+	Transactions int `json:"transactions"`
+	Bytes        int `json:"bytes"`
+}) {
+	resp, err := http.Get("http://" + p.back + "/readyz")
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Detail struct {
+			Window json.RawMessage `json:"window"`
+		} `json:"detail"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		p.t.Fatal(err)
+	}
+	if err := json.Unmarshal(body.Detail.Window, &w); err != nil {
+		p.t.Fatalf("/readyz detail.window %s: %v", body.Detail.Window, err)
+	}
+	return w
+}
+
+// cpuTime returns the server's user+system CPU time so far.
+func (p *proc) cpuTime() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	var ut, st int64
+	fmt.Sscan(fields[11], &ut)
+	fmt.Sscan(fields[12], &st)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ = 100
 }
 
 // waitReady waits until /readyz answers 200, failing early if the process
@@ -443,12 +545,14 @@ type wsClient struct {
 	writeMu sync.Mutex
 	nextID  int
 
-	mu      sync.Mutex
-	deltas  []delta
-	notes   []note // position and mustRefetch notifications
-	replies map[int]chan reply
-	done    chan struct{}
-	readErr error
+	mu     sync.Mutex
+	deltas []delta
+	notes  []note // position and mustRefetch notifications
+	// resumeRead, when set, stalls the reader until it is closed.
+	resumeRead chan struct{}
+	replies    map[int]chan reply
+	done       chan struct{}
+	readErr    error
 }
 
 // note is a position or mustRefetch notification (spec §3.9).
@@ -484,9 +588,34 @@ func (p *proc) dial() *wsClient {
 	return c
 }
 
+// stall makes the client stop reading (its socket buffers fill up);
+// unstall resumes reading.
+func (c *wsClient) stall() {
+	c.mu.Lock()
+	if c.resumeRead == nil {
+		c.resumeRead = make(chan struct{})
+	}
+	c.mu.Unlock()
+}
+
+func (c *wsClient) unstall() {
+	c.mu.Lock()
+	if c.resumeRead != nil {
+		close(c.resumeRead)
+		c.resumeRead = nil
+	}
+	c.mu.Unlock()
+}
+
 func (c *wsClient) readLoop() {
 	defer close(c.done)
 	for {
+		c.mu.Lock()
+		wait := c.resumeRead
+		c.mu.Unlock()
+		if wait != nil {
+			<-wait
+		}
 		_, msg, err := c.ws.ReadMessage()
 		if err != nil {
 			c.mu.Lock()
