@@ -12,12 +12,12 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -37,6 +37,9 @@ type Config struct {
 	// MetricsAuth makes /metrics and /debug/pprof/ require the API key, in
 	// X-Backend-Key or as "Authorization: Bearer <key>".
 	MetricsAuth bool
+	// BodyTimeout bounds the reading of a request body (a client trickling
+	// it is cut); 0 means no bound.
+	BodyTimeout time.Duration
 }
 
 // Validate reports the first invalid field, named as in the configuration.
@@ -161,7 +164,7 @@ func (h *Handler) serveEnvelope(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, errorBody("Missing or wrong X-Backend-Key header"))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	body, err := h.readBody(w, r) // guard.go
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

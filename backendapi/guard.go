@@ -3,8 +3,10 @@ package backendapi
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // keyOK compares the request's key with the configured one in constant
@@ -36,4 +38,24 @@ func (h *Handler) guard(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// readBody reads a request body up to MaxBodyBytes, within BodyTimeout: the
+// read deadline is set for the body and cleared after it, so that it never
+// cancels the request's context while the reply is being made. After a
+// failed read the connection is closed with the reply.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	if h.cfg.BodyTimeout > 0 {
+		_ = rc.SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		w.Header().Set("Connection", "close")
+		return nil, err
+	}
+	if h.cfg.BodyTimeout > 0 {
+		_ = rc.SetReadDeadline(time.Time{})
+	}
+	return body, nil
 }

@@ -31,4 +31,9 @@
 // (unmasked server frames: a header and the payload), so that many queued
 // messages leave in one write; gorilla/websocket does the handshake, reading,
 // and control frames.
+//
+// Beside the WebSocket endpoint, the package serves the JavaScript client
+// (client.go: /snorky.js, /snorky.mjs, embedded from client/) and the SockJS
+// endpoints (sockjs.go, spec §7), whose sessions are connections for the
+// same registry, with a byte-bounded queue and writer goroutine of their own.
 package wsapi

@@ -206,7 +206,7 @@ func (c *conn) readLoop() {
 		if h.cfg.PingInterval > 0 {
 			c.ws.SetReadDeadline(time.Now().Add(wait))
 		}
-		if guard != nil && !guard.allow(c, msg) {
+		if guard != nil && !guard.allow(h, c, msg) {
 			continue
 		}
 		c.dispatch(msg)

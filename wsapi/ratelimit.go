@@ -58,7 +58,7 @@ func newRateGuard(perSecond float64, grace time.Duration) *rateGuard {
 // allow reports whether msg may be handled. A message over the rate is
 // answered "Rate limit exceeded" (the first repliesPerSecond each second)
 // or dropped.
-func (g *rateGuard) allow(c *conn, msg []byte) bool {
+func (g *rateGuard) allow(h *Handler, c rpc.Conn, msg []byte) bool {
 	if g.closed {
 		return false
 	}
@@ -68,9 +68,8 @@ func (g *rateGuard) allow(c *conn, msg []byte) bool {
 	}
 	if g.abusive(now) {
 		g.closed = true
-		h := c.h
 		h.metrics.rateLimitCloses.Inc()
-		h.log.Warn("closing connection: sustained rate above limit", "conn", c.id, "limit", h.cfg.CommandsPerSecond, "grace", g.grace)
+		h.log.Warn("closing connection: sustained rate above limit", "conn", c.ID(), "limit", h.cfg.CommandsPerSecond, "grace", g.grace)
 		c.Close(rpc.CloseRateLimited, rpc.ReasonRateLimited)
 		return false
 	}
@@ -79,9 +78,9 @@ func (g *rateGuard) allow(c *conn, msg []byte) bool {
 	}
 	if g.replies < repliesPerSecond {
 		g.replies++
-		c.rejectRateLimited(msg)
+		h.rejectRateLimited(c, msg)
 	} else {
-		c.h.lim.suppressed.Inc()
+		h.lim.suppressed.Inc()
 	}
 	return false
 }
@@ -111,9 +110,9 @@ func (g *rateGuard) abusive(now time.Time) bool {
 
 // rejectRateLimited answers a message over the rate limit with an error
 // that carries its service and callId when they are readable.
-func (c *conn) rejectRateLimited(msg []byte) {
-	c.h.metrics.rateLimited.Inc()
-	call, derr := c.h.reg.Decode(msg)
+func (h *Handler) rejectRateLimited(c rpc.Conn, msg []byte) {
+	h.metrics.rateLimited.Inc()
+	call, derr := h.reg.Decode(msg)
 	if derr != nil {
 		c.Send(rpc.AppendError(nil, derr.Service, derr.CallID, "Rate limit exceeded"))
 		return

@@ -92,6 +92,8 @@ type FrontendConfig struct {
 	WriteTimeout    time.Duration `koanf:"write_timeout"`
 	MaxLag          time.Duration `koanf:"max_lag"`
 	TLS             TLSConfig     `koanf:"tls"`
+	SockJSPath      string        `koanf:"sockjs_path"` // frontend.go
+	StaticDir       string        `koanf:"static_dir"`  // frontend.go
 }
 
 // BackendConfig is the private HTTP listener.
@@ -480,6 +482,9 @@ func (c *Config) validate() error {
 	}
 	if c.Frontend.Listen == "" {
 		return errors.New("frontend.listen: must be set, e.g. \":5001\"")
+	}
+	if err := c.Frontend.validateExtras(); err != nil {
+		return err
 	}
 	if c.Backend.Listen == "" {
 		return errors.New("backend.listen: must be set, e.g. \"127.0.0.1:5002\"")

@@ -83,14 +83,16 @@ func (l LimitsConfig) validate() error {
 }
 
 // httpServer returns the HTTP server of a listener with the limits'
-// timeouts. ReadTimeout covers a request's body; the WebSocket upgrade
-// clears the deadlines of the connection it takes over.
+// timeouts. There is no server-wide ReadTimeout: net/http cancels a
+// request's context when it passes, which would cut SockJS's streaming
+// transports and pprof's profiles; the backend API bounds the reading of
+// each request body instead (backendapi.Config.BodyTimeout,
+// limits.http_read_timeout).
 func (s *server) httpServer(h http.Handler) *http.Server {
 	l := s.cfg.Limits
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: l.HTTPReadHeaderTimeout,
-		ReadTimeout:       l.HTTPReadTimeout,
 		IdleTimeout:       l.HTTPIdleTimeout,
 		MaxHeaderBytes:    int(l.HTTPMaxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),

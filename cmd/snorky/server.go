@@ -40,6 +40,7 @@ type server struct {
 	reader            *cdc.Reader // nil without a database
 	pool              *cdc.Pool   // nil without a database
 	ws                *wsapi.Handler
+	sockjs            *wsapi.SockJS // nil unless frontend.sockjs_path is set
 	backend           *backendapi.Handler
 	frontLn, backLn   net.Listener
 	frontSrv, backSrv *http.Server
@@ -253,6 +254,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		MaxBodyBytes: int64(cfg.Backend.MaxBodyBytes),
 		Pprof:        cfg.Backend.Pprof,
 		MetricsAuth:  cfg.metricsAuth(),
+		BodyTimeout:  cfg.Limits.HTTPReadTimeout,
 	}, s.back, log.With("endpoint", "backend"), s.metrics, s.metrics, ready)
 	if err != nil {
 		return nil, err
@@ -279,6 +281,7 @@ func (s *server) listen() error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(s.cfg.Frontend.Path, s.ws)
+	s.mountFrontend(mux)
 	s.frontSrv = s.httpServer(mux) // hardening.go
 	s.backSrv = s.httpServer(s.backend)
 	return nil
@@ -343,6 +346,7 @@ func (s *server) run(ctx context.Context) error {
 	if err := s.ws.Shutdown(sctx); err != nil {
 		s.log.Warn("closing WebSockets timed out", "err", err)
 	}
+	s.shutdownSockJS(sctx)
 	// 3. Stop reading the WAL: the reader finishes the transaction in hand,
 	// sends its final status update and closes its connections.
 	stopDB()

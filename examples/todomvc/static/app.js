@@ -1,8 +1,11 @@
-// The TodoMVC page of the Snorky example. It speaks the Snorky wire protocol
-// directly over a WebSocket (spec §2.5, §3.5): it fetches the list with the
-// header "X-Snorky: Subscribe", acquires the subscription whose token came
-// in the X-Subscription-Token header, and applies the deltas the server
-// sends. After a disconnection it fetches the list again, for a new token.
+// The TodoMVC page of the Snorky example. It loads Snorky's JavaScript
+// client from the Snorky server (/snorky.js beside the WebSocket endpoint)
+// and keeps its list in an ArrayCollection: syncCollection fetches the list
+// with the header "X-Snorky: Subscribe", acquires the subscription whose
+// token came in the X-Subscription-Token header (acquireSubscription), and
+// applies the deltas. The client reconnects by itself after a network
+// failure or a server restart, resumes the subscription, or fetches the list
+// again when it cannot: the page survives a restart without a reload.
 // The page never applies its own writes: they come back as deltas, like
 // everybody else's.
 (function () {
@@ -20,15 +23,12 @@
   const clear = $('.clear-completed');
   const status = $('#status');
 
-  let tasks = new Map(); // id → row, as the server sends it
+  const tasks = []; // the rows, as the server sends them (an ArrayCollection's array)
   const items = new Map(); // id → <li>
-  let ws = null; // the current WebSocket
-  let backoff = 250;
+  let snorky = null;
+  let live = null;
 
-  function setStatus(state, text) {
-    status.dataset.state = state;
-    status.textContent = text;
-  }
+  const taskById = (id) => tasks.find((t) => t.id === id);
 
   async function api(method, path, body) {
     const opts = { method, headers: {} };
@@ -52,85 +52,66 @@
 
   // ---- the Snorky connection
 
-  function connect() {
-    setStatus('connecting', 'connecting…');
-    const sock = new WebSocket(cfg.url);
-    ws = sock;
-    let callId = 0;
-    let acquireId = null;
-    sock.onopen = async () => {
-      try {
-        const r = await fetch('/api/tasks', { headers: { 'X-Snorky': 'Subscribe' } });
-        if (!r.ok) throw new Error('GET /api/tasks: ' + r.status);
-        const token = r.headers.get('X-Subscription-Token');
-        const rows = await r.json();
-        if (!token) throw new Error('GET /api/tasks: no X-Subscription-Token header');
-        if (ws !== sock) return;
-        tasks = new Map(rows.map((t) => [t.id, t]));
-        render();
-        // The deltas committed since the list was read arrive before the
-        // response to this call.
-        acquireId = callId++;
-        sock.send(JSON.stringify({
-          service: 'datasync',
-          message: { command: 'acquireSubscription', params: { token }, callId: acquireId },
-        }));
-      } catch (e) {
-        console.error(e);
-        sock.close();
-      }
+  // showState shows the connection state: live once the list is loaded and
+  // subscribed on an open connection.
+  function showState() {
+    const state = snorky ? snorky.state : 'connecting';
+    const texts = {
+      connecting: 'connecting…',
+      reconnecting: 'offline; reconnecting…',
+      closed: 'disconnected',
+      loading: 'loading the list…',
+      live: 'live: in sync with Snorky',
     };
-    sock.onmessage = (ev) => {
-      let env;
-      try { env = JSON.parse(ev.data); } catch (e) { return; }
-      if (!env || env.service !== 'datasync' || !env.message) return;
-      const m = env.message;
-      if (m.type === 'delta') {
-        apply(m.delta);
-      } else if (m.type === 'response' && m.callId === acquireId) {
-        backoff = 250;
-        setStatus('live', 'live: in sync with Snorky');
-      } else if (m.type === 'error') {
-        console.error('snorky:', m.message);
-        sock.close();
-      }
-    };
-    sock.onclose = () => {
-      if (ws !== sock) return;
-      ws = null;
-      setStatus('offline', 'offline; reconnecting…');
-      setTimeout(connect, backoff);
-      backoff = Math.min(backoff * 2, 10000);
-    };
+    let shown = state;
+    if (state === 'open') shown = live && live.state === 'live' ? 'live' : 'loading';
+    status.dataset.state = shown;
+    status.textContent = texts[shown] || shown;
+    if (snorky && snorky.lastCloseCode && shown !== 'live') {
+      status.title = 'last close: ' + snorky.lastCloseCode + ' ' + (snorky.lastCloseReason || '');
+    }
   }
 
-  // apply changes the list by one delta (spec §3.6). An insert of a known
-  // id is an update.
-  function apply(d) {
-    if (!d || d.model !== MODEL) return;
-    switch (d.type) {
-      case 'insert':
-        tasks.set(d.data.id, d.data);
-        break;
-      case 'update': {
-        const old = d.oldData && d.oldData.id;
-        const prev = tasks.get(old);
-        if (old !== undefined && old !== d.newData.id) tasks.delete(old);
-        // Columns the server could not send (unchanged TOAST values) keep
-        // their known value.
-        tasks.set(d.newData.id, Object.assign({}, prev, d.newData));
-        break;
-      }
-      case 'delete':
-        tasks.delete(d.data.id);
-        break;
-      case 'truncate':
-        tasks.clear();
-        break;
-      default:
-        return;
-    }
-    render();
+  async function loadList() {
+    const r = await fetch('/api/tasks', { headers: { 'X-Snorky': 'Subscribe' } });
+    if (!r.ok) throw new Error('GET /api/tasks: ' + r.status);
+    const token = r.headers.get('X-Subscription-Token');
+    if (!token) throw new Error('GET /api/tasks: no X-Subscription-Token header');
+    return { items: await r.json(), token };
+  }
+
+  function start() {
+    snorky = new Snorky(WebSocket, cfg.url, { datasync: Snorky.DataSync });
+    const datasync = snorky.services.datasync;
+    live = datasync.syncCollection({
+      model: MODEL,
+      collection: new Snorky.DataSync.ArrayCollection(tasks),
+      load: loadList,
+    });
+    snorky.stateChanged.add(showState);
+    live.stateChanged.add(() => { showState(); render(); });
+    datasync.deltaReceived.add(() => queueMicrotask(render));
+    live.ready.then(showState);
+    showState();
+  }
+
+  // The client is served by the Snorky server itself, next to the
+  // WebSocket endpoint.
+  function loadClient() {
+    const u = new URL(cfg.url);
+    u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+    u.pathname = '/snorky.js';
+    u.search = '';
+    const script = document.createElement('script');
+    script.src = u.href;
+    script.onload = start;
+    script.onerror = () => {
+      status.dataset.state = 'offline';
+      status.textContent = 'cannot load ' + u.href + '; retrying…';
+      script.remove();
+      setTimeout(loadClient, 2000);
+    };
+    document.head.appendChild(script);
   }
 
   // ---- the view
@@ -142,7 +123,7 @@
   }
 
   function render() {
-    const all = [...tasks.values()].sort((a, b) => a.id - b.id);
+    const all = tasks.slice().sort((a, b) => a.id - b.id);
     const filter = currentFilter();
     const shown = all.filter((t) => filter === 'all' || (filter === 'active') === !t.completed);
     const keep = new Set();
@@ -202,7 +183,7 @@
 
     let cancelled = false;
     label.addEventListener('dblclick', () => {
-      const t = tasks.get(id);
+      const t = taskById(id);
       if (!t) return;
       cancelled = false;
       li.classList.add('editing');
@@ -219,7 +200,7 @@
     edit.addEventListener('blur', () => {
       if (!li.classList.contains('editing')) return;
       li.classList.remove('editing');
-      const t = tasks.get(id);
+      const t = taskById(id);
       const title = edit.value.trim();
       if (cancelled || !t) return;
       if (title === '') save(api('DELETE', '/api/tasks/' + id));
@@ -249,8 +230,8 @@
   window.addEventListener('hashchange', render);
 
   // For the end-to-end test: drop the connection as a network failure would.
-  window.todomvc = { disconnect() { if (ws) ws.close(); } };
+  window.todomvc = { disconnect() { if (snorky && snorky.socket) snorky.socket.close(); } };
 
   render();
-  connect();
+  loadClient();
 })();

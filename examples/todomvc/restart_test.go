@@ -1,0 +1,120 @@
+package todomvc
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/snorkyhq/snorky/cdc/pglocal"
+)
+
+// TestPageSurvivesRestart runs e2e/restart.test.mjs in Debian's Chromium:
+// the page, on the JavaScript client served by the server, reconnects by
+// itself after the Snorky server is killed and started again, without a
+// reload, and shows what changed meanwhile. The script runs the server
+// (built from cmd/snorky) with the configuration written here.
+func TestPageSurvivesRestart(t *testing.T) {
+	const chromium = "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		t.Skipf("%s not found; install it with: apt-get install chromium", chromium)
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node not found; install it with: apt-get install nodejs npm")
+	}
+	e2e, _ := filepath.Abs("e2e")
+	if _, err := os.Stat(filepath.Join(e2e, "node_modules", "playwright-core")); err != nil {
+		t.Skip("playwright-core not installed; install it with: npm ci --prefix examples/todomvc/e2e")
+	}
+	psql := "psql"
+	if dir, err := pglocal.FindBinDir(); err == nil {
+		if _, err := os.Stat(filepath.Join(dir, "psql")); err == nil {
+			psql = filepath.Join(dir, "psql")
+		}
+	}
+	if _, err := exec.LookPath(psql); err != nil {
+		t.Skip("psql not found; install it with: apt-get install postgresql-client")
+	}
+	bin := filepath.Join(t.TempDir(), "snorky")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/snorkyhq/snorky/cmd/snorky").CombinedOutput(); err != nil {
+		t.Fatalf("building snorky: %v\n%s", err, out)
+	}
+
+	dbURL := pglocal.NewDatabase(t)
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(ctx, Schema); err != nil {
+		t.Fatal(err)
+	}
+	db.Close(ctx)
+
+	front, back := freeAddr(t), freeAddr(t)
+	const key = "restart-test-backend-key"
+	h, err := New(Config{DatabaseURL: dbURL, BackendURL: "http://" + back + "/backend", APIKey: key, WebSocketURL: "ws://" + front + "/ws"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := httptest.NewServer(h)
+	t.Cleanup(func() {
+		page.Close()
+		h.Close(context.Background())
+	})
+	cfg := filepath.Join(t.TempDir(), "snorky.yaml")
+	slot := fmt.Sprintf("todomvc_restart_%d", time.Now().UnixNano()%1e9)
+	yaml := fmt.Sprintf(`frontend: {listen: %q, path: /ws, allowed_origins: [%q]}
+backend: {listen: %q, path: /backend, api_key: %q}
+tokens: {secret: "restart-test-secret-0123456789abcdef"}
+database: {url: %q, slot: %s, publication: %s}
+models: {Task: {table: public.tasks}}
+dealers: {AllTasks: {model: Task, kind: broadcast}}
+log: {level: warn}
+shutdown: {timeout: 5s}
+`, front, page.URL, back, key, dbURL, slot, slot)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(tctx, node, "--test", "--test-reporter=tap", filepath.Join(e2e, "restart.test.mjs"))
+	cmd.Dir = e2e
+	cmd.Env = append(os.Environ(),
+		"TODOMVC_URL="+page.URL,
+		"TODOMVC_DATABASE_URL="+dbURL,
+		"TODOMVC_PSQL="+psql,
+		"TODOMVC_SNORKY="+bin,
+		"TODOMVC_SNORKY_CONFIG="+cfg,
+		"TODOMVC_SNORKY_READY=http://"+back+"/readyz",
+		"CHROMIUM="+chromium,
+	)
+	out, err := cmd.CombinedOutput()
+	t.Logf("node --test:\n%s", out)
+	if err != nil {
+		t.Fatalf("node --test: %v", err)
+	}
+	if !strings.Contains(string(out), "# fail 0") || strings.Contains(string(out), "# pass 0") {
+		t.Fatal("node --test did not pass (see its output above)")
+	}
+}
+
+// freeAddr returns a 127.0.0.1 address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
