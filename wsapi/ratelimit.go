@@ -66,13 +66,6 @@ func (g *rateGuard) allow(h *Handler, c rpc.Conn, msg []byte) bool {
 	if g.limiter.AllowN(now, 1) {
 		return true
 	}
-	if g.abusive(now) {
-		g.closed = true
-		h.metrics.rateLimitCloses.Inc()
-		h.log.Warn("closing connection: sustained rate above limit", "conn", c.ID(), "limit", h.cfg.CommandsPerSecond, "grace", g.grace)
-		c.Close(rpc.CloseRateLimited, rpc.ReasonRateLimited)
-		return false
-	}
 	if now.Sub(g.replyAt) >= time.Second {
 		g.replyAt, g.replies = now, 0
 	}
@@ -81,6 +74,14 @@ func (g *rateGuard) allow(h *Handler, c rpc.Conn, msg []byte) bool {
 		h.rejectRateLimited(c, msg)
 	} else {
 		h.lim.suppressed.Inc()
+	}
+	// Errors are answered before the close (spec §1.9: 4029 comes after
+	// errors were answered).
+	if g.abusive(now) {
+		g.closed = true
+		h.metrics.rateLimitCloses.Inc()
+		h.log.Warn("closing connection: sustained rate above limit", "conn", c.ID(), "limit", h.cfg.CommandsPerSecond, "grace", g.grace)
+		c.Close(rpc.CloseRateLimited, rpc.ReasonRateLimited)
 	}
 	return false
 }
