@@ -167,8 +167,11 @@ func (h *Handler) release(ip netip.Addr) {
 // identity service. A reply that would not fit in the send queue is
 // replaced by an error, so that asking for a large result never closes the
 // connection as a slow consumer.
-func (c *conn) handle(msg []byte) {
-	h := c.h
+func (c *conn) handle(msg []byte) { c.h.handle(c, c.queuedBytes(), msg) }
+
+// handle is conn.handle for any transport; queued is what c's send queue
+// holds now.
+func (h *Handler) handle(c rpc.Conn, queued int, msg []byte) {
 	call, derr := h.reg.Decode(msg)
 	if derr != nil {
 		c.Send(rpc.AppendError(nil, derr.Service, derr.CallID, derr.Message))
@@ -180,9 +183,9 @@ func (c *conn) handle(msg []byte) {
 		return
 	}
 	reply := h.reg.Run(c, call)
-	if len(reply) > h.cfg.SendQueueBytes-c.queuedBytes() {
+	if len(reply) > h.cfg.SendQueueBytes-queued {
 		h.lim.tooLarge.Inc()
-		h.log.Info("reply too large for the send queue; answered with an error", "conn", c.id, "service", call.Service(), "command", call.Req.Command, "bytes", len(reply))
+		h.log.Info("reply too large for the send queue; answered with an error", "conn", c.ID(), "service", call.Service(), "command", call.Req.Command, "bytes", len(reply))
 		reply = rpc.AppendError(nil, quoted, call.Req.CallID, errReplyTooLarge)
 	}
 	c.Send(reply)
