@@ -20,7 +20,7 @@
 //     ratelimit.go): connections in total and per client address (refused
 //     with HTTP 503 / 429 before the upgrade), idle and unauthenticated
 //     connections (closed with 4002 by one sweep goroutine for all
-//     connections), commands per second (a token bucket, abuse measured over
+//     connections, and one for all SockJS sessions), commands per second (a token bucket, abuse measured over
 //     a sliding window, 4029), and replies larger than the free queue (an
 //     error reply instead of a 4008).
 //   - A slow consumer gets a real 4008 close frame: the frame being written

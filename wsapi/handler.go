@@ -80,7 +80,7 @@ func NewHandler(cfg Config, reg *rpc.Registry, auth Authenticator, log *slog.Log
 		go h.pingLoop()
 	}
 	if every := cfg.sweepInterval(); every > 0 {
-		go h.idleLoop(every)
+		go h.idleLoop(every, h.stopPing, h.webSockets) // idle.go
 	}
 	return h, nil
 }

@@ -47,24 +47,35 @@ func (c Config) sweepInterval() time.Duration {
 	return min(max(d/10, 50*time.Millisecond), 500*time.Millisecond)
 }
 
+// idler is a connection the deadlines apply to: a WebSocket connection
+// or a SockJS session.
+type idler interface {
+	rpc.Conn
+	limits() *connLimits
+	// closeIdle closes the connection for a missed deadline.
+	closeIdle(code int, reason string)
+}
+
+func (c *conn) limits() *connLimits { return &c.lim }
+
+// closeIdle closes c and cuts it after closeGrace if the peer does not
+// answer the close frame.
+func (c *conn) closeIdle(code int, reason string) { c.closeSoon(code, reason, closeGrace) }
+
 // idleLoop closes idle and unauthenticated connections: one timer for all
-// connections, like pingLoop.
-func (h *Handler) idleLoop(every time.Duration) {
+// connections, like pingLoop. list returns them; it is called on the loop's
+// goroutine.
+func (h *Handler) idleLoop(every time.Duration, stop <-chan struct{}, list func([]idler) []idler) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	var conns []*conn
+	var conns []idler
 	for {
 		select {
-		case <-h.stopPing:
+		case <-stop:
 			return
 		case <-t.C:
 		}
-		h.mu.Lock()
-		conns = conns[:0]
-		for c := range h.conns {
-			conns = append(conns, c)
-		}
-		h.mu.Unlock()
+		conns = list(conns[:0])
 		now := time.Now()
 		for _, c := range conns {
 			h.sweep(c, now)
@@ -73,30 +84,41 @@ func (h *Handler) idleLoop(every time.Duration) {
 	}
 }
 
+// webSockets lists the open WebSocket connections, for idleLoop.
+func (h *Handler) webSockets(dst []idler) []idler {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.conns {
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 // sweep applies the deadlines to one connection.
-func (h *Handler) sweep(c *conn, now time.Time) {
-	if c.lim.closing.Load() {
+func (h *Handler) sweep(c idler, now time.Time) {
+	lim := c.limits()
+	if lim.closing.Load() {
 		return
 	}
 	hasID := c.Identity() != nil
-	if h.cfg.RequireIdentity && !hasID && now.Sub(c.lim.opened) >= h.cfg.AuthTimeout {
-		c.lim.closing.Store(true)
+	if h.cfg.RequireIdentity && !hasID && now.Sub(lim.opened) >= h.cfg.AuthTimeout {
+		lim.closing.Store(true)
 		h.lim.idleCloses.WithLabelValues("auth").Inc()
-		h.log.Info("closing connection: not authenticated in time", "conn", c.id, "auth_timeout", h.cfg.AuthTimeout)
-		c.closeSoon(rpc.CloseIdle, rpc.ReasonAuthTimeout, closeGrace)
+		h.log.Info("closing connection: not authenticated in time", "conn", c.ID(), "auth_timeout", h.cfg.AuthTimeout)
+		c.closeIdle(rpc.CloseIdle, rpc.ReasonAuthTimeout)
 		return
 	}
 	if h.cfg.IdleTimeout <= 0 {
 		return
 	}
 	if hasID || h.reg.Holds(c) {
-		c.lim.busy.Store(now.UnixNano())
+		lim.busy.Store(now.UnixNano())
 		return
 	}
-	if now.Sub(time.Unix(0, c.lim.busy.Load())) >= h.cfg.IdleTimeout {
-		c.lim.closing.Store(true)
+	if now.Sub(time.Unix(0, lim.busy.Load())) >= h.cfg.IdleTimeout {
+		lim.closing.Store(true)
 		h.lim.idleCloses.WithLabelValues("idle").Inc()
-		h.log.Debug("closing idle connection", "conn", c.id, "idle_timeout", h.cfg.IdleTimeout)
-		c.closeSoon(rpc.CloseIdle, rpc.ReasonIdle, closeGrace)
+		h.log.Debug("closing idle connection", "conn", c.ID(), "idle_timeout", h.cfg.IdleTimeout)
+		c.closeIdle(rpc.CloseIdle, rpc.ReasonIdle)
 	}
 }

@@ -519,3 +519,33 @@ func TestRateLimitShortBurstTolerated(t *testing.T) {
 	default:
 	}
 }
+
+// TestSockJSIdleAndAuth: SockJS sessions get the same deadlines as
+// WebSocket connections: 4002 "idle timeout" for one holding nothing, and
+// 4002 "authentication timeout" under RequireIdentity.
+func TestSockJSIdleAndAuth(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cfg    Config
+		reason string
+	}{
+		{"idle", Config{IdleTimeout: 400 * time.Millisecond}, rpc.ReasonIdle},
+		{"auth", Config{IdleTimeout: -1, RequireIdentity: true, AuthTimeout: 400 * time.Millisecond}, rpc.ReasonAuthTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, srv, _ := newSockJSServer(t, tc.cfg)
+			t.Cleanup(func() { s.Shutdown(t.Context()) })
+			ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http")+"/sockjs/websocket", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.Close()
+			start := time.Now()
+			ce := closeCode(t, ws, 10*time.Second)
+			if ce.Code != rpc.CloseIdle || ce.Text != tc.reason {
+				t.Fatalf("got close %d %q, want 4002 %q", ce.Code, ce.Text, tc.reason)
+			}
+			t.Logf("SockJS session closed after %v", time.Since(start).Round(time.Millisecond))
+		})
+	}
+}
