@@ -34,6 +34,9 @@ func Check(ctx context.Context, cfg Config) []Problem {
 	cfg = cfg.WithDefaults()
 	conn, err := connectSQL(ctx, cfg)
 	if err != nil {
+		if p, ok := ConnectProblem(err, cfg.URL); ok {
+			return []Problem{p}
+		}
 		return []Problem{{Key: "database.url", What: err.Error(), Fix: "check database.url, that PostgreSQL is running, and pg_hba.conf"}}
 	}
 	defer conn.Close(context.WithoutCancel(ctx))

@@ -75,6 +75,7 @@ func NewHandler(cfg Config, reg *rpc.Registry, auth Authenticator, log *slog.Log
 			}
 			return ok
 		},
+		Error: refuse,
 	}
 	if cfg.PingInterval > 0 {
 		go h.pingLoop()

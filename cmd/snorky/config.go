@@ -282,7 +282,7 @@ func loadConfig(path string, environ []string) (*Config, []string, error) {
 	fileK := koanf.New(".")
 	if path != "" {
 		if err := fileK.Load(file.Provider(path), yaml.Parser()); err != nil {
-			return nil, nil, fmt.Errorf("reading config file %s: %w", path, err)
+			return nil, nil, configFileError(path, err)
 		}
 		if unknown := unknownKeys(fileK.Raw(), reflect.TypeFor[Config](), ""); len(unknown) > 0 {
 			return nil, nil, fmt.Errorf("config file %s: %s", path, strings.Join(unknown, "; "))

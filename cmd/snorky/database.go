@@ -35,7 +35,7 @@ func (c *Config) cdcConfig() (cdc.Config, error) {
 		out.Tables = append(out.Tables, cdc.TableConfig{Name: m.Table, ReplicaIdentity: ri})
 	}
 	if err := out.Validate(); err != nil {
-		return out, err
+		return out, renamedError{msg: tableKeys(c).Replace(err.Error()), err: err}
 	}
 	return out, nil
 }
@@ -119,6 +119,12 @@ func (s *server) runDatabase(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if p, ok := cdc.ConnectProblem(err, s.cfg.Database.URL); ok {
+			return problemsError([]cdc.Problem{p})
+		}
+		if errPermanent(err) {
+			return err
+		}
 		s.log.Warn("preparing the database failed; retrying", "err", err, "retry_in", delay)
 		select {
 		case <-ctx.Done():
@@ -135,10 +141,10 @@ func (s *server) runDatabase(ctx context.Context) error {
 		defer cancel()
 		if problems := cdc.Check(cctx, cc); len(problems) > 0 {
 			var b strings.Builder
-			for _, p := range problems {
+			for _, p := range renameProblems(s.cfg, problems) {
 				fmt.Fprintf(&b, "\n  problem: %s: %s\n  fix: %s", p.Key, p.What, p.Fix)
 			}
-			return fmt.Errorf("%w%s", err, b.String())
+			return renamedError{msg: tableKeys(s.cfg).Replace(err.Error()) + b.String(), err: err}
 		}
 	}
 	return err
@@ -153,6 +159,9 @@ func (s *server) prepareDatabase(ctx context.Context) error {
 		return fmt.Errorf("connecting: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if problems := keyProblems(ctx, conn, s.cfg); len(problems) > 0 {
+		return problemsError(problems)
+	}
 	if s.cfg.Database.Migrate {
 		applied, err := migrations.Up(ctx, conn)
 		if err != nil {
@@ -178,7 +187,7 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 	for _, w := range warnings {
 		fmt.Fprintln(out, "warning:", w)
 	}
-	if err := cfg.validate(); err != nil {
+	if err := validateConfig(cfg); err != nil {
 		return err
 	}
 	for _, w := range cfg.exposureWarnings() { // hardening.go
@@ -192,9 +201,15 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 	if err != nil {
 		return err
 	}
-	problems := cdc.Check(ctx, cc)
+	problems := renameProblems(cfg, cdc.Check(ctx, cc))
 	if len(problems) == 0 {
 		problems = checkColumns(ctx, cfg)
+	}
+	if len(problems) == 0 {
+		if conn, err := pgx.Connect(ctx, cfg.Database.URL); err == nil {
+			problems = keyProblems(ctx, conn, cfg)
+			conn.Close(context.WithoutCancel(ctx))
+		}
 	}
 	if len(problems) == 0 {
 		if w := checkForgery(ctx, cfg.Database.URL); w != "" {

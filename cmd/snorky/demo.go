@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -51,6 +53,10 @@ shutdown: {timeout: 5s}
 type demoOptions struct {
 	// Addr is where the TodoMVC page listens, e.g. "127.0.0.1:8080".
 	Addr string
+	// ProxyWebSocket serves the WebSocket through the page's own address
+	// (at /ws), so that one port reaches everything: for --host, when the
+	// demo runs in a container or on another machine.
+	ProxyWebSocket bool
 	// LogLevel is the server's log level (debug|info|warn|error).
 	LogLevel string
 	// Ready, when not nil, is called once everything serves (tests).
@@ -70,7 +76,8 @@ type demoInfo struct {
 func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	port := fs.Int("port", 8080, "port of the TodoMVC page on 127.0.0.1 (0: a free port)")
+	port := fs.Int("port", 8080, "port of the TodoMVC page (0: a free port)")
+	host := fs.String("host", "127.0.0.1", "address the page listens on; e.g. 0.0.0.0 in a container or on a remote machine (the WebSocket is then served through the page's port too)")
 	level := fs.String("log-level", "warn", "the server's log level: debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
@@ -79,7 +86,7 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	return runDemo(ctx, demoOptions{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(*port)), LogLevel: *level}, stdout, stderr)
+	return runDemo(ctx, demoOptions{Addr: net.JoinHostPort(*host, strconv.Itoa(*port)), ProxyWebSocket: !isLoopback(*host), LogLevel: *level}, stdout, stderr)
 }
 
 // runDemo starts a throwaway PostgreSQL with the tasks table, the Snorky
@@ -100,7 +107,15 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) (e
 	}
 	defer pageLn.Close()
 	pagePort := pageLn.Addr().(*net.TCPAddr).Port
+	pageHost := pageLn.Addr().(*net.TCPAddr).IP
 	pageURL := fmt.Sprintf("http://127.0.0.1:%d", pagePort)
+	openURL := pageURL
+	if !pageHost.IsUnspecified() && !pageHost.IsLoopback() {
+		pageURL = "http://" + net.JoinHostPort(pageHost.String(), strconv.Itoa(pagePort))
+		openURL = pageURL
+	} else if pageHost.IsUnspecified() {
+		openURL = fmt.Sprintf("http://localhost:%d (from another machine: http://THIS-MACHINE:%d)", pagePort, pagePort)
+	}
 
 	fmt.Fprintln(stdout, "Starting a throwaway PostgreSQL…")
 	pg, err := pglocal.Start(ctx, pglocal.Options{})
@@ -163,18 +178,26 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) (e
 		return err
 	}
 
-	app, err := todomvc.New(todomvc.Config{
+	appCfg := todomvc.Config{
 		DatabaseURL:  dbURL,
 		BackendURL:   s.backendURL(),
 		APIKey:       apiKey,
 		WebSocketURL: s.frontendURL(),
 		Log:          slog.New(slog.NewTextHandler(stderr, nil)),
-	})
+	}
+	if opts.ProxyWebSocket {
+		appCfg.WebSocketURL, appCfg.WebSocketPath = "", s.cfg.Frontend.Path
+	}
+	app, err := todomvc.New(appCfg)
 	if err != nil {
 		return err
 	}
 	defer app.Close(context.Background())
-	page := &http.Server{Handler: app, ReadHeaderTimeout: 10 * time.Second}
+	var handler http.Handler = app
+	if opts.ProxyWebSocket {
+		handler = proxyWebSocket(app, s)
+	}
+	page := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	pageErr := make(chan error, 1)
 	go func() { pageErr <- serveHTTP(page, pageLn, "demo page") }()
 
@@ -188,7 +211,7 @@ Snorky demo: TodoMVC, synchronised through PostgreSQL's WAL.
 
   WebSocket %s, backend %s
   Press Ctrl+C to stop (the database is deleted).
-`, pageURL, dbURL, s.frontendURL(), s.backendURL())
+`, openURL, dbURL, s.frontendURL(), s.backendURL())
 	if opts.Ready != nil {
 		opts.Ready(demoInfo{PageURL: pageURL, DatabaseURL: dbURL, BinDir: pg.BinDir(), PGDir: pg.Dir(), Server: s})
 	}
@@ -260,4 +283,28 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// isLoopback reports whether host names this machine's loopback.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// proxyWebSocket serves the server's WebSocket path through the page's
+// handler, keeping the browser's Host so that the default Origin check
+// (Origin equal to Host) accepts the page wherever it is reached from.
+func proxyWebSocket(page http.Handler, s *server) http.Handler {
+	target := &url.URL{Scheme: "http", Host: s.frontLn.Addr().String()}
+	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Host = r.In.Host
+	}}
+	mux := http.NewServeMux()
+	mux.Handle(s.cfg.Frontend.Path, proxy)
+	mux.Handle("/", page)
+	return mux
 }

@@ -99,9 +99,9 @@ func (s *server) httpServer(h http.Handler) *http.Server {
 	}
 }
 
-// isLoopback reports whether a listen address only accepts local
+// listenIsLoopback reports whether a listen address only accepts local
 // connections. An empty host (":5002") listens on every interface.
-func isLoopback(addr string) bool {
+func listenIsLoopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		host = addr
@@ -119,7 +119,7 @@ func (c *Config) metricsAuth() bool {
 	if c.Backend.MetricsAuth != nil {
 		return *c.Backend.MetricsAuth
 	}
-	return !isLoopback(c.Backend.Listen)
+	return !listenIsLoopback(c.Backend.Listen)
 }
 
 // exposureWarnings lists what `snorky check` and `serve` warn about: a
@@ -127,7 +127,7 @@ func (c *Config) metricsAuth() bool {
 // without TLS.
 func (c *Config) exposureWarnings() []string {
 	var out []string
-	if !isLoopback(c.Backend.Listen) && c.Backend.TLS.CertFile == "" {
+	if !listenIsLoopback(c.Backend.Listen) && c.Backend.TLS.CertFile == "" {
 		out = append(out, fmt.Sprintf("backend.listen: %q is reachable from other hosts without TLS: the API key and every token travel in clear; listen on 127.0.0.1 or a private network, or set backend.tls", c.Backend.Listen))
 		if !c.metricsAuth() {
 			out = append(out, "backend.metrics_auth: false while the backend is reachable from other hosts: /metrics is open to anyone who can reach it; set it to true (the default off loopback)")

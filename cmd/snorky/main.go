@@ -48,9 +48,12 @@ var ownProcess bool
 const usage = `Snorky: a real-time sync server for PostgreSQL.
 
 Usage:
-  snorky demo [--port 8080]           run the TodoMVC example on a throwaway PostgreSQL
+  snorky demo [--port 8080] [--host 127.0.0.1]
+                                      run the TodoMVC example on a throwaway PostgreSQL
+                                      (--host 0.0.0.0 in a container or on a remote machine)
   snorky serve --config FILE          run the server
-  snorky check --config FILE          check the PostgreSQL prerequisites, each with its fix
+  snorky check --config FILE          check the whole configuration and the PostgreSQL
+                                      prerequisites, each problem with its fix
   snorky migrate --config FILE [--down N]
                                       apply (or revert) the snorky schema's migrations
   snorky version                      print the version

@@ -17,9 +17,10 @@
 // Writes are plain SQL: the handler never calls publishDeltas, because the
 // Snorky server reads the committed changes from PostgreSQL's WAL and sends
 // them to every subscribed page. The list view runs its query and
-// pg_current_snapshot() in one REPEATABLE READ transaction and authorises
-// the subscription with that snapshot (D8), so a page applies every change
-// its list did not show, exactly once.
+// AuthorizeSubscription of the Go backend helper (backendapi/client) in one
+// REPEATABLE READ transaction; the helper authorises the subscription with
+// that transaction's pg_current_snapshot() (D8), so a page applies every
+// change its list did not show, exactly once.
 //
 // The page speaks the Snorky wire protocol itself over a WebSocket: it
 // fetches the list with "X-Snorky: Subscribe", acquires the subscription
@@ -28,13 +29,11 @@
 package todomvc
 
 import (
-	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -46,6 +45,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/snorkyhq/snorky/backendapi/client"
 )
 
 // Schema creates the table the example works on.
@@ -75,8 +75,13 @@ type Config struct {
 	// APIKey is sent as X-Backend-Key. Required.
 	APIKey string
 	// WebSocketURL is the Snorky frontend the page connects to, e.g.
-	// ws://127.0.0.1:5001/ws. Required.
+	// ws://127.0.0.1:5001/ws. Required unless WebSocketPath is set.
 	WebSocketURL string
+	// WebSocketPath, instead of WebSocketURL, makes the page connect to
+	// this path on its own host and port (ws:// or wss:// as the page),
+	// for a page served behind a proxy that also forwards the WebSocket,
+	// e.g. "/ws".
+	WebSocketPath string
 	// Dealer is the dealer the list subscribes to. Default "AllTasks".
 	Dealer string
 	// Service is the backend DataSync service name. Default
@@ -97,12 +102,18 @@ func (c *Config) Validate() error {
 		return errors.New("todomvc: BackendURL is required")
 	case c.APIKey == "":
 		return errors.New("todomvc: APIKey is required")
-	case c.WebSocketURL == "":
-		return errors.New("todomvc: WebSocketURL is required")
+	case c.WebSocketURL == "" && c.WebSocketPath == "":
+		return errors.New("todomvc: WebSocketURL (or WebSocketPath) is required")
+	case c.WebSocketURL != "" && c.WebSocketPath != "":
+		return errors.New("todomvc: set WebSocketURL or WebSocketPath, not both")
+	case c.WebSocketPath != "" && !strings.HasPrefix(c.WebSocketPath, "/"):
+		return fmt.Errorf("todomvc: WebSocketPath %q does not start with /", c.WebSocketPath)
 	}
-	u, err := url.Parse(c.WebSocketURL)
-	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return fmt.Errorf("todomvc: WebSocketURL %q is not a ws:// or wss:// URL", c.WebSocketURL)
+	if c.WebSocketURL != "" {
+		u, err := url.Parse(c.WebSocketURL)
+		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return fmt.Errorf("todomvc: WebSocketURL %q is not a ws:// or wss:// URL", c.WebSocketURL)
+		}
 	}
 	if _, err := pgx.ParseConfig(c.DatabaseURL); err != nil {
 		return fmt.Errorf("todomvc: DatabaseURL: %w", err)
@@ -115,6 +126,7 @@ func (c *Config) Validate() error {
 // take turns on it.
 type Handler struct {
 	cfg    Config
+	snorky *client.Client
 	log    *slog.Logger
 	mux    *http.ServeMux
 	config []byte // /config.js
@@ -137,12 +149,21 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Client == nil {
 		cfg.Client = &http.Client{Timeout: 10 * time.Second}
 	}
-	h := &Handler{cfg: cfg, log: cfg.Log}
+	snorky, err := client.New(client.Config{URL: cfg.BackendURL, APIKey: cfg.APIKey, DataSyncService: cfg.Service, HTTPClient: cfg.Client})
+	if err != nil {
+		return nil, fmt.Errorf("todomvc: %w", err)
+	}
+	h := &Handler{cfg: cfg, snorky: snorky, log: cfg.Log}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
-	pageCfg, _ := json.Marshal(map[string]string{"url": cfg.WebSocketURL})
-	h.config = []byte("window.SNORKY_TODOMVC = " + string(pageCfg) + ";\n")
+	if cfg.WebSocketPath != "" {
+		path, _ := json.Marshal(cfg.WebSocketPath)
+		h.config = []byte(`window.SNORKY_TODOMVC = {"url": (location.protocol === "https:" ? "wss://" : "ws://") + location.host + ` + string(path) + "};\n")
+	} else {
+		pageCfg, _ := json.Marshal(map[string]string{"url": cfg.WebSocketURL})
+		h.config = []byte("window.SNORKY_TODOMVC = " + string(pageCfg) + ";\n")
+	}
 
 	files, _ := fs.Sub(static, "static")
 	h.mux = http.NewServeMux()
@@ -205,7 +226,7 @@ const listQuery = `SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.id), '[]') F
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if !strings.EqualFold(strings.TrimSpace(r.Header.Get("X-Snorky")), "subscribe") {
+	if !client.SubscribeRequested(r) {
 		var rows []byte
 		err := h.withConn(ctx, func(c *pgx.Conn) error { return c.QueryRow(ctx, listQuery).Scan(&rows) })
 		if err != nil {
@@ -220,36 +241,33 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, "subscribing to tasks", err)
 		return
 	}
-	w.Header().Set("X-Subscription-Token", token)
+	w.Header().Set(client.TokenHeader, token)
 	writeJSON(w, http.StatusOK, rows)
 }
 
 // listSubscribed runs the list query and authorises a subscription that
 // receives exactly the changes the query did not see.
 func (h *Handler) listSubscribed(ctx context.Context) (rows []byte, token string, err error) {
-	var snapshot string
+	item := client.Item{Dealer: h.cfg.Dealer}
 	err = h.withConn(ctx, func(c *pgx.Conn) error {
 		return pgx.BeginTxFunc(ctx, c, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-			// Under REPEATABLE READ the first statement fixes the
-			// snapshot, and the list query sees that same snapshot.
-			if err := tx.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snapshot); err != nil {
+			if err := tx.QueryRow(ctx, listQuery).Scan(&rows); err != nil {
 				return err
 			}
-			return tx.QueryRow(ctx, listQuery).Scan(&rows)
+			// In the same transaction: the helper passes its snapshot.
+			if token, err = h.snorky.AuthorizeSubscription(ctx, tx, item); err != nil {
+				return upstreamError{err}
+			}
+			return nil
 		})
 	})
-	if err != nil {
-		return nil, "", err
-	}
-	token, err = h.authorize(ctx, snapshot)
-	var be backendError
-	if errors.As(err, &be) && (be == "Snapshot too old" || be == "Snapshots need a database") {
+	if errors.Is(err, client.ErrSnapshotTooOld) || errors.Is(err, client.ErrNoDatabase) {
 		// The original rule (spec §3.7): authorise first, then query; a
 		// change may then arrive both in the list and as a delta, which
 		// the page tolerates (an insert of a known id is an update).
 		h.log.Warn("todomvc: snapshot refused; authorising before the query instead", "err", err)
-		if token, err = h.authorize(ctx, ""); err != nil {
-			return nil, "", err
+		if token, err = h.snorky.AuthorizeSubscription(ctx, nil, item); err != nil {
+			return nil, "", upstreamError{err}
 		}
 		err = h.withConn(ctx, func(c *pgx.Conn) error { return c.QueryRow(ctx, listQuery).Scan(&rows) })
 	}
@@ -259,76 +277,11 @@ func (h *Handler) listSubscribed(ctx context.Context) (rows []byte, token string
 	return rows, token, nil
 }
 
-// backendError is the message of an error reply of the Snorky backend.
-type backendError string
-
-func (e backendError) Error() string { return "snorky backend: " + string(e) }
-
 // upstreamError marks a failure of the Snorky backend (HTTP 502).
 type upstreamError struct{ err error }
 
 func (e upstreamError) Error() string { return e.err.Error() }
 func (e upstreamError) Unwrap() error { return e.err }
-
-// authorize calls authorizeSubscription for the configured dealer, with
-// snapshot when it is not empty. Its errors are upstreamErrors.
-func (h *Handler) authorize(ctx context.Context, snapshot string) (string, error) {
-	token, err := h.callAuthorize(ctx, snapshot)
-	if err != nil {
-		return "", upstreamError{err}
-	}
-	return token, nil
-}
-
-func (h *Handler) callAuthorize(ctx context.Context, snapshot string) (string, error) {
-	params := map[string]any{"items": []map[string]any{{"dealer": h.cfg.Dealer, "query": nil}}}
-	if snapshot != "" {
-		params["snapshot"] = snapshot
-	}
-	body, _ := json.Marshal(map[string]any{
-		"service": h.cfg.Service,
-		"message": map[string]any{"command": "authorizeSubscription", "params": params},
-	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.cfg.BackendURL, bytes.NewReader(body))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-Backend-Key", h.cfg.APIKey)
-	resp, err := h.cfg.Client.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("calling the snorky backend: %w", err)
-	}
-	defer resp.Body.Close()
-	reply, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return "", fmt.Errorf("reading the snorky backend's reply: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		return "", fmt.Errorf("snorky backend: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(reply))
-	}
-	var env struct {
-		Message struct {
-			Type    string          `json:"type"`
-			Data    json.RawMessage `json:"data"`
-			Message string          `json:"message"`
-		} `json:"message"`
-	}
-	if err := json.Unmarshal(reply, &env); err != nil {
-		return "", fmt.Errorf("snorky backend: malformed reply %q: %w", reply, err)
-	}
-	switch env.Message.Type {
-	case "response":
-		var token string
-		if err := json.Unmarshal(env.Message.Data, &token); err != nil || token == "" {
-			return "", fmt.Errorf("snorky backend: the token is not a string: %s", env.Message.Data)
-		}
-		return token, nil
-	case "error":
-		return "", backendError(env.Message.Message)
-	}
-	return "", fmt.Errorf("snorky backend: unexpected reply %q", reply)
-}
 
 // taskInput is the body of POST and PATCH; absent fields stay nil.
 type taskInput struct {

@@ -329,6 +329,9 @@ func TestConfigValidate(t *testing.T) {
 		{"no backend", func(c *Config) { c.BackendURL = "" }, "BackendURL"},
 		{"no key", func(c *Config) { c.APIKey = "" }, "APIKey"},
 		{"no websocket", func(c *Config) { c.WebSocketURL = "" }, "WebSocketURL"},
+		{"websocket path", func(c *Config) { c.WebSocketURL, c.WebSocketPath = "", "/ws" }, ""},
+		{"websocket path and URL", func(c *Config) { c.WebSocketPath = "/ws" }, "not both"},
+		{"relative websocket path", func(c *Config) { c.WebSocketURL, c.WebSocketPath = "", "ws" }, "start with /"},
 		{"http websocket", func(c *Config) { c.WebSocketURL = "http://127.0.0.1:5001/ws" }, "WebSocketURL"},
 	}
 	for _, tt := range tests {
