@@ -327,6 +327,12 @@ func (c *conn) writeFrames(items []item) error {
 		if len(buf) == 0 {
 			return nil
 		}
+		if c.pingDue.Swap(false) {
+			// A long stream must not starve pings: the peer's pongs keep
+			// the read deadline alive (a ping may follow any whole
+			// message, RFC 6455 §5.5).
+			buf = append(buf, pingFrame...)
+		}
 		nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
 		if c.aborted.Load() {
 			c.writeSlowClose(nil)  // slowclose.go
