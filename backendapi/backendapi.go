@@ -12,12 +12,12 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -34,6 +34,12 @@ type Config struct {
 	MaxBodyBytes int64
 	// Pprof serves Go's profiler at /debug/pprof/ (off by default).
 	Pprof bool
+	// MetricsAuth makes /metrics and /debug/pprof/ require the API key, in
+	// X-Backend-Key or as "Authorization: Bearer <key>".
+	MetricsAuth bool
+	// BodyTimeout bounds the reading of a request body (a client trickling
+	// it is cut); 0 means no bound.
+	BodyTimeout time.Duration
 }
 
 // Validate reports the first invalid field, named as in the configuration.
@@ -101,13 +107,13 @@ func New(cfg Config, reg *rpc.Registry, log *slog.Logger, mreg prometheus.Regist
 	})
 	h.mux.HandleFunc("/readyz", h.serveReady)
 	if cfg.Pprof {
-		h.mux.HandleFunc("/debug/pprof/", pprof.Index)
-		h.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		h.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		h.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		h.mux.Handle("/debug/pprof/", h.guard(http.HandlerFunc(pprof.Index)))
+		h.mux.Handle("/debug/pprof/profile", h.guard(http.HandlerFunc(pprof.Profile)))
+		h.mux.Handle("/debug/pprof/symbol", h.guard(http.HandlerFunc(pprof.Symbol)))
+		h.mux.Handle("/debug/pprof/trace", h.guard(http.HandlerFunc(pprof.Trace)))
 	}
 	if gatherer != nil {
-		h.mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+		h.mux.Handle("/metrics", h.guard(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
 	}
 	return h, nil
 }
@@ -158,7 +164,7 @@ func (h *Handler) serveEnvelope(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusUnauthorized, errorBody("Missing or wrong X-Backend-Key header"))
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	body, err := h.readBody(w, r) // guard.go
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {

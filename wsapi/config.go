@@ -39,6 +39,37 @@ type Config struct {
 	// (its excess messages answered "Rate limit exceeded") before it is
 	// closed with 4029. Default 10s.
 	RateLimitGrace time.Duration
+
+	// IdleTimeout closes, with 4002 "idle timeout", a connection that has
+	// held nothing (no subscription, channel, document, name or identity)
+	// and sent no message for this long (limits.idle_timeout). Default
+	// 60s; negative disables.
+	IdleTimeout time.Duration
+	// RequireIdentity closes, with 4002 "authentication timeout", a
+	// connection without an identity after AuthTimeout
+	// (frontend.require_identity), and answers its messages to services
+	// other than IdentityService "Not authenticated" until it has one.
+	RequireIdentity bool
+	// AuthTimeout is the deadline to authenticate under RequireIdentity
+	// (limits.auth_timeout). Default 10s.
+	AuthTimeout time.Duration
+	// IdentityService is the wire name of the frontend identity service,
+	// reachable before authentication. Default "identity".
+	IdentityService string
+	// MaxConnections caps the open WebSocket connections; a handshake over
+	// it is answered HTTP 503 before the upgrade (limits.max_connections).
+	// 0 means no cap.
+	MaxConnections int
+	// ConnectionsPerIP caps the open connections of one client address; a
+	// handshake over it is answered HTTP 429 (limits.connections_per_ip).
+	// 0 means no cap. Loopback clients are not capped (a local reverse
+	// proxy not listed in TrustedProxies would otherwise cap everyone).
+	ConnectionsPerIP int
+	// TrustedProxies lists the proxies (addresses or CIDR prefixes) whose
+	// X-Forwarded-For header names the client (limits.trusted_proxies):
+	// the client is the rightmost address of the header that is not a
+	// trusted proxy. Requests from other peers are counted by peer address.
+	TrustedProxies []string
 }
 
 func (c Config) withDefaults() Config {
@@ -59,6 +90,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RateLimitGrace == 0 {
 		c.RateLimitGrace = 10 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = 10 * time.Second
+	}
+	if c.IdentityService == "" {
+		c.IdentityService = "identity"
 	}
 	return c
 }
@@ -89,6 +129,21 @@ func (c Config) Validate() error {
 	}
 	if c.CommandsPerSecond < 0 {
 		return errors.New("limits.commands_per_second: must be 0 (no limit) or positive")
+	}
+	if c.RateLimitGrace < 0 {
+		return errors.New("limits.rate_limit_grace: must be positive")
+	}
+	if c.AuthTimeout < 0 {
+		return errors.New("limits.auth_timeout: must be positive")
+	}
+	if c.MaxConnections < 0 {
+		return errors.New("limits.max_connections: must be 0 (no cap) or positive")
+	}
+	if c.ConnectionsPerIP < 0 {
+		return errors.New("limits.connections_per_ip: must be 0 (no cap) or positive")
+	}
+	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
+		return err
 	}
 	return nil
 }

@@ -20,6 +20,7 @@ type conn struct {
 	identity atomic.Pointer[rpc.Identity]
 	pingDue  atomic.Bool
 	aborted  atomic.Bool // the send queue overflowed
+	lim      connLimits  // idle and authentication deadlines (idle.go)
 
 	mu     sync.Mutex
 	queue  []item
@@ -289,7 +290,7 @@ func (c *conn) writeLoop() {
 			if !flush {
 				// A slow consumer reads nothing: try the close frame
 				// briefly, then drop the connection.
-				_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+				c.writeSlowClose(nil) // slowclose.go
 				c.ws.NetConn().Close()
 				return
 			}
@@ -334,9 +335,13 @@ func (c *conn) writeFrames(items []item) error {
 		}
 		nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
 		if c.aborted.Load() {
+			c.writeSlowClose(nil)  // slowclose.go
 			return errSlowConsumer // overflowed before the deadline was set
 		}
-		_, err := nc.Write(buf)
+		n, err := nc.Write(buf)
+		if err != nil && c.aborted.Load() {
+			c.writeSlowClose(frameRest(buf, n)) // slowclose.go: complete the frame, then 4008
+		}
 		buf = buf[:0]
 		return err
 	}

@@ -16,6 +16,16 @@
 //     reader's deadline is refreshed by every message and pong.
 //   - Registry.Disconnect runs exactly once per connection, after its last
 //     message has been handled.
+//   - Every resource a client controls is bounded (limits.go, idle.go,
+//     ratelimit.go): connections in total and per client address (refused
+//     with HTTP 503 / 429 before the upgrade), idle and unauthenticated
+//     connections (closed with 4002 by one sweep goroutine for all
+//     connections, and one for all SockJS sessions), commands per second (a token bucket, abuse measured over
+//     a sliding window, 4029), and replies larger than the free queue (an
+//     error reply instead of a 4008).
+//   - A slow consumer gets a real 4008 close frame: the frame being written
+//     is completed and the close frame follows it, under its own short
+//     deadline (slowclose.go).
 //
 // Data frames are written by the writer directly to the network connection
 // (unmasked server frames: a header and the payload), so that many queued

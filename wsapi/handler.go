@@ -5,13 +5,13 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/snorkyhq/snorky/sync/rpc"
-	"golang.org/x/time/rate"
 )
 
 // Authenticator verifies the identity token given as the `token` query
@@ -26,6 +26,8 @@ type Handler struct {
 	auth     Authenticator
 	log      *slog.Logger
 	metrics  *metrics
+	lim      *limitMetrics // limits.go
+	adm      *admission
 	upgrader websocket.Upgrader
 
 	mu       sync.Mutex
@@ -57,6 +59,11 @@ func NewHandler(cfg Config, reg *rpc.Registry, auth Authenticator, log *slog.Log
 		return nil, err
 	}
 	h.metrics = m
+	if h.lim, err = newLimitMetrics(mreg); err != nil {
+		return nil, err
+	}
+	trusted, _ := parsePrefixes(cfg.TrustedProxies)
+	h.adm = &admission{trusted: trusted, perIP: map[netip.Addr]int{}}
 	h.upgrader = websocket.Upgrader{
 		ReadBufferSize:  512,
 		WriteBufferPool: &sync.Pool{},
@@ -72,6 +79,9 @@ func NewHandler(cfg Config, reg *rpc.Registry, auth Authenticator, log *slog.Log
 	}
 	if cfg.PingInterval > 0 {
 		go h.pingLoop()
+	}
+	if every := cfg.sweepInterval(); every > 0 {
+		go h.idleLoop(every, h.stopPing, h.webSockets) // idle.go
 	}
 	return h, nil
 }
@@ -115,14 +125,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	ip := h.adm.clientIP(r)
+	if status, text := h.admit(ip); status != 0 {
+		http.Error(w, text, status)
+		return
+	}
 	ws, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		h.release(ip)
 		return // the upgrader has answered
 	}
 	c := newConn(h, ws)
+	c.lim.start(time.Now())
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
+		h.release(ip)
 		ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(rpc.CloseGoingAway, rpc.ReasonShuttingDown), time.Now().Add(time.Second))
 		ws.Close()
 		return
@@ -141,7 +159,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The reader runs on a goroutine of its own so that net/http's
 	// connection goroutine, its stack and its buffers are released now:
 	// an idle connection holds only what it needs.
-	go c.serve()
+	go func() {
+		c.serve()
+		h.release(ip)
+	}()
 }
 
 // serve runs the reader until the connection ends, then releases it.
@@ -172,7 +193,7 @@ func (c *conn) readLoop() {
 	}
 	var guard *rateGuard
 	if h.cfg.CommandsPerSecond > 0 {
-		guard = &rateGuard{limiter: rate.NewLimiter(rate.Limit(h.cfg.CommandsPerSecond), int(2*h.cfg.CommandsPerSecond+0.5))}
+		guard = newRateGuard(h.cfg.CommandsPerSecond, h.cfg.RateLimitGrace)
 	}
 	for {
 		_, msg, err := c.ws.ReadMessage()
@@ -182,6 +203,7 @@ func (c *conn) readLoop() {
 			}
 			return
 		}
+		c.lim.touch(time.Now())
 		if h.cfg.PingInterval > 0 {
 			c.ws.SetReadDeadline(time.Now().Add(wait))
 		}
@@ -202,55 +224,9 @@ func (c *conn) dispatch(msg []byte) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		c.h.reg.Dispatch(c, msg)
+		c.handle(msg) // limits.go
 	}()
 	wg.Wait()
-}
-
-// rateGuard is a connection's command rate limit (limits.*).
-type rateGuard struct {
-	limiter    *rate.Limiter
-	abuseSince time.Time // when the current run of rejected messages began
-	closed     bool
-}
-
-// allow reports whether msg may be handled. A message over the rate is
-// answered "Rate limit exceeded"; a connection still over it after the
-// grace period is closed with 4029.
-func (g *rateGuard) allow(h *Handler, c rpc.Conn, msg []byte) bool {
-	now := time.Now()
-	if g.limiter.AllowN(now, 1) {
-		if !g.abuseSince.IsZero() && now.Sub(g.abuseSince) > time.Second && g.limiter.Tokens() >= 1 {
-			g.abuseSince = time.Time{} // the client slowed down
-		}
-		return true
-	}
-	if g.closed {
-		return false
-	}
-	if g.abuseSince.IsZero() {
-		g.abuseSince = now
-	}
-	h.rejectRateLimited(c, msg)
-	if now.Sub(g.abuseSince) >= h.cfg.RateLimitGrace {
-		g.closed = true
-		h.metrics.rateLimitCloses.Inc()
-		h.log.Warn("closing connection: sustained rate above limit", "conn", c.ID(), "limit", h.cfg.CommandsPerSecond)
-		c.Close(rpc.CloseRateLimited, rpc.ReasonRateLimited)
-	}
-	return false
-}
-
-// rejectRateLimited answers a message over the rate limit with an error
-// that carries its service and callId when they are readable.
-func (h *Handler) rejectRateLimited(c rpc.Conn, msg []byte) {
-	h.metrics.rateLimited.Inc()
-	call, derr := h.reg.Decode(msg)
-	if derr != nil {
-		c.Send(rpc.AppendError(nil, derr.Service, derr.CallID, "Rate limit exceeded"))
-		return
-	}
-	c.Send(rpc.AppendError(nil, rpc.QuoteName(call.Service()), call.Req.CallID, "Rate limit exceeded"))
 }
 
 // Shutdown closes every connection with 1001 and waits until all have

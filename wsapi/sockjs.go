@@ -7,11 +7,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/igm/sockjs-go/v3/sockjs"
 	"github.com/snorkyhq/snorky/sync/rpc"
-	"golang.org/x/time/rate"
 )
 
 // SockJS serves the frontend services over SockJS (spec §7), under a path
@@ -32,12 +32,13 @@ type SockJS struct {
 	sessions map[*sockConn]struct{}
 	closing  bool
 	wg       sync.WaitGroup
+	stop     chan struct{} // ends the idle sweep (idle.go)
 }
 
 // NewSockJS returns the SockJS endpoint under prefix (e.g. "/sockjs"),
 // with h's registry, Origin policy, identity tokens and limits.
 func NewSockJS(h *Handler, prefix string) *SockJS {
-	s := &SockJS{h: h, log: h.log.With("transport", "sockjs"), sessions: map[*sockConn]struct{}{}}
+	s := &SockJS{h: h, log: h.log.With("transport", "sockjs"), sessions: map[*sockConn]struct{}{}, stop: make(chan struct{})}
 	opts := sockjs.DefaultOptions
 	opts.RawWebsocket = true
 	// The SockJS iframe transports load sockjs-client from a CDN by default;
@@ -58,6 +59,9 @@ func NewSockJS(h *Handler, prefix string) *SockJS {
 		opts.HeartbeatDelay = h.cfg.PingInterval
 	}
 	s.handler = sockjs.NewHandler(strings.TrimSuffix(prefix, "/"), opts, s.serve)
+	if every := h.cfg.sweepInterval(); every > 0 {
+		go h.idleLoop(every, s.stop, s.list) // idle.go: the same deadlines as WebSockets
+	}
 	return s
 }
 
@@ -82,6 +86,7 @@ func (s *SockJS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serve runs one session until it ends.
 func (s *SockJS) serve(sess sockjs.Session) {
 	c := &sockConn{id: rpc.NewConnID(), sess: sess, s: s, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	c.lim.start(time.Now())
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -113,7 +118,7 @@ func (s *SockJS) serve(sess sockjs.Session) {
 	}
 	var guard *rateGuard
 	if s.h.cfg.CommandsPerSecond > 0 {
-		guard = &rateGuard{limiter: rate.NewLimiter(rate.Limit(s.h.cfg.CommandsPerSecond), int(2*s.h.cfg.CommandsPerSecond+0.5))}
+		guard = newRateGuard(s.h.cfg.CommandsPerSecond, s.h.cfg.RateLimitGrace) // ratelimit.go
 	}
 	for {
 		msg, err := sess.RecvCtx(context.Background())
@@ -125,11 +130,12 @@ func (s *SockJS) serve(sess sockjs.Session) {
 			c.Close(rpc.CloseMessageTooBig, rpc.ReasonMessageTooBig)
 			return
 		}
+		c.lim.touch(time.Now())
 		b := []byte(msg)
 		if guard != nil && !guard.allow(s.h, c, b) {
 			continue
 		}
-		s.h.reg.Dispatch(c, b)
+		s.h.handle(c, 0, b) // limits.go: frontend.require_identity, replies too large
 	}
 }
 
@@ -137,6 +143,9 @@ func (s *SockJS) serve(sess sockjs.Session) {
 // or ctx is done; new sessions are refused.
 func (s *SockJS) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.stop)
+	}
 	s.closing = true
 	for c := range s.sessions {
 		c.Close(rpc.CloseGoingAway, rpc.ReasonShuttingDown)
@@ -170,6 +179,7 @@ type sockConn struct {
 	sess     sockjs.Session
 	s        *SockJS
 	identity atomic.Pointer[rpc.Identity]
+	lim      connLimits // idle and authentication deadlines (idle.go)
 
 	mu          sync.Mutex
 	queue       [][]byte
@@ -183,6 +193,20 @@ type sockConn struct {
 }
 
 func (c *sockConn) ID() uint64 { return c.id }
+
+func (c *sockConn) limits() *connLimits { return &c.lim }
+
+func (c *sockConn) closeIdle(code int, reason string) { c.Close(code, reason) }
+
+// list lists the open sessions, for the idle sweep.
+func (s *SockJS) list(dst []idler) []idler {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.sessions {
+		dst = append(dst, c)
+	}
+	return dst
+}
 
 func (c *sockConn) Identity() *rpc.Identity { return c.identity.Load() }
 

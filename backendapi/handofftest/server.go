@@ -34,8 +34,8 @@ import (
 
 // Credentials of the servers started here.
 const (
-	APIKey      = "handoff-backend-key"
-	TokenSecret = "handoff-token-secret-0123456789"
+	APIKey      = "handoff-backend-key-0123456789abcdef"
+	TokenSecret = "handoff-token-secret-0123456789abcdef"
 )
 
 var bin struct {

@@ -83,7 +83,7 @@ func startServer(ctx context.Context, f serverFlags, logf func(string, ...any)) 
 	if err != nil {
 		return nil, err
 	}
-	s := &server{dir: dir, log: filepath.Join(dir, "server.log"), keep: f.keepDir, Key: "bench-key"}
+	s := &server{dir: dir, log: filepath.Join(dir, "server.log"), keep: f.keepDir, Key: "bench-backend-key-0123456789abcdef"}
 	ok := false
 	defer func() {
 		if !ok {
@@ -193,6 +193,9 @@ tokens:
 limits:
   commands_per_second: 0
   pending_bytes: %d
+  idle_timeout: 0        # idle connections are what the conns scenario measures
+  max_connections: 0
+  connections_per_ip: 0
 `, wsPort, sendQueue, bePort, key, sendQueue/2)
 }
 

@@ -84,6 +84,7 @@ type TLSConfig struct {
 type FrontendConfig struct {
 	Listen          string        `koanf:"listen"`
 	Path            string        `koanf:"path"`
+	RequireIdentity bool          `koanf:"require_identity"`
 	AllowedOrigins  []string      `koanf:"allowed_origins"`
 	MaxMessageBytes ByteSize      `koanf:"max_message_bytes"`
 	SendQueueBytes  ByteSize      `koanf:"send_queue_bytes"`
@@ -103,6 +104,9 @@ type BackendConfig struct {
 	MaxBodyBytes ByteSize  `koanf:"max_body_bytes"`
 	Pprof        bool      `koanf:"pprof"`
 	TLS          TLSConfig `koanf:"tls"`
+	// MetricsAuth makes /metrics (and /debug/pprof/) require the API key;
+	// absent: required unless the listener is on loopback.
+	MetricsAuth *bool `koanf:"metrics_auth"`
 }
 
 // TokensConfig signs subscription and identity tokens.
@@ -143,6 +147,28 @@ type LimitsConfig struct {
 	DocumentsPerConn      int           `koanf:"documents_per_connection"`
 	MessageBodyBytes      ByteSize      `koanf:"message_body_bytes"`
 	PendingBytes          ByteSize      `koanf:"pending_bytes"`
+
+	// Hardening of the public surface (issue 11; README "Running on the
+	// internet"). Sizes of names are in bytes of their canonical JSON text.
+	IdleTimeout           time.Duration `koanf:"idle_timeout"`
+	AuthTimeout           time.Duration `koanf:"auth_timeout"`
+	MaxConnections        int           `koanf:"max_connections"`
+	ConnectionsPerIP      int           `koanf:"connections_per_ip"`
+	TrustedProxies        []string      `koanf:"trusted_proxies"`
+	ChannelBytes          ByteSize      `koanf:"channel_bytes"`
+	DocumentBytes         ByteSize      `koanf:"document_bytes"`
+	CursorHandleBytes     ByteSize      `koanf:"cursor_handle_bytes"`
+	NamesPerConnection    int           `koanf:"names_per_connection"`
+	NameBytes             ByteSize      `koanf:"name_bytes"`
+	ParticipantsPerReply  int           `koanf:"participants_per_reply"`
+	MembersPerReply       int           `koanf:"members_per_reply"`
+	SubscriptionsPerConn  int           `koanf:"subscriptions_per_connection"`
+	IdentityBytes         ByteSize      `koanf:"identity_bytes"`
+	TokenBytes            ByteSize      `koanf:"token_bytes"`
+	HTTPReadHeaderTimeout time.Duration `koanf:"http_read_header_timeout"`
+	HTTPReadTimeout       time.Duration `koanf:"http_read_timeout"`
+	HTTPIdleTimeout       time.Duration `koanf:"http_idle_timeout"`
+	HTTPMaxHeaderBytes    ByteSize      `koanf:"http_max_header_bytes"`
 }
 
 // ModelConfig declares a model: a table, or a name fed by publishDeltas.
@@ -206,9 +232,29 @@ func defaults() map[string]any {
 		"limits.documents_per_connection": 64,
 		"limits.message_body_bytes":       "16KiB",
 		"limits.pending_bytes":            "8MiB",
-		"log.level":                       "info",
-		"log.format":                      "text",
-		"shutdown.timeout":                "10s",
+		// Hardening (issue 11); README "Running on the internet".
+		"limits.idle_timeout":                 "60s",
+		"limits.auth_timeout":                 "10s",
+		"limits.max_connections":              10000,
+		"limits.connections_per_ip":           256,
+		"limits.trusted_proxies":              []string{},
+		"limits.channel_bytes":                "256B",
+		"limits.document_bytes":               "256B",
+		"limits.cursor_handle_bytes":          "256B",
+		"limits.names_per_connection":         16,
+		"limits.name_bytes":                   "256B",
+		"limits.participants_per_reply":       1000,
+		"limits.members_per_reply":            1000,
+		"limits.subscriptions_per_connection": 64,
+		"limits.identity_bytes":               "1KiB",
+		"limits.token_bytes":                  "8KiB",
+		"limits.http_read_header_timeout":     "10s",
+		"limits.http_read_timeout":            "30s",
+		"limits.http_idle_timeout":            "60s",
+		"limits.http_max_header_bytes":        "32KiB",
+		"log.level":                           "info",
+		"log.format":                          "text",
+		"shutdown.timeout":                    "10s",
 	}
 }
 
@@ -416,11 +462,14 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 
 // validate checks what no package Config checks: cross-section rules.
 func (c *Config) validate() error {
-	if c.Tokens.Secret == "" {
-		return errors.New("tokens.secret: must be set (at least 16 bytes): it signs subscription and identity tokens; set it in the file or with SNORKY_TOKENS__SECRET")
+	if err := checkSecret("tokens.secret", "SNORKY_TOKENS__SECRET", "signs subscription and identity tokens", c.Tokens.Secret); err != nil {
+		return err
 	}
-	if len(c.Tokens.Secret) < 16 {
-		return errors.New("tokens.secret: too short: use at least 16 bytes of random text")
+	if err := checkSecret("backend.api_key", "SNORKY_BACKEND__API_KEY", "guards the backend API", c.Backend.APIKey); err != nil {
+		return err
+	}
+	if err := c.Limits.validate(); err != nil {
+		return err
 	}
 	if c.Tokens.AcquireTimeout <= 0 {
 		return errors.New("tokens.acquire_timeout: must be positive")

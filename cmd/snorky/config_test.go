@@ -60,17 +60,17 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct{ yaml, want string }{
-		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}", ""},
-		{"tokens: {secret: 0123456789abcdef}", "backend.api_key"},
-		{"backend: {api_key: k}", "tokens.secret"},
-		{"backend: {api_key: k}\ntokens: {secret: short}", "tokens.secret"},
-		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\nservices: {chat: pubsub}", "services.pubsub"},
-		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\npubsub: {client_publish: 3}", "pubsub.client_publish"},
-		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\ndealers: {D: {model: Nope, kind: broadcast}}", "dealers.D.model"},
-		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\nmodels: {T: {}}\ndealers: {D: {model: T, kind: simple}}", "dealers.D.key"},
-		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\nmodels: {T: {table: t}}", "models.T.table"},
-		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\ndatabase: {url: postgres://x/y, replica_identity: default}\nmodels: {T: {table: t}}\ndealers: {D: {model: T, kind: filter}}", "dealers.D"},
-		{"backend: {api_key: k}\ntokens: {secret: 0123456789abcdef}\nfrontend: {allowed_origins: [example.com]}", "frontend.allowed_origins[0]"},
+		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}", ""},
+		{"tokens: {secret: secret-0123456789abcdefghijklmnopq}", "backend.api_key"},
+		{"backend: {api_key: backend-key-0123456789abcdefghijk}", "tokens.secret"},
+		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: short}", "tokens.secret"},
+		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\nservices: {chat: pubsub}", "services.pubsub"},
+		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\npubsub: {client_publish: 3}", "pubsub.client_publish"},
+		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\ndealers: {D: {model: Nope, kind: broadcast}}", "dealers.D.model"},
+		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\nmodels: {T: {}}\ndealers: {D: {model: T, kind: simple}}", "dealers.D.key"},
+		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\nmodels: {T: {table: t}}", "models.T.table"},
+		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\ndatabase: {url: postgres://x/y, replica_identity: default}\nmodels: {T: {table: t}}\ndealers: {D: {model: T, kind: filter}}", "dealers.D"},
+		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\nfrontend: {allowed_origins: [example.com]}", "frontend.allowed_origins[0]"},
 	} {
 		cfg, _, err := loadConfig(writeConfig(t, tc.yaml), nil)
 		if err != nil {

@@ -190,6 +190,9 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 	if err := validateConfig(cfg); err != nil {
 		return err
 	}
+	for _, w := range cfg.exposureWarnings() { // hardening.go
+		fmt.Fprintln(out, "warning:", w)
+	}
 	if cfg.Database == nil {
 		fmt.Fprintln(out, "ok: no database configured; DataSync is fed by publishDeltas only")
 		return nil

@@ -16,8 +16,8 @@ import (
 )
 
 const (
-	testKey    = "test-backend-key"
-	testSecret = "test-secret-0123456789abcdef"
+	testKey    = "test-backend-key-0123456789abcdef"
+	testSecret = "test-secret-0123456789abcdefghijklm"
 )
 
 // baseConfig is a configuration on loopback with free ports.

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -56,6 +55,9 @@ func serve(ctx context.Context, path string, environ []string, logOut io.Writer,
 	}
 	log := newLogger(cfg.Log, logOut)
 	for _, w := range warnings {
+		log.Warn(w)
+	}
+	for _, w := range cfg.exposureWarnings() { // hardening.go
 		log.Warn(w)
 	}
 	if ownProcess {
@@ -170,19 +172,22 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 	for name, d := range cfg.Dealers {
 		dsCfg.Dealers[name] = dealers.Config{Model: d.Model, Kind: dealers.Kind(d.Kind), Key: d.Key}
 	}
-	dir, err := identity.New(signer, identity.Config{DefaultTTL: cfg.Tokens.IdentityTTL})
+	lim := cfg.Limits
+	dir, err := identity.New(signer, identity.Config{DefaultTTL: cfg.Tokens.IdentityTTL, MaxIdentityBytes: int(lim.IdentityBytes), MaxTokenBytes: int(lim.TokenBytes)})
 	if err != nil {
 		return nil, err
 	}
-	chatSvc, err := chat.New(names.Chat, chat.Config{MaxChannels: cfg.Limits.ChannelsPerConnection, MaxBodyBytes: int(cfg.Limits.MessageBodyBytes)})
+	chatSvc, err := chat.New(names.Chat, chat.Config{MaxChannels: lim.ChannelsPerConnection, MaxBodyBytes: int(lim.MessageBodyBytes),
+		MaxChannelBytes: int(lim.ChannelBytes), MaxMembers: lim.MembersPerReply})
 	if err != nil {
 		return nil, err
 	}
-	cursorSvc, err := cursors.New(names.Cursors, cursors.Config{MaxDocuments: cfg.Limits.DocumentsPerConn})
+	cursorSvc, err := cursors.New(names.Cursors, cursors.Config{MaxDocuments: lim.DocumentsPerConn,
+		MaxDocumentBytes: int(lim.DocumentBytes), MaxHandleBytes: int(lim.CursorHandleBytes), MaxListed: lim.MembersPerReply})
 	if err != nil {
 		return nil, err
 	}
-	ps := pubsub.New(names.PubSub, pubsub.Config{Policy: policy, MaxChannelsPerConn: cfg.Limits.ChannelsPerConnection})
+	ps := pubsub.New(names.PubSub, pubsub.Config{Policy: policy, MaxChannelsPerConn: lim.ChannelsPerConnection, MaxChannelBytes: int(lim.ChannelBytes)})
 	dsCfg.Publish = func(ch, msg json.RawMessage) error { return ps.Publish(ch, msg) }
 	s.datasync, err = datasync.New(dsCfg, log.With("service", "datasync"), s.metrics)
 	if err != nil {
@@ -209,10 +214,10 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		svc  rpc.Service
 	}{
 		{s.front, names.PubSub, ps},
-		{s.front, names.Messaging, messaging.New(names.Messaging, nil)},
+		{s.front, names.Messaging, messaging.New(names.Messaging, messaging.Config{MaxNamesPerConn: lim.NamesPerConnection, MaxNameBytes: int(lim.NameBytes), MaxListed: lim.ParticipantsPerReply})},
 		{s.back, names.PubSubBackend, pubsub.NewBackend(ps)},
-		{s.front, names.DataSync, s.datasync.Frontend()},
-		{s.back, names.DataSyncBackend, s.datasync.Backend()},
+		{s.front, names.DataSync, s.datasync.Frontend().Limited(datasync.Limits{MaxSubscriptions: lim.SubscriptionsPerConn, MaxTokenBytes: int(lim.TokenBytes)})},
+		{s.back, names.DataSyncBackend, s.datasync.Backend().Limited(int(lim.TokenBytes))},
 		{s.front, names.Identity, dir.Frontend()},
 		{s.back, names.IdentityBackend, dir.Backend()},
 		{s.front, names.Chat, chatSvc},
@@ -232,6 +237,13 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		MaxLag:            cfg.Frontend.MaxLag,
 		CommandsPerSecond: cfg.Limits.CommandsPerSecond,
 		RateLimitGrace:    cfg.Limits.RateLimitGrace,
+		IdleTimeout:       idleTimeout(lim.IdleTimeout),
+		RequireIdentity:   cfg.Frontend.RequireIdentity,
+		AuthTimeout:       lim.AuthTimeout,
+		IdentityService:   names.Identity,
+		MaxConnections:    lim.MaxConnections,
+		ConnectionsPerIP:  lim.ConnectionsPerIP,
+		TrustedProxies:    lim.TrustedProxies,
 	}, s.front, dir.AuthenticateToken, log.With("endpoint", "frontend"), s.metrics)
 	if err != nil {
 		return nil, err
@@ -241,6 +253,8 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		APIKey:       cfg.Backend.APIKey,
 		MaxBodyBytes: int64(cfg.Backend.MaxBodyBytes),
 		Pprof:        cfg.Backend.Pprof,
+		MetricsAuth:  cfg.metricsAuth(),
+		BodyTimeout:  cfg.Limits.HTTPReadTimeout,
 	}, s.back, log.With("endpoint", "backend"), s.metrics, s.metrics, ready)
 	if err != nil {
 		return nil, err
@@ -268,8 +282,8 @@ func (s *server) listen() error {
 	mux := http.NewServeMux()
 	mux.Handle(s.cfg.Frontend.Path, s.ws)
 	s.mountFrontend(mux)
-	s.frontSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
-	s.backSrv = &http.Server{Handler: s.backend, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	s.frontSrv = s.httpServer(mux) // hardening.go
+	s.backSrv = s.httpServer(s.backend)
 	return nil
 }
 

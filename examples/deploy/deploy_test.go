@@ -119,7 +119,7 @@ func TestDeployConfig(t *testing.T) {
 	cert, key := selfSigned(t)
 	env := []string{
 		"SNORKY_DATABASE__URL=" + roleURL,
-		"SNORKY_BACKEND__API_KEY=deploy-test-key",
+		"SNORKY_BACKEND__API_KEY=deploy-test-key-0123456789abcdefghij",
 		"SNORKY_TOKENS__SECRET=deploy-test-secret-0123456789abcdef",
 		"SNORKY_FRONTEND__TLS__CERT_FILE=" + cert,
 		"SNORKY_FRONTEND__TLS__KEY_FILE=" + key,

@@ -16,9 +16,9 @@ const (
 	ErrNotAuthenticated rpc.Error = "Not authenticated"
 	ErrAlreadyJoined    rpc.Error = "Already joined"
 	ErrNotJoined        rpc.Error = "Not joined"
-	ErrTooManyChannels  rpc.Error = "Too many channels"
-	ErrChannelTooLong   rpc.Error = "Channel too long"
-	ErrMessageTooBig    rpc.Error = "Message too big"
+	ErrTooManyChannels  rpc.Error = "Too many channels (limits.channels_per_connection)"
+	ErrChannelTooLong   rpc.Error = "Channel too long (limits.channel_bytes)"
+	ErrMessageTooBig    rpc.Error = "Message too big (limits.message_body_bytes)"
 )
 
 // Defaults of Config's zero fields.
@@ -26,6 +26,7 @@ const (
 	DefaultMaxChannels     = 256
 	DefaultMaxChannelBytes = 256
 	DefaultMaxBodyBytes    = 16 << 10
+	DefaultMaxMembers      = 1000
 )
 
 // TimestampLayout is the notifications' timestamp format: UTC, millisecond
@@ -38,8 +39,12 @@ type Config struct {
 	// once (limits.channels_per_connection). Zero means 256.
 	MaxChannels int
 	// MaxChannelBytes is the longest channel accepted by join, in bytes of
-	// its compact JSON text. Zero means 256.
+	// its canonical JSON text (jsonval.Canonical). Zero means 256.
 	MaxChannelBytes int
+	// MaxMembers is how many identities a join reply lists at most; a
+	// longer list is cut and the reply carries "truncated": true. Zero
+	// means 1000.
+	MaxMembers int
 	// MaxBodyBytes is the largest message body accepted by send, in bytes
 	// of its JSON text as sent. Zero means 16384.
 	MaxBodyBytes int
@@ -54,6 +59,7 @@ func (c Config) Validate() error {
 		{"max_channels", c.MaxChannels},
 		{"max_channel_bytes", c.MaxChannelBytes},
 		{"max_body_bytes", c.MaxBodyBytes},
+		{"max_members", c.MaxMembers},
 	} {
 		if f.v < 0 {
 			return fmt.Errorf("chat.%s: must not be negative (got %d)", f.key, f.v)
@@ -105,6 +111,7 @@ func New(name string, cfg Config) (*Service, error) {
 	cfg.MaxChannels = orDefault(cfg.MaxChannels, DefaultMaxChannels)
 	cfg.MaxChannelBytes = orDefault(cfg.MaxChannelBytes, DefaultMaxChannelBytes)
 	cfg.MaxBodyBytes = orDefault(cfg.MaxBodyBytes, DefaultMaxBodyBytes)
+	cfg.MaxMembers = orDefault(cfg.MaxMembers, DefaultMaxMembers)
 	return &Service{
 		name:     rpc.QuoteName(name),
 		cfg:      cfg,
@@ -168,7 +175,7 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(chJSON) > s.cfg.MaxChannelBytes {
+	if len(k) > s.cfg.MaxChannelBytes {
 		return nil, ErrChannelTooLong
 	}
 
@@ -207,15 +214,22 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 	ch.conns[c.ID()] = c
 
 	out := []byte(`{"members":[`)
-	first := true
+	n := 0
 	for _, p := range ch.ids {
-		if !first {
+		if n == s.cfg.MaxMembers {
+			break
+		}
+		if n > 0 {
 			out = append(out, ',')
 		}
-		first = false
+		n++
 		out = append(out, p.identity...)
 	}
-	out = append(out, "]}"...)
+	out = append(out, ']')
+	if n < len(ch.ids) {
+		out = append(out, `,"truncated":true`...)
+	}
+	out = append(out, '}')
 	return json.RawMessage(out), nil
 }
 
@@ -325,6 +339,13 @@ func (s *Service) read(c rpc.Conn, rawCh json.RawMessage) error {
 		to.Send(frame)
 	}
 	return nil
+}
+
+// Holds implements rpc.Holder: c has joined at least one channel.
+func (s *Service) Holds(c rpc.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns[c.ID()] != nil
 }
 
 // Disconnected implements rpc.Disconnecter: c leaves every channel under

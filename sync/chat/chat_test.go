@@ -132,13 +132,13 @@ func TestErrors(t *testing.T) {
 		{"identity checked before length", "join", `{"channel":"` + strings.Repeat("x", 40) + `"}`, "Not authenticated", anon},
 		{"join twice", "join", `{"channel":"#cats"}`, "Already joined", alice},
 		{"join twice, equal value", "join", `{"channel":"#cats" }`, "Already joined", alice},
-		{"channel too long", "join", `{"channel":"` + strings.Repeat("x", 40) + `"}`, "Channel too long", alice},
+		{"channel too long", "join", `{"channel":"` + strings.Repeat("x", 40) + `"}`, "Channel too long (limits.channel_bytes)", alice},
 		{"leave not joined", "leave", `{"channel":"#dogs"}`, "Not joined", alice},
 		{"leave without identity", "leave", `{"channel":"#cats"}`, "Not joined", anon},
 		{"send not joined", "send", `{"channel":"#dogs","body":"hi"}`, "Not joined", alice},
 		{"send without identity", "send", `{"channel":"#cats","body":"hi"}`, "Not joined", anon},
 		{"not joined checked before size", "send", `{"channel":"#dogs","body":"0123456789"}`, "Not joined", alice},
-		{"message too big", "send", `{"channel":"#cats","body":"0123456789"}`, "Message too big", alice},
+		{"message too big", "send", `{"channel":"#cats","body":"0123456789"}`, "Message too big (limits.message_body_bytes)", alice},
 		{"missing param", "join", `{}`, "Invalid params", alice},
 		{"unknown param", "join", `{"channel":"#cats","x":1}`, "Invalid params", alice},
 		{"send without body", "send", `{"channel":"#cats"}`, "Invalid params", alice},
@@ -154,7 +154,7 @@ func TestErrors(t *testing.T) {
 	}
 	e.t = t
 	e.ok(alice, "join", `{"channel":"#dogs"}`, `{"members":["alice"]}`)
-	e.fails(alice, "join", `{"channel":"#birds"}`, "Too many channels")
+	e.fails(alice, "join", `{"channel":"#birds"}`, "Too many channels (limits.channels_per_connection)")
 	e.ok(alice, "leave", `{"channel":"#dogs"}`, `null`)
 	e.ok(alice, "join", `{"channel":"#birds"}`, `{"members":["alice"]}`)
 	// A body exactly at the limit is accepted.

@@ -20,8 +20,9 @@ const (
 	ErrReusedHandle     rpc.Error = "Reused handle"
 	ErrTooManyCursors   rpc.Error = "Too many cursors"
 	ErrNoSuchCursor     rpc.Error = "No such cursor"
-	ErrTooManyDocuments rpc.Error = "Too many documents"
-	ErrDocumentTooLong  rpc.Error = "Document too long"
+	ErrTooManyDocuments rpc.Error = "Too many documents (limits.documents_per_connection)"
+	ErrDocumentTooLong  rpc.Error = "Document too long (limits.document_bytes)"
+	ErrHandleTooLong    rpc.Error = "Handle too long (limits.cursor_handle_bytes)"
 )
 
 // MaxCursorsPerConn is the number of cursors one connection may hold (spec
@@ -32,6 +33,8 @@ const MaxCursorsPerConn = 16
 const (
 	DefaultMaxDocuments     = 256
 	DefaultMaxDocumentBytes = 256
+	DefaultMaxHandleBytes   = 256
+	DefaultMaxListed        = 1000
 )
 
 // handles is the number of public handles (0–65535).
@@ -43,8 +46,14 @@ type Config struct {
 	// once. Zero means 256.
 	MaxDocuments int
 	// MaxDocumentBytes is the longest document accepted by join, in bytes
-	// of its compact JSON text. Zero means 256.
+	// of its canonical JSON text (jsonval.Canonical). Zero means 256.
 	MaxDocumentBytes int
+	// MaxHandleBytes is the longest private handle accepted by
+	// createCursor, in bytes of its canonical JSON text. Zero means 256.
+	MaxHandleBytes int
+	// MaxListed is how many cursors a join reply lists at most; a longer
+	// list is cut and the reply carries "truncated": true. Zero means 1000.
+	MaxListed int
 }
 
 // Validate reports negative limits.
@@ -54,6 +63,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxDocumentBytes < 0 {
 		return fmt.Errorf("cursors.max_document_bytes: must not be negative (got %d)", c.MaxDocumentBytes)
+	}
+	if c.MaxHandleBytes < 0 {
+		return fmt.Errorf("cursors.max_handle_bytes: must not be negative (got %d)", c.MaxHandleBytes)
+	}
+	if c.MaxListed < 0 {
+		return fmt.Errorf("cursors.max_listed: must not be negative (got %d)", c.MaxListed)
 	}
 	return nil
 }
@@ -104,6 +119,12 @@ func New(name string, cfg Config) (*Service, error) {
 	}
 	if cfg.MaxDocumentBytes == 0 {
 		cfg.MaxDocumentBytes = DefaultMaxDocumentBytes
+	}
+	if cfg.MaxHandleBytes == 0 {
+		cfg.MaxHandleBytes = DefaultMaxHandleBytes
+	}
+	if cfg.MaxListed == 0 {
+		cfg.MaxListed = DefaultMaxListed
 	}
 	return &Service{
 		name:       rpc.QuoteName(name),
@@ -182,10 +203,10 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	docJSON := owned(raw)
-	if len(docJSON) > s.cfg.MaxDocumentBytes {
+	if len(k) > s.cfg.MaxDocumentBytes {
 		return nil, ErrDocumentTooLong
 	}
+	docJSON := owned(raw)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -210,15 +231,22 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 	d.members[c.ID()] = c
 
 	out := []byte(`{"cursors":[`)
-	first := true
+	n := 0
 	for _, cur := range d.cursors {
-		if !first {
+		if n == s.cfg.MaxListed {
+			break
+		}
+		if n > 0 {
 			out = append(out, ',')
 		}
-		first = false
+		n++
 		out = cur.appendJSON(out)
 	}
-	out = append(out, "]}"...)
+	out = append(out, ']')
+	if n < len(d.cursors) {
+		out = append(out, `,"truncated":true`...)
+	}
+	out = append(out, '}')
 	return json.RawMessage(out), nil
 }
 
@@ -267,6 +295,9 @@ func (s *Service) create(c rpc.Conn, p map[string]json.RawMessage) (any, error) 
 	pk, err := canonical(p["privateHandle"])
 	if err != nil {
 		return nil, err
+	}
+	if len(pk) > s.cfg.MaxHandleBytes {
+		return nil, ErrHandleTooLong
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -402,6 +433,13 @@ func (s *Service) toOthers(d *document, except uint64, frame []byte, latest stri
 			to.Send(frame)
 		}
 	}
+}
+
+// Holds implements rpc.Holder: c has joined at least one document.
+func (s *Service) Holds(c rpc.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conns[c.ID()] != nil
 }
 
 // Disconnected implements rpc.Disconnecter: c leaves every document as if

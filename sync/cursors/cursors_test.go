@@ -109,7 +109,7 @@ func TestErrors(t *testing.T) {
 	}{
 		{"join without identity", "join", `{"document":"A"}`, "Not authenticated", anon},
 		{"join twice", "join", `{"document":"A"}`, "Already joined", alice},
-		{"document too long", "join", `{"document":"` + strings.Repeat("x", 20) + `"}`, "Document too long", alice},
+		{"document too long", "join", `{"document":"` + strings.Repeat("x", 20) + `"}`, "Document too long (limits.document_bytes)", alice},
 		{"leave not joined", "leave", `{"document":"C"}`, "Not joined", alice},
 		{"leave without identity", "leave", `{"document":"A"}`, "Not joined", anon},
 		{"create not joined", "createCursor", `{"privateHandle":2,"document":"C","position":0,"status":0}`, "Not joined", alice},
@@ -134,7 +134,7 @@ func TestErrors(t *testing.T) {
 	e.t = t
 
 	e.ok(alice, "join", `{"document":"C"}`, `{"cursors":[]}`)
-	e.fails(alice, "join", `{"document":"D"}`, "Too many documents")
+	e.fails(alice, "join", `{"document":"D"}`, "Too many documents (limits.documents_per_connection)")
 
 	for i := 2; i <= MaxCursorsPerConn; i++ {
 		e.create(alice, fmt.Sprint(i), `"B"`, `0`, `0`)

@@ -26,6 +26,9 @@ const (
 	ErrInvalidToken  rpc.Error = "Invalid token"
 	ErrTokenExpired  rpc.Error = "Token expired"
 	ErrIdentityIsSet rpc.Error = "Identity already set"
+	// Limit errors of this project (reliability S1).
+	ErrIdentityTooLarge rpc.Error = "Identity too large (limits.identity_bytes)"
+	ErrTokenTooLarge    rpc.Error = "Token too large (limits.token_bytes)"
 )
 
 // Errors of AuthenticateToken; their text is the WebSocket close reason
@@ -34,6 +37,7 @@ var (
 	ErrURLTokenInvalid = errors.New("invalid identity token")
 	ErrURLTokenExpired = errors.New("identity token expired")
 	ErrAlreadySet      = errors.New("identity already set")
+	ErrURLTokenTooLong = errors.New("identity token too large (limits.token_bytes)")
 )
 
 // Config configures identity tokens.
@@ -41,6 +45,11 @@ type Config struct {
 	// DefaultTTL is how long a token issued without a ttl stays valid.
 	// Zero means DefaultTTL (24h).
 	DefaultTTL time.Duration
+	// MaxIdentityBytes bounds the compact JSON text of an identity
+	// (authorizeIdentity); MaxTokenBytes the length of a token presented by
+	// a client. Zero means no limit.
+	MaxIdentityBytes int
+	MaxTokenBytes    int
 }
 
 // Validate reports a negative DefaultTTL.
@@ -92,6 +101,9 @@ func (d *Directory) Issue(identity json.RawMessage, ttl time.Duration) (string, 
 	if buf.String() == "null" {
 		return "", errors.New("identity must not be null")
 	}
+	if d.cfg.MaxIdentityBytes > 0 && buf.Len() > d.cfg.MaxIdentityBytes {
+		return "", ErrIdentityTooLarge
+	}
 	if ttl < 0 {
 		return "", errors.New("ttl must not be negative")
 	}
@@ -140,6 +152,9 @@ func (d *Directory) set(c rpc.Conn, id *rpc.Identity) bool {
 // ErrURLTokenExpired ("identity token expired") or ErrAlreadySet; the
 // transport then closes c with rpc.CloseIdentity (4001).
 func (d *Directory) AuthenticateToken(c rpc.Conn, tok string) error {
+	if d.cfg.MaxTokenBytes > 0 && len(tok) > d.cfg.MaxTokenBytes {
+		return ErrURLTokenTooLong
+	}
 	id, err := d.verify(tok)
 	switch {
 	case errors.Is(err, ErrTokenExpired):
@@ -214,6 +229,9 @@ func (f *Frontend) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		p, err := rpc.Params(req.Params, []string{"token"}, nil)
 		if err != nil {
 			return nil, err
+		}
+		if f.d.cfg.MaxTokenBytes > 0 && len(p["token"]) > f.d.cfg.MaxTokenBytes+2 {
+			return nil, ErrTokenTooLarge
 		}
 		var tok string
 		if err := json.Unmarshal(p["token"], &tok); err != nil {

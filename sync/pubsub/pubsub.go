@@ -64,7 +64,8 @@ const (
 	ErrAlreadySubscribed rpc.Error = "Already subscribed"
 	ErrNotSubscribed     rpc.Error = "Not subscribed"
 	ErrNotAuthorized     rpc.Error = "Not authorized"
-	ErrTooManyChannels   rpc.Error = "Too many channels"
+	ErrTooManyChannels   rpc.Error = "Too many channels (limits.channels_per_connection)"
+	ErrChannelTooLong    rpc.Error = "Channel too long (limits.channel_bytes)"
 )
 
 // Config configures the PubSub service.
@@ -73,6 +74,10 @@ type Config struct {
 	// MaxChannelsPerConn limits the subscriptions of one connection; 0 means
 	// no limit.
 	MaxChannelsPerConn int
+	// MaxChannelBytes limits the length of a channel a client subscribes or
+	// publishes to, in bytes of its canonical JSON text; 0 means no limit.
+	// The backend is not limited.
+	MaxChannelBytes int
 }
 
 // Service is the frontend PubSub service.
@@ -123,6 +128,15 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		if !s.cfg.Policy.Allows(p["channel"]) {
 			return nil, ErrNotAuthorized
 		}
+		if s.cfg.MaxChannelBytes > 0 {
+			key, err := jsonval.Canonical(p["channel"])
+			if err != nil {
+				return nil, fmt.Errorf("channel key: %w", err)
+			}
+			if len(key) > s.cfg.MaxChannelBytes {
+				return nil, ErrChannelTooLong
+			}
+		}
 		return nil, s.Publish(p["channel"], p["message"])
 	}
 	return nil, rpc.ErrUnknownCommand
@@ -132,6 +146,9 @@ func (s *Service) subscribe(c rpc.Conn, ch json.RawMessage) error {
 	key, err := jsonval.Canonical(ch)
 	if err != nil {
 		return fmt.Errorf("channel key: %w", err)
+	}
+	if s.cfg.MaxChannelBytes > 0 && len(key) > s.cfg.MaxChannelBytes {
+		return ErrChannelTooLong
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -239,6 +256,13 @@ func (s *Service) Disconnected(c rpc.Conn) {
 		s.removeLocked(key, c)
 	}
 	delete(s.byConn, c)
+}
+
+// Holds implements rpc.Holder: c holds at least one subscription.
+func (s *Service) Holds(c rpc.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byConn[c]) > 0
 }
 
 // Backend is the pubsub_backend service: publish only, bypassing the policy.

@@ -27,8 +27,8 @@ import (
 )
 
 const (
-	apiKey      = "e2e-backend-key"
-	tokenSecret = "e2e-token-secret-0123456789"
+	apiKey      = "e2e-backend-key-0123456789abcdef"
+	tokenSecret = "e2e-token-secret-0123456789abcdef"
 )
 
 // snorkyBin is the server binary built once by TestMain.

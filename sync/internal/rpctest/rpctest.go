@@ -230,3 +230,11 @@ func JSONEqual(t testing.TB, what string, got []byte, want string) {
 		t.Fatalf("%s: got %s, want %s", what, got, want)
 	}
 }
+
+// JSONDecode decodes data into v, failing the test on an error.
+func JSONDecode(t testing.TB, data []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("decoding %s: %v", data, err)
+	}
+}

@@ -20,7 +20,7 @@ export const env = {
 };
 export const skip = !env.bin || !env.db ? 'CLIENT_TEST_SNORKY and CLIENT_TEST_DATABASE_URL are not set (run go test ./wsapi/client)' : false;
 
-export const apiKey = 'client-test-backend-key';
+export const apiKey = 'client-test-backend-key-0123456789abcdef';
 
 export function sql(statement) {
   // From standard input, so that psql prints the result of every statement.

@@ -1,0 +1,64 @@
+package wsapi
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/snorkyhq/snorky/sync/rpc"
+)
+
+// slowCloseTimeout bounds the writing of a slow consumer's close frame. The
+// queue is already dropped; this is the last chance for a peer that reads
+// late to learn why it was closed (4008) rather than see the connection
+// vanish (1006).
+const slowCloseTimeout = 2 * time.Second
+
+// maxFrameRest is the most of an interrupted frame writeSlowClose
+// completes: a longer rest would not reach a peer that is not reading
+// anyway.
+const maxFrameRest = 256 << 10
+
+// writeSlowClose writes the 4008 close frame of a slow consumer with its
+// own deadline, bypassing the (dropped) queue. rest is the unwritten part of
+// a data frame whose start was already written when the write was aborted:
+// it is completed first so that the close frame starts on a frame boundary.
+// Only the writer goroutine calls it; the caller closes the socket after.
+func (c *conn) writeSlowClose(rest []byte) {
+	if len(rest) > maxFrameRest {
+		return
+	}
+	msg := websocket.FormatCloseMessage(rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer)
+	out := make([]byte, 0, len(rest)+2+len(msg))
+	out = append(out, rest...)
+	out = append(out, 0x88, byte(len(msg))) // final close frame, unmasked; len(msg) < 126
+	out = append(out, msg...)
+	nc := c.ws.NetConn()
+	nc.SetWriteDeadline(time.Now().Add(min(slowCloseTimeout, c.h.cfg.WriteTimeout)))
+	nc.Write(out)
+}
+
+// frameRest returns the unwritten rest of the frame that the first n bytes
+// of buf (whole frames, as writeFrames builds them) end in, or nil when n
+// falls on a frame boundary.
+func frameRest(buf []byte, n int) []byte {
+	off := 0
+	for off < len(buf) && off <= n {
+		if off == n {
+			return nil
+		}
+		hdr, size := 2, int(buf[off+1]&0x7f)
+		switch size {
+		case 126:
+			hdr, size = 4, int(binary.BigEndian.Uint16(buf[off+2:]))
+		case 127:
+			hdr, size = 10, int(binary.BigEndian.Uint64(buf[off+2:]))
+		}
+		end := off + hdr + size
+		if n < end {
+			return buf[n:end]
+		}
+		off = end
+	}
+	return nil
+}
