@@ -68,8 +68,9 @@ type handoff struct {
 }
 
 type streamStart struct {
-	epoch string
-	from  uint64
+	epoch   string
+	from    uint64
+	horizon string
 }
 
 // NewReader returns a reader of cfg (defaults applied) feeding sink. log
@@ -194,7 +195,7 @@ func (r *Reader) applier() {
 		case h := <-r.queue:
 			if h.start != nil {
 				if ss, ok := r.sink.(StreamStarter); ok {
-					if err := ss.StartStream(h.start.epoch, h.start.from); err != nil {
+					if err := ss.StartStream(h.start.epoch, h.start.from, h.start.horizon); err != nil {
 						r.applyErr <- fmt.Errorf("%w: starting the stream: %w", errSink, err)
 						return
 					}
@@ -293,7 +294,14 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 		}
 	}
 	if _, ok := r.sink.(StreamStarter); ok {
-		if err := r.handOffStart(ctx, streamStart{epoch: r.Epoch(), from: from}); err != nil {
+		// The horizon: this process owns the slot, whose position stays
+		// where it is until we stream, so every transaction this snapshot
+		// did not see commits after it and will be streamed.
+		var horizon string
+		if err := sqlConn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&horizon); err != nil {
+			return false, fmt.Errorf("reading the snapshot horizon: %w", err)
+		}
+		if err := r.handOffStart(ctx, streamStart{epoch: r.Epoch(), from: from, horizon: horizon}); err != nil {
 			return false, err
 		}
 	}

@@ -105,11 +105,13 @@ type Sink interface {
 
 // StreamStarter is implemented by a sink that wants to know, in order with
 // the transactions, where each replication session's stream starts: epoch
-// is the stream's epoch (snorky.stream; "" without the snorky schema) and
+// is the stream's epoch (snorky.stream; "" without the snorky schema),
 // from the position the session streams after (the slot's confirmed
-// position on a fresh start).
+// position on a fresh start), and horizon a pg_current_snapshot() taken
+// once this process owned the slot and before it streamed: every
+// transaction the horizon did not see will be streamed.
 type StreamStarter interface {
-	StartStream(epoch string, from uint64) error
+	StartStream(epoch string, from uint64, horizon string) error
 }
 
 // ConfirmLimiter is implemented by a sink that holds transactions it took

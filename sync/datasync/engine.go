@@ -471,7 +471,11 @@ func (e *Engine) advanceLocked(p pos) {
 // (snorky.stream; "" when the snorky schema is absent) and from is the
 // position it starts after. A new epoch means the slot was recreated: the
 // window is emptied and every resumable subscription must refetch (§3.9).
-func (e *Engine) StartStream(epoch string, from uint64) error {
+// horizon ("" for none) replaces the snapshot horizon when the stream is
+// new to this process (first start, a takeover by a standby, a reset): the
+// engine then sees every transaction it did not see.
+func (e *Engine) StartStream(epoch string, from uint64, horizon string) error {
+	h, _ := parseSnapshot(horizon)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.open = nil // a new session sends an unfinished transaction again
@@ -487,11 +491,13 @@ func (e *Engine) StartStream(epoch string, from uint64) error {
 	case !e.started:
 		e.epoch, e.started = epoch, true
 		e.window.reset(pos{from, 0})
+		e.setHorizonLocked(h)
 		e.advanceLocked(pos{from, 0})
 	case epoch != e.epoch:
 		e.log.Error("the replication stream was reset (new epoch): every resumable client must refetch", "old_epoch", e.epoch, "epoch", epoch)
 		e.epoch = epoch
 		e.window.reset(pos{max(from, e.pos.lsn), 0})
+		e.setHorizonLocked(h)
 		e.metrics.resets.Inc()
 		e.refetchAllLocked("the stream was reset")
 		e.advanceLocked(pos{from, 0})
@@ -842,11 +848,18 @@ func (e *Engine) SetHorizon(text string) error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.setHorizonLocked(h)
+	return nil
+}
+
+func (e *Engine) setHorizonLocked(h *snapshot) {
+	if h == nil {
+		return
+	}
 	e.horizon = h
 	if h.xmax > e.maxXid {
 		e.maxXid = h.xmax - 1
 	}
-	return nil
 }
 
 // coversSnapshotLocked reports whether the engine can give a subscription

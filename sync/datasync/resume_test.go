@@ -78,7 +78,7 @@ func deltaOffsets(t *testing.T, msgs []rpctest.Msg) []string {
 // result, then live deltas; the old connection no longer receives them.
 func TestResumeCatchesUpExactly(t *testing.T) {
 	e, reg := newTestEngineDB(t, 64<<20)
-	e.StartStream("ep1", 0x1000)
+	e.StartStream("ep1", 0x1000, "")
 	old, res := acquireResumable(t, e, reg, `[{"dealer":"ByOwner","query":7}]`)
 	if res.Epoch != "ep1" {
 		t.Fatalf("epoch: got %q, want ep1", res.Epoch)
@@ -130,7 +130,7 @@ func TestResumeCatchesUpExactly(t *testing.T) {
 func TestResumeMustRefetch(t *testing.T) {
 	e, reg := newTestEngineDB(t, 600)
 	e.cfg.ResumeWait = 50 * time.Millisecond
-	e.StartStream("ep1", 0x1000)
+	e.StartStream("ep1", 0x1000, "")
 	_, res := acquireResumable(t, e, reg, `[{"dealer":"All","query":null}]`)
 	for i := range 10 {
 		e.Apply(insertTxn(uint32(900+i), uint64(0x2000+0x100*i), [2]int{i, 1}))
@@ -179,7 +179,7 @@ func mustToken(t *testing.T, e *Engine) string {
 // null) for them and a 4008 close for the others.
 func TestPositionsAndStreamReset(t *testing.T) {
 	e, reg := newTestEngineDB(t, 64<<20)
-	e.StartStream("ep1", 0x1000)
+	e.StartStream("ep1", 0x1000, "")
 	opted, _ := acquireResumable(t, e, reg, `[{"dealer":"ByOwner","query":7}]`)
 	plain := acquire(t, e, reg, `[{"dealer":"ByOwner","query":7}]`)
 	e.Apply(insertTxn(700, 0x2000, [2]int{1, 8})) // matches nobody
@@ -194,7 +194,7 @@ func TestPositionsAndStreamReset(t *testing.T) {
 	if msgs := rpctest.Msgs(t, plain); len(msgs) != 0 {
 		t.Fatalf("a connection that did not opt in got %v", msgs)
 	}
-	e.StartStream("ep2", 0x9000)
+	e.StartStream("ep2", 0x9000, "")
 	msgs = rpctest.Msgs(t, opted)
 	if len(msgs) != 1 || msgs[0].String() != `{"service":"datasync","message":{"type":"mustRefetch","reason":"the stream was reset","models":null}}` {
 		t.Fatalf("reset: got %v", msgs)
@@ -212,7 +212,7 @@ func TestPositionsAndStreamReset(t *testing.T) {
 // goes on.
 func TestTooLargeTransaction(t *testing.T) {
 	e, reg := newTestEngineDB(t, 64<<20)
-	e.StartStream("ep1", 0x1000)
+	e.StartStream("ep1", 0x1000, "")
 	c, res := acquireResumable(t, e, reg, `[{"dealer":"All","query":null}]`)
 	e.Apply(&cdc.Txn{Xid: 5, EndLSN: 0x2000, TooLarge: true, Tables: []string{"public.other", "public.tasks"}})
 	msgs := rpctest.Msgs(t, c)
@@ -237,7 +237,7 @@ func TestTooLargeTransaction(t *testing.T) {
 // built from a few runs (not one entry per delta per connection).
 func TestLargeTransactionIsStreamed(t *testing.T) {
 	e, _ := newTestEngineDB(t, 64<<20)
-	e.StartStream("ep1", 0x1000)
+	e.StartStream("ep1", 0x1000, "")
 	c := rpctest.NewConn()
 	tok := mustTokenItems(t, e, `[{"dealer":"All","query":null}]`)
 	if _, err := e.acquire(c, tok, false); err != nil {
@@ -309,7 +309,7 @@ func (c *streamConn) SendStream(s rpc.Stream) { c.streams = append(c.streams, s)
 // subscription whose start fell out of the window is dropped.
 func TestAcquireReplaysFromTheWindow(t *testing.T) {
 	e, reg := newTestEngineDB(t, 1000)
-	e.StartStream("ep1", 0x1000)
+	e.StartStream("ep1", 0x1000, "")
 	tok := mustTokenItems(t, e, `[{"dealer":"ByOwner","query":7}]`)
 	e.Apply(insertTxn(10, 0x2000, [2]int{1, 7}, [2]int{2, 8}))
 	c := rpctest.NewConn()
@@ -350,7 +350,7 @@ func TestConfirmLimit(t *testing.T) {
 	if _, limited := e.ConfirmLimit(); !limited {
 		t.Fatal("before the stream starts: want limited")
 	}
-	e.StartStream("ep", 0x1000)
+	e.StartStream("ep", 0x1000, "")
 	if _, limited := e.ConfirmLimit(); limited {
 		t.Fatal("empty window: want unlimited")
 	}
@@ -373,7 +373,7 @@ func TestConfirmLimit(t *testing.T) {
 // session discards an unfinished one.
 func TestChunkedTransaction(t *testing.T) {
 	e, reg := newTestEngineDB(t, 64<<20)
-	e.StartStream("ep", 0x1000)
+	e.StartStream("ep", 0x1000, "")
 	c := acquire(t, e, reg, `[{"dealer":"All","query":null}]`)
 	part := insertTxn(77, 0, [2]int{1, 1}, [2]int{2, 1})
 	part.Partial = true
@@ -392,9 +392,25 @@ func TestChunkedTransaction(t *testing.T) {
 	part = insertTxn(78, 0, [2]int{4, 1})
 	part.Partial = true
 	e.Apply(part)
-	e.StartStream("ep", 0x2000)
+	e.StartStream("ep", 0x2000, "")
 	e.Apply(insertTxn(78, 0x3000, [2]int{4, 1}))
 	if got := deltaOffsets(t, rpctest.Msgs(t, c)); len(got) != 1 {
 		t.Fatalf("after a new session: got %v, want the transaction once", got)
+	}
+}
+
+// TestStreamStartSetsTheHorizon: a stream that starts in this process
+// (first start, a standby's takeover, a reset) brings its own horizon, so
+// a snapshot older than it is refused: transactions between the two may
+// have been confirmed by another process and will never arrive.
+func TestStreamStartSetsTheHorizon(t *testing.T) {
+	e, _ := newTestEngineDB(t, 64<<20)
+	e.SetHorizon("100:100:")
+	e.StartStream("ep", 0x1000, "500:500:")
+	if _, err := e.authorize(json.RawMessage(`[]`), json.RawMessage(`"200:200:"`)); err == nil || err.Error() != "Snapshot too old" {
+		t.Fatalf("a snapshot older than the stream's horizon: got %v, want Snapshot too old", err)
+	}
+	if _, err := e.authorize(json.RawMessage(`[]`), json.RawMessage(`"500:501:500"`)); err != nil {
+		t.Fatalf("a snapshot at the horizon: got %v", err)
 	}
 }
