@@ -60,7 +60,7 @@ func TestPageSurvivesRestart(t *testing.T) {
 	db.Close(ctx)
 
 	front, back := freeAddr(t), freeAddr(t)
-	const key = "restart-test-backend-key"
+	const key = "restart-test-backend-key-0123456789abcdef"
 	h, err := New(Config{DatabaseURL: dbURL, BackendURL: "http://" + back + "/backend", APIKey: key, WebSocketURL: "ws://" + front + "/ws"})
 	if err != nil {
 		t.Fatal(err)
