@@ -200,7 +200,7 @@ func TestFlushPositionIdle(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if got := r.flushPosition(); got != tc.want {
+			if got := r.flushPosition(false); got != tc.want {
 				t.Errorf("flushPosition: got %X, want %X", got, tc.want)
 			}
 		})

@@ -48,10 +48,7 @@ type Reader struct {
 	// idleEnd is the latest position known to hold no transaction not yet
 	// received: a keepalive's WAL end or a non-transactional message
 	// (heartbeat). It is confirmed only when nothing is in flight.
-	idleEnd uint64
-	// replyAll is set while answering a keepalive that asked for a reply
-	// (see stream).
-	replyAll    bool
+	idleEnd     uint64
 	queue       chan handoff
 	applyErr    chan error
 	stopApply   chan struct{}
@@ -289,9 +286,15 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	start := pglogrepl.LSN(r.handed)
 	from := r.handed
 	if from == 0 {
-		if err := sqlConn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan((*lsnText)(&from)); err != nil {
+		var text string
+		if err := sqlConn.QueryRow(ctx, `SELECT coalesce(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&text); err != nil {
 			return false, fmt.Errorf("reading the slot's confirmed position: %w", err)
 		}
+		lsn, err := pglogrepl.ParseLSN(text)
+		if err != nil {
+			return false, fmt.Errorf("reading the slot's confirmed position: %w", err)
+		}
+		from = uint64(lsn)
 	}
 	if _, ok := r.sink.(StreamStarter); ok {
 		// The horizon: this process owns the slot, whose position stays
@@ -345,7 +348,7 @@ func (r *Reader) shutdown(repl *pgconn.PgConn) {
 	r.stopApplier()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	if err := r.sendStatus(ctx, repl, false); err != nil {
+	if err := r.sendStatus(ctx, repl, false, false); err != nil {
 		r.log.Warn("cdc: final status update failed", "err", err)
 		return
 	}
@@ -359,14 +362,15 @@ func (r *Reader) shutdown(repl *pgconn.PgConn) {
 //
 // A sink that holds what it took (ConfirmLimiter: the replay window) caps
 // the position at its limit, so that PostgreSQL resends what it holds
-// after a restart.
-func (r *Reader) flushPosition() uint64 {
+// after a restart; pastLimit lifts that cap while nothing is in flight
+// (see the keepalive handling in stream).
+func (r *Reader) flushPosition(pastLimit bool) uint64 {
 	pos := r.taken.Load()
-	if !r.st.inTxn() && r.pending.Load() == 0 && r.idleEnd > pos {
+	idle := !r.st.inTxn() && r.pending.Load() == 0
+	if idle && r.idleEnd > pos {
 		pos = r.idleEnd
 	}
-	idle := !r.st.inTxn() && r.pending.Load() == 0
-	if cl, ok := r.sink.(ConfirmLimiter); ok && !(r.replyAll && idle) {
+	if cl, ok := r.sink.(ConfirmLimiter); ok && !(pastLimit && idle) {
 		if lim, limited := cl.ConfirmLimit(); limited && pos > lim {
 			pos = lim
 		}
@@ -374,8 +378,8 @@ func (r *Reader) flushPosition() uint64 {
 	return pos
 }
 
-func (r *Reader) sendStatus(ctx context.Context, conn *pgconn.PgConn, replyRequested bool) error {
-	pos := r.flushPosition()
+func (r *Reader) sendStatus(ctx context.Context, conn *pgconn.PgConn, replyRequested, pastLimit bool) error {
+	pos := r.flushPosition(pastLimit)
 	if c := r.confirmed.Load(); pos < c {
 		pos = c // never move backwards
 	}
@@ -427,7 +431,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 			return fmt.Errorf("%w (%v)", errDeadLink, r.cfg.ReceiveTimeout)
 		}
 		if !now.Before(nextStatus) {
-			if err := r.sendStatus(ctx, conn, now.Sub(lastRecv) >= interval); err != nil {
+			if err := r.sendStatus(ctx, conn, now.Sub(lastRecv) >= interval, false); err != nil {
 				return err
 			}
 			nextStatus = now.Add(interval)
@@ -473,10 +477,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 					// a shorter replay window should this process restart
 					// before the window refills (clients older than it get
 					// an explicit must-refetch).
-					r.replyAll = true
-					err := r.sendStatus(ctx, conn, false)
-					r.replyAll = false
-					if err != nil {
+					if err := r.sendStatus(ctx, conn, false, true); err != nil {
 						return err
 					}
 					nextStatus = time.Now().Add(interval)
@@ -551,7 +552,7 @@ func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nex
 			if waited.IsZero() {
 				waited = time.Now()
 			}
-			if err := r.sendStatus(ctx, conn, false); err != nil {
+			if err := r.sendStatus(ctx, conn, false, false); err != nil {
 				r.pending.Add(-1)
 				return err
 			}
@@ -582,19 +583,6 @@ func (r *Reader) handOffStart(ctx context.Context, st streamStart) error {
 		r.pending.Add(-1)
 		return ctx.Err()
 	}
-}
-
-// lsnText scans an LSN from its text form.
-type lsnText uint64
-
-func (l *lsnText) Scan(src any) error {
-	s, ok := src.(string)
-	if !ok {
-		return fmt.Errorf("LSN: unexpected %T", src)
-	}
-	v, err := pglogrepl.ParseLSN(s)
-	*l = lsnText(v)
-	return err
 }
 
 // heartbeatTimeout bounds one heartbeat (connecting included).

@@ -18,8 +18,6 @@ import (
 // countStream is a stream of n numbered frames.
 type countStream struct{ i, n int }
 
-func (s *countStream) Size() int { return s.n * 200 }
-
 func (s *countStream) Next(dst []byte) ([]byte, bool) {
 	if s.i >= s.n {
 		return dst, false

@@ -61,6 +61,7 @@ type Engine struct {
 	marks map[uint64]uint8
 	outs  map[rpc.Conn]*connOut
 	order []rpc.Conn
+	spare []*connOut // reset connOuts, reused by routing passes
 }
 
 type model struct {
@@ -337,7 +338,7 @@ func (e *Engine) deliverLocked(t *winTxn, from, to int) {
 			e.metrics.deliveries.Inc()
 			o := e.outs[s.owner]
 			if o == nil {
-				o = &connOut{}
+				o = e.spareOut()
 				e.outs[s.owner] = o
 				e.order = append(e.order, s.owner)
 			}
@@ -366,12 +367,27 @@ func (e *Engine) deliverLocked(t *winTxn, from, to int) {
 			}
 			rpc.SendMany(c, frames)
 		default:
-			rpc.SendStream(c, &txnStream{e: e, parts: o.parts, size: o.size})
+			rpc.SendStream(c, &txnStream{e: e, parts: o.parts})
+			o = nil // the stream keeps its runs
 		}
 		delete(e.outs, c)
+		if o != nil {
+			o.reset()
+			e.spare = append(e.spare, o)
+		}
 	}
 	clear(e.order)
 	e.order = e.order[:0]
+}
+
+// spareOut returns a reset connOut, reused when one is spare.
+func (e *Engine) spareOut() *connOut {
+	if n := len(e.spare); n > 0 {
+		o := e.spare[n-1]
+		e.spare = e.spare[:n-1]
+		return o
+	}
+	return &connOut{}
 }
 
 // smallTxnBytes is the size up to which a transaction's frames are

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/snorkyhq/snorky/sync/rpc"
@@ -114,7 +115,7 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 		return nil, mustRefetch(refetch)
 	}
 	if out.n > 0 {
-		rpc.SendStream(c, &txnStream{e: e, parts: out.parts, size: out.size})
+		rpc.SendStream(c, &txnStream{e: e, parts: out.parts})
 	}
 	e.bindLocked(s, c)
 	e.metrics.resumed.Inc()
@@ -196,7 +197,7 @@ func (e *Engine) refetchModelsLocked(models []string, reason string) {
 				continue
 			}
 			for _, it := range s.items {
-				if m := it.d.Model(); contains(models, m) && !contains(hit, m) {
+				if m := it.d.Model(); slices.Contains(models, m) && !slices.Contains(hit, m) {
 					hit = append(hit, m)
 				}
 			}
@@ -212,15 +213,6 @@ func (e *Engine) refetchModelsLocked(models []string, reason string) {
 		}
 		e.metrics.refetches.Inc()
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // checkNotFuture refuses a snapshot whose xmax is beyond the transactions

@@ -238,9 +238,9 @@ func TestTooLargeTransaction(t *testing.T) {
 func TestLargeTransactionIsStreamed(t *testing.T) {
 	e, _ := newTestEngineDB(t, 64<<20)
 	e.StartStream("ep1", 0x1000, "")
-	c := rpctest.NewConn()
+	sc := &streamConn{Conn: rpctest.NewConn()}
 	tok := mustTokenItems(t, e, `[{"dealer":"All","query":null}]`)
-	if _, err := e.acquire(c, tok, false); err != nil {
+	if _, err := e.acquire(sc, tok, false); err != nil {
 		t.Fatal(err)
 	}
 	const rows = 5000
@@ -249,18 +249,6 @@ func TestLargeTransactionIsStreamed(t *testing.T) {
 		txn.Changes = append(txn.Changes, cdc.Change{Table: "public.tasks", Op: cdc.Insert,
 			New: cols("id", fmt.Sprint(i), "owner", "1", "title", `"`+strings.Repeat("t", 100)+`"`)})
 	}
-	sc := &streamConn{Conn: c}
-	e.mu.Lock()
-	e.outs = map[rpc.Conn]*connOut{}
-	e.mu.Unlock()
-	// Route through a connection that records streams.
-	e.mu.Lock()
-	s := e.byConn[c]
-	for sub := range s {
-		e.unbindLocked(sub)
-		e.bindLocked(sub, sc)
-	}
-	e.mu.Unlock()
 	if err := e.Apply(txn); err != nil {
 		t.Fatal(err)
 	}

@@ -156,7 +156,7 @@ func (e *Engine) acquire(c rpc.Conn, tok string, resumable bool) (any, error) {
 		return nil, ErrDropped
 	}
 	if out.n > 0 {
-		rpc.SendStream(c, &txnStream{e: e, parts: out.parts, size: out.size})
+		rpc.SendStream(c, &txnStream{e: e, parts: out.parts})
 	}
 	e.bindLocked(s, c)
 	e.metrics.acquired.Inc()

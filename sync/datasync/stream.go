@@ -37,7 +37,22 @@ func (o *connOut) add(t *winTxn, i uint32, mark uint8) {
 		p.runs = append(p.runs, run{start: i, n: 1, mark: mark})
 		return
 	}
+	if k := len(o.parts); k < cap(o.parts) {
+		// A part kept by reset: its runs' array is reused.
+		o.parts = o.parts[:k+1]
+		p := &o.parts[k]
+		p.t, p.runs = t, append(p.runs[:0], run{start: i, n: 1, mark: mark})
+		return
+	}
 	o.parts = append(o.parts, part{t: t, runs: []run{{start: i, n: 1, mark: mark}}})
+}
+
+// reset empties o for reuse, keeping its arrays.
+func (o *connOut) reset() {
+	for i := range o.parts {
+		o.parts[i].t = nil
+	}
+	o.parts, o.n, o.size = o.parts[:0], 0, 0
 }
 
 // txnStream produces the frames of a connOut as the connection's writer
@@ -47,14 +62,11 @@ func (o *connOut) add(t *winTxn, i uint32, mark uint8) {
 type txnStream struct {
 	e     *Engine
 	parts []part
-	size  int
 	p, r  int    // current part and run
 	k     uint32 // next delta within the run
 }
 
 var _ rpc.Stream = (*txnStream)(nil)
-
-func (s *txnStream) Size() int { return s.size }
 
 func (s *txnStream) Next(dst []byte) ([]byte, bool) {
 	for s.p < len(s.parts) {

@@ -1,7 +1,6 @@
 package datasync
 
 import (
-	"fmt"
 	"sort"
 	"time"
 )
@@ -269,8 +268,4 @@ func (e *Engine) Window() WindowStats {
 		floorLSN:     e.window.floor.lsn,
 		newestLSN:    e.pos.lsn,
 	}
-}
-
-func (s WindowStats) String() string {
-	return fmt.Sprintf("epoch %s, %d transactions, %d bytes, offsets (%s, %s]", s.Epoch, s.Transactions, s.Bytes, s.Floor, s.Newest)
 }

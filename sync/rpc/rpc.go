@@ -54,8 +54,6 @@ func SendMany(c Conn, frames [][]byte) {
 // connection's send queue (spec §3.10). Next is called from the
 // connection's writer goroutine only, and must not block.
 type Stream interface {
-	// Size is the total length of the stream's frames in bytes.
-	Size() int
 	// Next appends the next frame to dst and returns the result; ok is
 	// false when the stream has ended.
 	Next(dst []byte) (frame []byte, ok bool)
