@@ -79,7 +79,7 @@ func serve(ctx context.Context, path string, environ []string, logOut io.Writer,
 // setMemoryLimit gives Go's garbage collector a soft memory limit (unless
 // GOMEMLIMIT is set): the larger of the replay window and the largest
 // transaction (a large transaction is held in the window, so the two
-// overlap), plus 48 MiB for the server itself, so that with the binary and
+// overlap), plus 40 MiB for the server itself, so that with the binary and
 // the memory outside Go's heap the process stays within 64 MiB of them.
 // Without it, a 50 MB transaction can briefly take the heap to twice its
 // live size before a collection. The limit is soft: past it the collector
@@ -90,7 +90,7 @@ func setMemoryLimit(cfg *Config, environ []string, log *slog.Logger) {
 			return
 		}
 	}
-	limit := int64(48 << 20)
+	limit := int64(40 << 20)
 	if d := cfg.Database; d != nil {
 		limit += max(int64(d.History.MaxBytes), int64(d.MaxTxBytes))
 	} else {
