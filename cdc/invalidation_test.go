@@ -315,8 +315,11 @@ func TestSlotInvalidatedWhileStreaming(t *testing.T) {
 		}
 		return r.Epoch() != oldEpoch && r.Ready()
 	})
-	if got := testutil.ToFloat64(r.metrics.invalidations); got != 1 {
-		t.Errorf("snorky_cdc_slot_invalidations_total: got %v, want 1", got)
+	// At least one: while the sink stalls, the WAL the test keeps writing
+	// until it sees "lost" can outrun the recreated slot as well (seen on a
+	// loaded machine), and each loss is counted.
+	if got := testutil.ToFloat64(r.metrics.invalidations); got < 1 {
+		t.Errorf("snorky_cdc_slot_invalidations_total: got %v, want at least 1", got)
 	}
 	// No position of the old slot is confirmed to the new one: while the
 	// stalled sink still holds the old slot's transaction, the reader's

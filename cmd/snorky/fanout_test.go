@@ -20,7 +20,7 @@ import (
 // queue passes the bound, while 50 other subscribers of the same channel
 // receive every message.
 func TestSlowConsumerIsClosed(t *testing.T) {
-	s := startServer(t, `frontend: {listen: "127.0.0.1:0", path: /ws, send_queue_bytes: 256KiB}
+	s := startServer(t, `frontend: {listen: "127.0.0.1:0", path: /ws, send_queue_bytes: 1MiB}
 limits: {commands_per_second: 0, pending_bytes: 128KiB}
 backend: {listen: "127.0.0.1:0", path: /backend, api_key: "`+testKey+`", max_body_bytes: 1MiB}`)
 
@@ -70,7 +70,8 @@ backend: {listen: "127.0.0.1:0", path: /backend, api_key: "`+testKey+`", max_bod
 	}
 	eventually(t, "51 subscribers", func() bool { return s.ws.Len() == readers+1 })
 	// 100 messages of 64 KiB: 6.4 MB, more than the slow client's socket
-	// buffers and its 256 KiB queue hold.
+	// buffers and its 1 MiB queue hold; the readers have 16 messages of
+	// headroom, so a loaded machine pausing them all does not close them.
 	body := strings.Repeat("x", 64<<10)
 	for i := range messages {
 		status, resp := backendCall(t, s, fmt.Sprintf(`{"service":"pubsub_backend","message":{"command":"publish","params":{"channel":"c","message":[%d,"%s"]}}}`, i, body))
