@@ -6,181 +6,19 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc"
-	"github.com/snorkyhq/snorky/dealers"
+	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
+	snorky "github.com/snorkyhq/snorky/cmd/snorky/internal/server"
 	"github.com/snorkyhq/snorky/migrations"
 )
 
-// cdcConfig turns the database section and the models into the reader's
-// configuration. Table names are normalised to pgoutput's "schema.table".
-func (c *Config) cdcConfig() (cdc.Config, error) {
-	d := c.Database
-	out := cdc.Config{URL: d.URL, Slot: d.Slot, Publication: d.Publication, TimeZone: d.TimeZone,
-		StatusInterval: d.StatusInterval, HeartbeatInterval: d.HeartbeatInterval, MaxTxBytes: int(d.MaxTxBytes)}
-	for _, name := range slices.Sorted(maps.Keys(c.Models)) {
-		m := c.Models[name]
-		if m.Table == "" {
-			continue
-		}
-		ri := m.ReplicaIdentity
-		if ri == "" {
-			ri = d.ReplicaIdentity
-		}
-		out.Tables = append(out.Tables, cdc.TableConfig{Name: m.Table, ReplicaIdentity: ri})
-	}
-	if err := out.Validate(); err != nil {
-		return out, renamedError{msg: tableKeys(c).Replace(err.Error()), err: err}
-	}
-	return out, nil
-}
-
-// normalTable returns a model's table as pgoutput names it ("schema.table").
-func normalTable(key, table string) (string, error) {
-	if table == "" {
-		return "", nil
-	}
-	schema, name, err := cdc.SplitTableName(table)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", key, err)
-	}
-	return schema + "." + name, nil
-}
-
-// validateDatabase checks the rules that need both the models and the
-// database section (reliability.md R5).
-func (c *Config) validateDatabase() error {
-	for _, name := range slices.Sorted(maps.Keys(c.Models)) {
-		m := c.Models[name]
-		if m.Table != "" && c.Database == nil {
-			return fmt.Errorf("models.%s.table: a model with a table needs the database section (database.url)", name)
-		}
-		switch m.ReplicaIdentity {
-		case "", cdc.IdentityFull, cdc.IdentityDefault:
-		default:
-			return fmt.Errorf("models.%s.replica_identity: %q is not full or default", name, m.ReplicaIdentity)
-		}
-	}
-	if c.Database == nil {
-		return nil
-	}
-	switch c.Database.ReplicaIdentity {
-	case cdc.IdentityFull, cdc.IdentityDefault:
-	default:
-		return fmt.Errorf("database.replica_identity: %q is not full or default", c.Database.ReplicaIdentity)
-	}
-	if c.Database.History.MaxAge <= 0 || c.Database.History.MaxBytes <= 0 {
-		return errors.New("database.history: max_age and max_bytes must be positive")
-	}
-	// Under REPLICA IDENTITY DEFAULT the old row of an update or delete
-	// holds only the key: a dealer that routes on anything else cannot
-	// tell who saw the row.
-	for _, name := range slices.Sorted(maps.Keys(c.Dealers)) {
-		dl := c.Dealers[name]
-		m, ok := c.Models[dl.Model]
-		if !ok || m.Table == "" {
-			continue
-		}
-		ri := m.ReplicaIdentity
-		if ri == "" {
-			ri = c.Database.ReplicaIdentity
-		}
-		if ri != cdc.IdentityDefault {
-			continue
-		}
-		switch dealers.Kind(dl.Kind) {
-		case dealers.KindFilter:
-			return fmt.Errorf("dealers.%s: a filter dealer needs every column of the old row, but model %s uses replica_identity: default (old rows carry only the key); set models.%s.replica_identity: full", name, dl.Model, dl.Model)
-		case dealers.KindSimple:
-			col, _, _ := strings.Cut(dl.Key, ".")
-			if len(m.Key) == 0 || !slices.Contains(m.Key, col) {
-				return fmt.Errorf("dealers.%s.key: %q is not a key column of model %s, and under replica_identity: default old rows carry only the key; set models.%s.replica_identity: full (or models.%s.key if %q is the key)", name, dl.Key, dl.Model, dl.Model, dl.Model, col)
-			}
-		}
-	}
-	return nil
-}
-
-// runDatabase applies migrations when configured and records the snapshot
-// horizon (both retried with backoff while PostgreSQL is unreachable), then
-// runs the reader until ctx is done. It returns only permanent errors.
-func (s *server) runDatabase(ctx context.Context) error {
-	delay := 250 * time.Millisecond
-	for {
-		err := s.prepareDatabase(ctx)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if p, ok := cdc.ConnectProblem(err, s.cfg.Database.URL); ok {
-			return problemsError([]cdc.Problem{p})
-		}
-		if errPermanent(err) {
-			return err
-		}
-		s.log.Warn("preparing the database failed; retrying", "err", err, "retry_in", delay)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(delay/2 + rand.N(delay/2+1)):
-		}
-		delay = min(delay*2, 30*time.Second)
-	}
-	err := s.reader.Run(ctx)
-	if errors.Is(err, cdc.ErrPrerequisite) {
-		// Say what to do, as `snorky check` does.
-		cc, _ := s.cfg.cdcConfig()
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		if problems := cdc.Check(cctx, cc); len(problems) > 0 {
-			var b strings.Builder
-			for _, p := range renameProblems(s.cfg, problems) {
-				fmt.Fprintf(&b, "\n  problem: %s: %s\n  fix: %s", p.Key, p.What, p.Fix)
-			}
-			return renamedError{msg: tableKeys(s.cfg).Replace(err.Error()) + b.String(), err: err}
-		}
-	}
-	return err
-}
-
-// prepareDatabase applies the migrations (database.migrate) and gives the
-// DataSync engine its snapshot horizon: pg_current_snapshot() taken before
-// the reader starts, so every transaction it did not see will be streamed.
-func (s *server) prepareDatabase(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, s.cfg.Database.URL)
-	if err != nil {
-		return fmt.Errorf("connecting: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if problems := keyProblems(ctx, conn, s.cfg); len(problems) > 0 {
-		return problemsError(problems)
-	}
-	if s.cfg.Database.Migrate {
-		applied, err := migrations.Up(ctx, conn)
-		if err != nil {
-			return err
-		}
-		if len(applied) > 0 {
-			s.log.Info("applied migrations", "versions", applied)
-		}
-	}
-	var horizon string
-	if err := conn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&horizon); err != nil {
-		return fmt.Errorf("reading the snapshot horizon: %w", err)
-	}
-	return s.datasync.SetHorizon(horizon)
-}
-
 // check runs `snorky check`: every prerequisite, each problem with its fix.
 func check(ctx context.Context, path string, environ []string, out io.Writer) error {
-	cfg, warnings, err := loadConfig(path, environ)
+	cfg, warnings, err := config.Load(path, environ)
 	if err != nil {
 		return err
 	}
@@ -190,24 +28,24 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 	if err := validateConfig(cfg); err != nil {
 		return err
 	}
-	for _, w := range cfg.exposureWarnings() { // hardening.go
+	for _, w := range cfg.ExposureWarnings() { // hardening.go
 		fmt.Fprintln(out, "warning:", w)
 	}
 	if cfg.Database == nil {
 		fmt.Fprintln(out, "ok: no database configured; DataSync is fed by publishDeltas only")
 		return nil
 	}
-	cc, err := cfg.cdcConfig()
+	cc, err := cfg.CDCConfig()
 	if err != nil {
 		return err
 	}
-	problems := renameProblems(cfg, cdc.Check(ctx, cc))
+	problems := config.RenameProblems(cfg, cdc.Check(ctx, cc))
 	if len(problems) == 0 {
 		problems = checkColumns(ctx, cfg)
 	}
 	if len(problems) == 0 {
 		if conn, err := pgx.Connect(ctx, cfg.Database.URL); err == nil {
-			problems = keyProblems(ctx, conn, cfg)
+			problems = snorky.KeyProblems(ctx, conn, cfg)
 			conn.Close(context.WithoutCancel(ctx))
 		}
 	}
@@ -228,7 +66,7 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 
 // checkColumns verifies that every column the configuration names exists:
 // each model's key and columns, and each simple dealer's key column.
-func checkColumns(ctx context.Context, cfg *Config) []cdc.Problem {
+func checkColumns(ctx context.Context, cfg *config.Config) []cdc.Problem {
 	conn, err := pgx.Connect(ctx, cfg.Database.URL)
 	if err != nil {
 		return []cdc.Problem{{Key: "database.url", What: err.Error(), Fix: "check database.url and that PostgreSQL is running"}}
@@ -280,7 +118,7 @@ func checkColumns(ctx context.Context, cfg *Config) []cdc.Problem {
 
 // migrateCommand runs `snorky migrate`.
 func migrateCommand(ctx context.Context, path string, environ []string, down int, out io.Writer) error {
-	cfg, _, err := loadConfig(path, environ)
+	cfg, _, err := config.Load(path, environ)
 	if err != nil {
 		return err
 	}

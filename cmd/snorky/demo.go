@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	snorky "github.com/snorkyhq/snorky/cmd/snorky/internal/server"
 	"github.com/snorkyhq/snorky/examples/todomvc"
 )
 
@@ -65,11 +66,11 @@ type demoOptions struct {
 
 // demoInfo describes a running demo.
 type demoInfo struct {
-	PageURL     string  // the TodoMVC page
-	DatabaseURL string  // the throwaway database holding the tasks table
-	BinDir      string  // the PostgreSQL binaries in use (psql is there)
-	PGDir       string  // PostgreSQL's temporary directory, removed on exit
-	Server      *server // the Snorky server
+	PageURL     string         // the TodoMVC page
+	DatabaseURL string         // the throwaway database holding the tasks table
+	BinDir      string         // the PostgreSQL binaries in use (psql is there)
+	PGDir       string         // PostgreSQL's temporary directory, removed on exit
+	Server      *snorky.Server // the Snorky server
 }
 
 // demo runs `snorky demo [--port N]`.
@@ -148,12 +149,12 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) (e
 	// environment overrides (they could disagree with the page's key).
 	srvCtx, stopSrv := context.WithCancel(context.Background())
 	defer stopSrv()
-	readyc := make(chan *server, 1)
+	readyc := make(chan *snorky.Server, 1)
 	srvDone := make(chan struct{})
 	var srvResult error // set before srvDone closes
 	go func() {
 		defer close(srvDone)
-		srvResult = serve(srvCtx, cfgPath, nil, stderr, func(s *server) { readyc <- s })
+		srvResult = runServe(srvCtx, cfgPath, nil, stderr, func(s *snorky.Server) { readyc <- s })
 	}()
 	// stopServer stops the server (shutting down in its order) and
 	// returns its error; it may be called more than once.
@@ -163,7 +164,7 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) (e
 		return srvResult
 	}
 	defer stopServer()
-	var s *server
+	var s *snorky.Server
 	select {
 	case s = <-readyc:
 	case <-srvDone:
@@ -180,13 +181,13 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) (e
 
 	appCfg := todomvc.Config{
 		DatabaseURL:  dbURL,
-		BackendURL:   s.backendURL(),
+		BackendURL:   s.BackendURL(),
 		APIKey:       apiKey,
-		WebSocketURL: s.frontendURL(),
+		WebSocketURL: s.FrontendURL(),
 		Log:          slog.New(slog.NewTextHandler(stderr, nil)),
 	}
 	if opts.ProxyWebSocket {
-		appCfg.WebSocketURL, appCfg.WebSocketPath = "", s.cfg.Frontend.Path
+		appCfg.WebSocketURL, appCfg.WebSocketPath = "", s.Config().Frontend.Path
 	}
 	app, err := todomvc.New(appCfg)
 	if err != nil {
@@ -199,7 +200,15 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) (e
 	}
 	page := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	pageErr := make(chan error, 1)
-	go func() { pageErr <- serveHTTP(page, pageLn, "demo page") }()
+	go func() {
+		err := page.Serve(pageLn)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		} else if err != nil {
+			err = fmt.Errorf("demo page: %w", err)
+		}
+		pageErr <- err
+	}()
 
 	fmt.Fprintf(stdout, `
 Snorky demo: TodoMVC, synchronised through PostgreSQL's WAL.
@@ -211,7 +220,7 @@ Snorky demo: TodoMVC, synchronised through PostgreSQL's WAL.
 
   WebSocket %s, backend %s
   Press Ctrl+C to stop (the database is deleted).
-`, openURL, dbURL, s.frontendURL(), s.backendURL())
+`, openURL, dbURL, s.FrontendURL(), s.BackendURL())
 	if opts.Ready != nil {
 		opts.Ready(demoInfo{PageURL: pageURL, DatabaseURL: dbURL, BinDir: pg.BinDir(), PGDir: pg.Dir(), Server: s})
 	}
@@ -260,12 +269,12 @@ func createDemoDatabase(ctx context.Context, pg *pglocal.Server) (string, error)
 
 // waitStreaming waits until the server streams from PostgreSQL, so that
 // the first page load can subscribe.
-func waitStreaming(ctx context.Context, s *server, srvDone <-chan struct{}) error {
+func waitStreaming(ctx context.Context, s *snorky.Server, srvDone <-chan struct{}) error {
 	deadline := time.NewTimer(time.Minute)
 	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for !s.reader.Ready() {
+	for !s.Reader().Ready() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -297,14 +306,14 @@ func isLoopback(host string) bool {
 // proxyWebSocket serves the server's WebSocket path through the page's
 // handler, keeping the browser's Host so that the default Origin check
 // (Origin equal to Host) accepts the page wherever it is reached from.
-func proxyWebSocket(page http.Handler, s *server) http.Handler {
-	target := &url.URL{Scheme: "http", Host: s.frontLn.Addr().String()}
+func proxyWebSocket(page http.Handler, s *snorky.Server) http.Handler {
+	target := &url.URL{Scheme: "http", Host: s.FrontendAddr().String()}
 	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 		r.SetURL(target)
 		r.Out.Host = r.In.Host
 	}}
 	mux := http.NewServeMux()
-	mux.Handle(s.cfg.Frontend.Path, proxy)
+	mux.Handle(s.Config().Frontend.Path, proxy)
 	mux.Handle("/", page)
 	return mux
 }

@@ -81,7 +81,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("GET /: got %d %.100q, want the page", resp.StatusCode, body)
 	}
 	resp, body = httpDo(t, "GET", info.PageURL+"/config.js", "", nil)
-	if want := `"url":"` + info.Server.frontendURL() + `"`; resp.StatusCode != 200 || !strings.Contains(body, want) {
+	if want := `"url":"` + info.Server.FrontendURL() + `"`; resp.StatusCode != 200 || !strings.Contains(body, want) {
 		t.Fatalf("GET /config.js: got %q, want it to contain %s", body, want)
 	}
 
@@ -91,7 +91,7 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("GET /api/tasks: got %d %q with token %q, want 200 [] and a token", resp.StatusCode, body, token)
 	}
 	// The page's origin is allowed.
-	c := dial(t, info.Server, http.Header{"Origin": {info.PageURL}})
+	c := dial(t, testServer(info.Server), http.Header{"Origin": {info.PageURL}})
 	c.ok("datasync", "acquireSubscription", map[string]any{"token": token})
 
 	resp, body = httpDo(t, "POST", info.PageURL+"/api/tasks", `{"title":"from the API"}`, nil)
@@ -118,7 +118,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	// Another origin is refused.
-	_, hresp, err := websocket.DefaultDialer.Dial(info.Server.frontendURL(), http.Header{"Origin": {"http://evil.example"}})
+	_, hresp, err := websocket.DefaultDialer.Dial(info.Server.FrontendURL(), http.Header{"Origin": {"http://evil.example"}})
 	if err == nil || hresp == nil || hresp.StatusCode != http.StatusForbidden {
 		t.Fatalf("dial from another origin: got %v, want HTTP 403", err)
 	}

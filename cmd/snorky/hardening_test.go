@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
 )
 
 // TestStartupRefusesWeakSecrets: an empty, short, whitespace-only or
@@ -148,8 +150,8 @@ func TestMetricsAuth(t *testing.T) {
 		{"10.0.0.5:5002", nil, true},
 		{"10.0.0.5:5002", new(bool), false},
 	} {
-		c := &Config{Backend: BackendConfig{Listen: tc.listen, MetricsAuth: tc.set}}
-		if got := c.metricsAuth(); got != tc.want {
+		c := &config.Config{Backend: config.BackendConfig{Listen: tc.listen, MetricsAuth: tc.set}}
+		if got := c.MetricsAuth(); got != tc.want {
 			t.Errorf("metricsAuth(listen %s, set %v): got %v, want %v", tc.listen, tc.set, got, tc.want)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,12 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/snorkyhq/snorky/cdc"
+	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
+	snorky "github.com/snorkyhq/snorky/cmd/snorky/internal/server"
+	"github.com/snorkyhq/snorky/sync/datasync"
+	"github.com/snorkyhq/snorky/wsapi"
 )
 
 const (
@@ -28,6 +35,37 @@ tokens: {secret: "` + testSecret + `"}
 limits: {commands_per_second: 0}
 log: {level: warn}
 `
+
+// server is a running server as the tests see it: the assembly with its
+// parts at hand.
+type server struct {
+	*snorky.Server
+	cfg             *config.Config
+	metrics         *prometheus.Registry
+	reader          *cdc.Reader // nil without a database
+	datasync        *datasync.Engine
+	ws              *wsapi.Handler
+	frontLn, backLn addrOf
+}
+
+// addrOf is a listener's address (the tests dial it).
+type addrOf struct{ addr net.Addr }
+
+func (a addrOf) Addr() net.Addr { return a.addr }
+
+func testServer(s *snorky.Server) *server {
+	return &server{Server: s, cfg: s.Config(), metrics: s.Metrics(), reader: s.Reader(), datasync: s.Engine(),
+		ws: s.WebSockets(), frontLn: addrOf{s.FrontendAddr()}, backLn: addrOf{s.BackendAddr()}}
+}
+
+func (s *server) frontendURL() string { return s.FrontendURL() }
+func (s *server) backendURL() string  { return s.BackendURL() }
+
+// serve runs `snorky serve` in-process (the command's runServe), handing
+// ready the server once it listens.
+func serve(ctx context.Context, path string, environ []string, logOut io.Writer, ready func(*server)) error {
+	return runServe(ctx, path, environ, logOut, func(s *snorky.Server) { ready(testServer(s)) })
+}
 
 // startServer runs `serve` with baseConfig plus extra YAML (merged by key
 // order: later top-level keys replace earlier ones) and stops it in cleanup.

@@ -75,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err := fs.Parse(args[1:]); err != nil {
 			return errUsage
 		}
-		return serve(ctx, *path, os.Environ(), stderr, nil)
+		return runServe(ctx, *path, os.Environ(), stderr, nil)
 	case "check":
 		fs := flag.NewFlagSet("check", flag.ContinueOnError)
 		fs.SetOutput(stderr)

@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
 )
 
 // operatorMistake is one configuration mistake of a newcomer and the
@@ -329,7 +330,7 @@ func TestYAMLSyntaxErrorLine(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "snorky.yaml")
 			writeFile(t, path, tt.yaml)
-			_, _, err := loadConfig(path, nil)
+			_, _, err := config.Load(path, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("got %v, want an error with %q", err, tt.want)
 			}

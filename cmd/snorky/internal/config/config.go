@@ -1,4 +1,7 @@
-package main
+// Package config is the configuration file of the snorky command: its
+// types, loading (koanf: defaults, then the YAML file, then SNORKY_
+// environment variables) and the checks that span sections.
+package config
 
 import (
 	"errors"
@@ -274,15 +277,15 @@ func databaseDefaults() map[string]any {
 
 const envPrefix = "SNORKY_"
 
-// loadConfig reads defaults, then the YAML file (if path is not empty), then
+// Load reads defaults, then the YAML file (if path is not empty), then
 // SNORKY_ environment variables. It returns warnings for environment
 // variables that name no key.
-func loadConfig(path string, environ []string) (*Config, []string, error) {
+func Load(path string, environ []string) (*Config, []string, error) {
 	k := koanf.New(".")
 	fileK := koanf.New(".")
 	if path != "" {
 		if err := fileK.Load(file.Provider(path), yaml.Parser()); err != nil {
-			return nil, nil, configFileError(path, err)
+			return nil, nil, fileError(path, err)
 		}
 		if unknown := unknownKeys(fileK.Raw(), reflect.TypeFor[Config](), ""); len(unknown) > 0 {
 			return nil, nil, fmt.Errorf("config file %s: %s", path, strings.Join(unknown, "; "))
@@ -460,8 +463,8 @@ func (b *ByteSize) UnmarshalText(text []byte) error {
 	return nil
 }
 
-// validate checks what no package Config checks: cross-section rules.
-func (c *Config) validate() error {
+// Validate checks what no package Config checks: cross-section rules.
+func (c *Config) Validate() error {
 	if err := checkSecret("tokens.secret", "SNORKY_TOKENS__SECRET", "signs subscription and identity tokens", c.Tokens.Secret); err != nil {
 		return err
 	}
@@ -508,7 +511,7 @@ func (c *Config) validate() error {
 		}
 		names[name] = key
 	}
-	if _, err := c.pubSubPolicy(); err != nil {
+	if _, err := c.PubSubPolicy(); err != nil {
 		return err
 	}
 	switch c.Log.Level {
@@ -542,9 +545,9 @@ func (t TLSConfig) validate(key string) error {
 	return nil
 }
 
-// pubSubPolicy turns pubsub.client_publish (true, false or a list of
+// PubSubPolicy turns pubsub.client_publish (true, false or a list of
 // prefixes) and pubsub.client_publish_deny into a policy.
-func (c *Config) pubSubPolicy() (pubsub.Policy, error) {
+func (c *Config) PubSubPolicy() (pubsub.Policy, error) {
 	p := pubsub.Policy{DenyPrefixes: c.PubSub.ClientPublishDeny}
 	switch v := c.PubSub.ClientPublish.(type) {
 	case bool:

@@ -1,4 +1,4 @@
-package main
+package config_test
 
 import (
 	"log/slog"
@@ -7,7 +7,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
+	snorky "github.com/snorkyhq/snorky/cmd/snorky/internal/server"
 )
+
+// baseConfig is a configuration on loopback with free ports (without a
+// frontend section, which tests add).
+const baseConfig = `
+backend: {listen: "127.0.0.1:0", path: /backend, api_key: "test-backend-key-0123456789abcdef"}
+tokens: {secret: "test-secret-0123456789abcdefghijklm"}
+limits: {commands_per_second: 0}
+log: {level: warn}
+`
 
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()
@@ -19,8 +31,8 @@ func writeConfig(t *testing.T, yaml string) string {
 }
 
 func TestLoadConfigLayers(t *testing.T) {
-	p := writeConfig(t, mergeYAML(baseConfig, "frontend: {listen: \"127.0.0.1:0\", ping_interval: 5s, send_queue_bytes: 2MiB}\n"))
-	cfg, warnings, err := loadConfig(p, []string{
+	p := writeConfig(t, baseConfig+"frontend: {listen: \"127.0.0.1:0\", ping_interval: 5s, send_queue_bytes: 2MiB}\n")
+	cfg, warnings, err := config.Load(p, []string{
 		"SNORKY_BACKEND__API_KEY=from-env",
 		"SNORKY_FRONTEND__ALLOWED_ORIGINS=https://a.example,https://b.example",
 		"SNORKY_NO_SUCH__KEY=1",
@@ -54,7 +66,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"frontend: {ping_interval: soon}", "ping_interval"},
 		{"limits: {commands_per_second: fast}", "commands_per_second"},
 	} {
-		_, _, err := loadConfig(writeConfig(t, tc.yaml), nil)
+		_, _, err := config.Load(writeConfig(t, tc.yaml), nil)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error naming %q", tc.yaml, err, tc.want)
 		}
@@ -72,11 +84,11 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\ndatabase: {url: postgres://x/y, replica_identity: default}\nmodels: {T: {table: t}}\ndealers: {D: {model: T, kind: filter}}", "dealers.D"},
 		{"backend: {api_key: backend-key-0123456789abcdefghijk}\ntokens: {secret: secret-0123456789abcdefghijklmnopq}\nfrontend: {allowed_origins: [example.com]}", "frontend.allowed_origins[0]"},
 	} {
-		cfg, _, err := loadConfig(writeConfig(t, tc.yaml), nil)
+		cfg, _, err := config.Load(writeConfig(t, tc.yaml), nil)
 		if err != nil {
 			t.Fatalf("%s: %v", tc.yaml, err)
 		}
-		_, err = newServer(cfg, slog.New(slog.DiscardHandler))
+		_, err = snorky.New(cfg, slog.New(slog.DiscardHandler))
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s:\n got %v\nwant an error naming %q", tc.yaml, err, tc.want)
 		}
@@ -104,16 +116,16 @@ func FuzzLoadConfig(f *testing.F) {
 		if err := os.WriteFile(p, yaml, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		cfg, _, err := loadConfig(p, nil)
+		cfg, _, err := config.Load(p, nil)
 		if err != nil {
 			return
 		}
-		if err := cfg.validate(); err != nil {
+		if err := cfg.Validate(); err != nil {
 			return
 		}
-		_ = cfg.validateDatabase()
+		_ = cfg.ValidateDatabase()
 		if cfg.Database != nil {
-			_, _ = cfg.cdcConfig()
+			_, _ = cfg.CDCConfig()
 		}
 	})
 }

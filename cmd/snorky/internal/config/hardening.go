@@ -1,11 +1,10 @@
-package main
+package config
 
 import (
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 	"unicode"
@@ -82,23 +81,6 @@ func (l LimitsConfig) validate() error {
 	return nil
 }
 
-// httpServer returns the HTTP server of a listener with the limits'
-// timeouts. There is no server-wide ReadTimeout: net/http cancels a
-// request's context when it passes, which would cut SockJS's streaming
-// transports and pprof's profiles; the backend API bounds the reading of
-// each request body instead (backendapi.Config.BodyTimeout,
-// limits.http_read_timeout).
-func (s *server) httpServer(h http.Handler) *http.Server {
-	l := s.cfg.Limits
-	return &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: l.HTTPReadHeaderTimeout,
-		IdleTimeout:       l.HTTPIdleTimeout,
-		MaxHeaderBytes:    int(l.HTTPMaxHeaderBytes),
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
-	}
-}
-
 // listenIsLoopback reports whether a listen address only accepts local
 // connections. An empty host (":5002") listens on every interface.
 func listenIsLoopback(addr string) bool {
@@ -113,23 +95,23 @@ func listenIsLoopback(addr string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// metricsAuth resolves backend.metrics_auth: required unless set false, or
+// MetricsAuth resolves backend.metrics_auth: required unless set false, or
 // absent with the backend on loopback.
-func (c *Config) metricsAuth() bool {
+func (c *Config) MetricsAuth() bool {
 	if c.Backend.MetricsAuth != nil {
 		return *c.Backend.MetricsAuth
 	}
 	return !listenIsLoopback(c.Backend.Listen)
 }
 
-// exposureWarnings lists what `snorky check` and `serve` warn about: a
+// ExposureWarnings lists what `snorky check` and `serve` warn about: a
 // backend listener (with its API and /metrics) reachable from other hosts
 // without TLS.
-func (c *Config) exposureWarnings() []string {
+func (c *Config) ExposureWarnings() []string {
 	var out []string
 	if !listenIsLoopback(c.Backend.Listen) && c.Backend.TLS.CertFile == "" {
 		out = append(out, fmt.Sprintf("backend.listen: %q is reachable from other hosts without TLS: the API key and every token travel in clear; listen on 127.0.0.1 or a private network, or set backend.tls", c.Backend.Listen))
-		if !c.metricsAuth() {
+		if !c.MetricsAuth() {
 			out = append(out, "backend.metrics_auth: false while the backend is reachable from other hosts: /metrics is open to anyone who can reach it; set it to true (the default off loopback)")
 		} else {
 			out = append(out, "backend.listen: /metrics requires the API key (backend.metrics_auth), but without TLS a scraper sends it in clear; set backend.tls")
@@ -138,11 +120,25 @@ func (c *Config) exposureWarnings() []string {
 	return out
 }
 
-// idleTimeout maps limits.idle_timeout to wsapi's: 0 disables the
-// deadline (wsapi reads 0 as its default and a negative value as off).
-func idleTimeout(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
+// validateExtras checks the frontend keys of the JavaScript client's
+// listener additions: frontend.sockjs_path and frontend.static_dir.
+func (c FrontendConfig) validateExtras() error {
+	if p := c.SockJSPath; p != "" {
+		if p[0] != '/' || p == "/" {
+			return fmt.Errorf("frontend.sockjs_path: %q must start with / and name a prefix, e.g. /sockjs (empty: no SockJS)", p)
+		}
+		if strings.TrimSuffix(p, "/") == strings.TrimSuffix(c.Path, "/") {
+			return fmt.Errorf("frontend.sockjs_path: %q is frontend.path; choose another prefix", p)
+		}
 	}
-	return d
+	if d := c.StaticDir; d != "" {
+		st, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("frontend.static_dir: %w", err)
+		}
+		if !st.IsDir() {
+			return fmt.Errorf("frontend.static_dir: %s is not a directory", d)
+		}
+	}
+	return nil
 }

@@ -1,4 +1,9 @@
-package main
+// Package server assembles one Snorky server from its configuration: the
+// service registries, the DataSync engine, the WAL reader, the WebSocket
+// and backend listeners, and the order in which they shut down. The snorky
+// command's serve and demo and the in-process tests all run this one
+// assembly.
+package server
 
 import (
 	"context"
@@ -10,13 +15,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"runtime/debug"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/snorkyhq/snorky/backendapi"
 	"github.com/snorkyhq/snorky/cdc"
+	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
 	"github.com/snorkyhq/snorky/dealers"
 	"github.com/snorkyhq/snorky/sync/chat"
 	"github.com/snorkyhq/snorky/sync/cursors"
@@ -29,9 +33,12 @@ import (
 	"github.com/snorkyhq/snorky/wsapi"
 )
 
-// server is one running Snorky: its listeners, registries and services.
-type server struct {
-	cfg     *Config
+// Server is one Snorky server: its listeners, registries and services.
+type Server struct {
+	// Version is logged when the server starts serving.
+	Version string
+
+	cfg     *config.Config
 	log     *slog.Logger
 	metrics *prometheus.Registry
 
@@ -46,80 +53,17 @@ type server struct {
 	frontSrv, backSrv *http.Server
 }
 
-// serve loads the configuration and runs the server until ctx is done.
-// ready, when not nil, receives the server once it listens (tests).
-func serve(ctx context.Context, path string, environ []string, logOut io.Writer, ready func(*server)) error {
-	cfg, warnings, err := loadConfig(path, environ)
-	if err != nil {
-		return err
-	}
-	log := newLogger(cfg.Log, logOut)
-	for _, w := range warnings {
-		log.Warn(w)
-	}
-	for _, w := range cfg.exposureWarnings() { // hardening.go
-		log.Warn(w)
-	}
-	if ownProcess {
-		setMemoryLimit(cfg, environ, log)
-	}
-	s, err := newServer(cfg, log)
-	if err != nil {
-		return err
-	}
-	if err := s.listen(); err != nil {
-		return err
-	}
-	if ready != nil {
-		ready(s)
-	}
-	return s.run(ctx)
-}
-
-// setMemoryLimit gives Go's garbage collector a soft memory limit (unless
-// GOMEMLIMIT is set): the larger of the replay window and the largest
-// transaction (a large transaction is held in the window, so the two
-// overlap), plus 40 MiB for the server itself, so that with the binary and
-// the memory outside Go's heap the process stays within 64 MiB of them.
-// Without it, a 50 MB transaction can briefly take the heap to twice its
-// live size before a collection. The limit is soft: past it the collector
-// works harder, it never fails an allocation.
-func setMemoryLimit(cfg *Config, environ []string, log *slog.Logger) {
-	for _, kv := range environ {
-		if strings.HasPrefix(kv, "GOMEMLIMIT=") {
-			return
-		}
-	}
-	limit := int64(40 << 20)
-	if d := cfg.Database; d != nil {
-		limit += max(int64(d.History.MaxBytes), int64(d.MaxTxBytes))
-	} else {
-		limit += 64 << 20
-	}
-	debug.SetMemoryLimit(limit)
-	log.Debug("memory limit set", "bytes", limit)
-}
-
-func newLogger(c LogConfig, out io.Writer) *slog.Logger {
-	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(out, opts))
-	}
-	return slog.New(slog.NewTextHandler(out, opts))
-}
-
-// newServer validates cfg and builds every part, without listening.
-func newServer(cfg *Config, log *slog.Logger) (*server, error) {
-	if err := cfg.validate(); err != nil {
+// New validates cfg and builds every part, without listening. A server
+// that is never run is released with Close.
+func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := cfg.validateDatabase(); err != nil {
+	if err := cfg.ValidateDatabase(); err != nil {
 		return nil, err
 	}
-	policy, _ := cfg.pubSubPolicy()
-	s := &server{
+	policy, _ := cfg.PubSubPolicy()
+	s := &Server{
 		cfg:     cfg,
 		log:     log,
 		metrics: prometheus.NewRegistry(),
@@ -150,7 +94,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		Database:       cfg.Database != nil,
 	}
 	for name, m := range cfg.Models {
-		table, err := normalTable("models."+name+".table", m.Table)
+		table, err := config.NormalTable("models."+name+".table", m.Table)
 		if err != nil {
 			return nil, err
 		}
@@ -195,7 +139,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 	}
 	ready := map[string]backendapi.ReadyFunc{}
 	if cfg.Database != nil {
-		cc, err := cfg.cdcConfig()
+		cc, err := cfg.CDCConfig()
 		if err != nil {
 			return nil, err
 		}
@@ -253,7 +197,7 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 		APIKey:       cfg.Backend.APIKey,
 		MaxBodyBytes: int64(cfg.Backend.MaxBodyBytes),
 		Pprof:        cfg.Backend.Pprof,
-		MetricsAuth:  cfg.metricsAuth(),
+		MetricsAuth:  cfg.MetricsAuth(),
 		BodyTimeout:  cfg.Limits.HTTPReadTimeout,
 	}, s.back, log.With("endpoint", "backend"), s.metrics, s.metrics, ready)
 	if err != nil {
@@ -269,16 +213,22 @@ func newServer(cfg *Config, log *slog.Logger) (*server, error) {
 	return s, nil
 }
 
-// listen opens both listeners.
-func (s *server) listen() error {
-	var err error
-	if s.frontLn, err = listen("frontend", s.cfg.Frontend.Listen, s.cfg.Frontend.TLS); err != nil {
+// Listen opens both listeners, so that their addresses are known before
+// Run. Run calls it when it was not called.
+func (s *Server) Listen() error {
+	if s.frontLn != nil {
+		return nil
+	}
+	front, err := listen("frontend", s.cfg.Frontend.Listen, s.cfg.Frontend.TLS)
+	if err != nil {
 		return err
 	}
-	if s.backLn, err = listen("backend", s.cfg.Backend.Listen, s.cfg.Backend.TLS); err != nil {
-		s.frontLn.Close()
+	back, err := listen("backend", s.cfg.Backend.Listen, s.cfg.Backend.TLS)
+	if err != nil {
+		front.Close()
 		return err
 	}
+	s.frontLn, s.backLn = front, back
 	mux := http.NewServeMux()
 	mux.Handle(s.cfg.Frontend.Path, s.ws)
 	s.mountFrontend(mux)
@@ -287,7 +237,7 @@ func (s *server) listen() error {
 	return nil
 }
 
-func listen(what, addr string, t TLSConfig) (net.Listener, error) {
+func listen(what, addr string, t config.TLSConfig) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("%s.listen: %w", what, err)
@@ -303,10 +253,14 @@ func listen(what, addr string, t TLSConfig) (net.Listener, error) {
 	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}), nil
 }
 
-// run serves until ctx is done, then shuts down in the order of style.md
+// Run serves until ctx is done, then shuts down in the order of style.md
 // point 13: stop accepting, close WebSockets with 1001, stop the WAL reader
 // (which sends its final acknowledgement), close database connections.
-func (s *server) run(ctx context.Context) error {
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Listen(); err != nil {
+		s.Close()
+		return err
+	}
 	errc := make(chan error, 3)
 	go func() { errc <- serveHTTP(s.frontSrv, s.frontLn, "frontend") }()
 	go func() { errc <- serveHTTP(s.backSrv, s.backLn, "backend") }()
@@ -329,7 +283,7 @@ func (s *server) run(ctx context.Context) error {
 	} else {
 		close(dbDone)
 	}
-	s.log.Info("snorky serving", "frontend", "ws://"+s.frontLn.Addr().String()+s.cfg.Frontend.Path, "backend", "http://"+s.backLn.Addr().String()+s.cfg.Backend.Path, "version", versionString())
+	s.log.Info("snorky serving", "frontend", s.FrontendURL(), "backend", s.BackendURL(), "version", s.Version)
 
 	var runErr error
 	select {
@@ -366,11 +320,52 @@ func serveHTTP(srv *http.Server, ln net.Listener, what string) error {
 	return nil
 }
 
-// frontendURL and backendURL are for tests and logs.
-func (s *server) frontendURL() string {
+// Close releases what New started (the WebSocket ping timer) in a server
+// that is not run; Run releases it itself.
+func (s *Server) Close() error {
+	return s.ws.Shutdown(context.Background())
+}
+
+// FrontendURL is the WebSocket endpoint's URL (ws://host:port/path) once
+// the server listens.
+func (s *Server) FrontendURL() string {
 	return "ws://" + s.frontLn.Addr().String() + s.cfg.Frontend.Path
 }
 
-func (s *server) backendURL() string {
+// BackendURL is the backend API's URL (http://host:port/path) once the
+// server listens.
+func (s *Server) BackendURL() string {
 	return "http://" + s.backLn.Addr().String() + s.cfg.Backend.Path
+}
+
+// FrontendAddr and BackendAddr are the listeners' addresses once the
+// server listens.
+func (s *Server) FrontendAddr() net.Addr { return s.frontLn.Addr() }
+func (s *Server) BackendAddr() net.Addr  { return s.backLn.Addr() }
+
+// Config is the configuration the server runs with.
+func (s *Server) Config() *config.Config { return s.cfg }
+
+// Engine is the DataSync engine.
+func (s *Server) Engine() *datasync.Engine { return s.datasync }
+
+// Reader is the WAL reader, nil without a database.
+func (s *Server) Reader() *cdc.Reader { return s.reader }
+
+// WebSockets is the WebSocket transport.
+func (s *Server) WebSockets() *wsapi.Handler { return s.ws }
+
+// Metrics is the server's Prometheus registry.
+func (s *Server) Metrics() *prometheus.Registry { return s.metrics }
+
+// NewLogger returns the logger that the log section describes, writing to
+// out.
+func NewLogger(c config.LogConfig, out io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(out, opts))
+	}
+	return slog.New(slog.NewTextHandler(out, opts))
 }
