@@ -17,7 +17,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cmd/snorky/snorkytest"
 )
 
 // Credentials of the servers started here.
@@ -62,18 +62,11 @@ func Main(m *testing.M) int {
 func Binary(tb testing.TB) string {
 	tb.Helper()
 	bin.once.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil && os.Getenv("GOROOT") != "" {
-			goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-		}
 		if bin.dir, bin.err = os.MkdirTemp("", "snorky-handoff-"); bin.err != nil {
 			return
 		}
 		bin.path = filepath.Join(bin.dir, "snorky")
-		out, err := exec.Command(goTool, "build", "-o", bin.path, "github.com/snorkyhq/snorky/cmd/snorky").CombinedOutput()
-		if err != nil {
-			bin.err = fmt.Errorf("building snorky: %v\n%s", err, out)
-		}
+		bin.err = snorkytest.Build(context.Background(), bin.path, false)
 	})
 	if bin.err != nil {
 		tb.Fatal(bin.err)
@@ -84,12 +77,11 @@ func Binary(tb testing.TB) string {
 // FreeAddr returns a 127.0.0.1 address whose port was free a moment ago.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := snorkytest.FreeAddr()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // Options configure StartServer.
@@ -128,9 +120,7 @@ type Server struct {
 	// FrontendAddr and BackendAddr are the listeners' host:port.
 	FrontendAddr, BackendAddr string
 
-	log  *syncBuffer
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *snorkytest.Process
 }
 
 // StartServer creates a database on the test PostgreSQL, runs the schema,
@@ -160,7 +150,7 @@ func StartServer(tb testing.TB, opts Options) *Server {
 	if opts.Prepare != nil {
 		opts.Prepare(tb, url)
 	}
-	s := &Server{DatabaseURL: url, FrontendAddr: FreeAddr(tb), BackendAddr: FreeAddr(tb), log: &syncBuffer{}, done: make(chan struct{})}
+	s := &Server{DatabaseURL: url, FrontendAddr: FreeAddr(tb), BackendAddr: FreeAddr(tb)}
 	s.BackendURL = "http://" + s.BackendAddr + "/backend"
 	s.WebSocketURL = "ws://" + s.FrontendAddr + "/ws"
 	slot := "handoff_" + randomHex()
@@ -175,33 +165,22 @@ database: {url: %q, slot: %s, publication: %s}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	s.cmd = exec.Command(path, "serve", "--config", cfgPath)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		tb.Fatalf("starting snorky: %v", err)
+	s.proc, err = snorkytest.Start(snorkytest.Options{Bin: path, Config: cfgPath, FrontendAddr: s.FrontendAddr, BackendAddr: s.BackendAddr})
+	if err != nil {
+		tb.Fatal(err)
 	}
-	go func() { s.cmd.Wait(); close(s.done) }()
 	tb.Cleanup(func() {
-		s.stop(tb)
+		if err := s.proc.Stop(20 * time.Second); err != nil {
+			tb.Error(err)
+		}
 		if tb.Failed() {
-			tb.Logf("snorky log:\n%s", tail(s.log.String(), 6000))
+			tb.Logf("snorky log:\n%s", tail(s.proc.Log(), 6000))
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-s.done:
-			tb.Fatalf("snorky exited before it was ready:\n%s", tail(s.log.String(), 4000))
-		default:
-		}
-		if status(s.BackendAddr) == http.StatusOK {
-			return s
-		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("snorky not ready after 60s:\n%s", tail(s.log.String(), 4000))
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := s.proc.WaitReady(context.Background(), 60*time.Second); err != nil {
+		tb.Fatalf("%v:\n%s", err, tail(s.proc.Log(), 4000))
 	}
+	return s
 }
 
 func prefixComma(s string) string {
@@ -211,30 +190,8 @@ func prefixComma(s string) string {
 	return ", " + s
 }
 
-func (s *Server) stop(tb testing.TB) {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.done:
-	case <-time.After(20 * time.Second):
-		tb.Errorf("snorky did not stop within 20s of SIGTERM")
-		_ = s.cmd.Process.Kill()
-		<-s.done
-	}
-}
-
 // Log returns what the server has logged so far.
-func (s *Server) Log() string { return s.log.String() }
-
-func status(addr string) int {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + addr + "/readyz")
-	if err != nil {
-		return 0
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
-}
+func (s *Server) Log() string { return s.proc.Log() }
 
 func randomHex() string {
 	var b [4]byte
@@ -242,36 +199,13 @@ func randomHex() string {
 	return hex.EncodeToString(b[:])
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes and reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+func tail(s string, n int) string { return snorkytest.Tail(s, n) }
 
 // Process is a helper subprocess (an application under test: Django, Node)
 // whose output is kept for the failure log.
 type Process struct {
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *snorkytest.Buffer
 	done chan struct{}
 }
 
@@ -279,7 +213,7 @@ type Process struct {
 // logs its output if the test failed.
 func StartProcess(tb testing.TB, cmd *exec.Cmd) *Process {
 	tb.Helper()
-	p := &Process{cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{cmd: cmd, out: &snorkytest.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("starting %s: %v", cmd.Path, err)

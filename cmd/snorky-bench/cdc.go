@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/snorkyhq/snorky/cdc/pglocal"
 )
 
 // cdcConfig is the cdc scenario: N subscriptions of a simple dealer keyed
@@ -133,8 +135,8 @@ const itemsDDL = `CREATE TABLE IF NOT EXISTS items (id bigserial PRIMARY KEY, ke
 // cdcDatabase is the PostgreSQL the scenario writes to.
 type cdcDatabase struct {
 	URL     string
-	cluster *pgCluster // nil with --database-url
-	bin     string     // PostgreSQL bin directory, for pg_recvlogical
+	cluster *pglocal.Server // nil with --database-url
+	bin     string          // PostgreSQL bin directory, for pg_recvlogical
 	cfg     cdcConfig
 	// DropServerSlot: drop the server's slot on Close (the runner spawned
 	// the server, so nothing else will consume it).
@@ -146,11 +148,11 @@ type cdcDatabase struct {
 func openCDCDatabase(ctx context.Context, cfg cdcConfig, logf func(string, ...any)) (*cdcDatabase, error) {
 	db := &cdcDatabase{URL: cfg.DatabaseURL, cfg: cfg}
 	if cfg.DatabaseURL == "" {
-		c, err := startPGCluster(ctx, cfg.PGBin, logf)
+		c, err := startPG(ctx, cfg.PGBin, logf)
 		if err != nil {
 			return nil, err
 		}
-		db.cluster, db.URL, db.bin = c, c.URL, c.bin
+		db.cluster, db.URL, db.bin = c, c.URL("postgres"), c.BinDir()
 	} else if cfg.Saturate && cfg.Backlog > 0 {
 		bin, err := findPGBin(cfg.PGBin)
 		if err != nil {
@@ -181,6 +183,46 @@ func openCDCDatabase(ctx context.Context, cfg cdcConfig, logf func(string, ...an
 	return db, nil
 }
 
+// findPGBin returns dir (--pg-bin) if it holds postgres, else the
+// PostgreSQL binaries pglocal finds.
+func findPGBin(dir string) (string, error) {
+	if dir == "" {
+		return pglocal.FindBinDir()
+	}
+	if _, err := os.Stat(filepath.Join(dir, "postgres")); err != nil {
+		return "", fmt.Errorf("--pg-bin: %w", err)
+	}
+	return dir, nil
+}
+
+// startPG starts a throwaway PostgreSQL for the scenario (cdc/pglocal:
+// logical decoding, fsync off) with room for a long ingest: a large
+// max_wal_size and shared_buffers, and full-page writes on as before.
+func startPG(ctx context.Context, binDir string, logf func(string, ...any)) (*pglocal.Server, error) {
+	bin, err := findPGBin(binDir)
+	if err != nil {
+		return nil, err
+	}
+	pg, err := pglocal.Start(ctx, pglocal.Options{BinDir: bin, Settings: map[string]string{
+		"max_wal_size":     "4GB",
+		"shared_buffers":   "256MB",
+		"full_page_writes": "on",
+	}})
+	if err != nil {
+		return nil, err
+	}
+	logf("postgres: %s, data %s", pg.URL("postgres"), pg.DataDir())
+	return pg, nil
+}
+
+// tail returns the last n bytes of b as a string.
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // dropSlot drops a replication slot if it exists and nothing uses it.
 func dropSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 	var active bool
@@ -204,7 +246,9 @@ func dropSlot(ctx context.Context, conn *pgx.Conn, slot string) error {
 // the run created, so that they do not retain WAL.
 func (db *cdcDatabase) Close(logf func(string, ...any)) {
 	if db.cluster != nil {
-		db.cluster.Stop(logf)
+		if err := db.cluster.Stop(); err != nil {
+			logf("warning: stopping PostgreSQL: %v", err)
+		}
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -228,22 +228,6 @@ func TestSiblingURL(t *testing.T) {
 	}
 }
 
-func TestPGVersionOf(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int
-	}{
-		{"/usr/lib/postgresql/15/bin/postgres", 15},
-		{"/usr/lib/postgresql/9/bin/postgres", 9},
-		{"/usr/bin/postgres", 0},
-	}
-	for _, tt := range tests {
-		if got := pgVersionOf(tt.in); got != tt.want {
-			t.Errorf("pgVersionOf(%q) = %d, want %d", tt.in, got, tt.want)
-		}
-	}
-}
-
 func TestDeltaReceiverWaitFor(t *testing.T) {
 	r := newDeltaReceiver()
 	done := make(chan bool)

@@ -223,7 +223,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // serverState adds the server's log tail to err when the server has died.
 func serverState(srv *server, err error) error {
 	if srv.Exited() {
-		return fmt.Errorf("%w (server exited: %v)\n%s", err, srv.cmd.ProcessState, srv.logTail())
+		return fmt.Errorf("%w (server exited: %v)\n%s", err, srv.proc.Cmd().ProcessState, srv.logTail())
 	}
 	return err
 }

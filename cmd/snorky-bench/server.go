@@ -1,19 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/snorkyhq/snorky/cmd/snorky/snorkytest"
 )
 
 // serverFlags selects the server under test: spawned by the runner (the
@@ -56,11 +55,10 @@ type server struct {
 	MetricsURL string
 	Key        string
 
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when a spawned server has exited
-	dir    string        // temporary directory of a spawned server
-	log    string        // its log file
-	keep   bool
+	proc *snorkytest.Process // a spawned server
+	dir  string              // temporary directory of a spawned server
+	log  string              // its log file
+	keep bool
 }
 
 // startServer spawns and waits for the server, or attaches to a running one.
@@ -76,7 +74,7 @@ func startServer(ctx context.Context, f serverFlags, logf func(string, ...any)) 
 		if s.MetricsURL == "" {
 			s.MetricsURL = siblingURL(f.backendURL, "/metrics")
 		}
-		return s, waitReady(ctx, readyURL(f), f.readyTimeout, nil)
+		return s, snorkytest.WaitReady(ctx, readyURL(f), f.readyTimeout, nil)
 	}
 
 	dir, err := os.MkdirTemp("", "snorky-bench-")
@@ -97,19 +95,16 @@ func startServer(ctx context.Context, f serverFlags, logf func(string, ...any)) 
 			return nil, err
 		}
 	}
-	wsPort, err := freePort()
+	front, err := snorkytest.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	bePort, err := freePort()
+	back, err := snorkytest.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	s.WSURL = fmt.Sprintf("ws://127.0.0.1:%d/ws", wsPort)
-	s.BackendURL = fmt.Sprintf("http://127.0.0.1:%d/backend", bePort)
-	s.MetricsURL = fmt.Sprintf("http://127.0.0.1:%d/metrics", bePort)
 	cfgPath := filepath.Join(dir, "snorky.yaml")
-	cfg := serverConfig(wsPort, bePort, s.Key, f.sendQueue) + f.extraConfig
+	cfg := serverConfig(front, back, s.Key, f.sendQueue) + f.extraConfig
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -119,43 +114,31 @@ func startServer(ctx context.Context, f serverFlags, logf func(string, ...any)) 
 	}
 	defer logFile.Close() // the child holds its own descriptor
 
-	s.cmd = exec.Command(bin, "serve", "--config", cfgPath)
-	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	s.cmd.Env = serverEnv(os.Environ())
-	// The server dies with the runner even if the runner is killed.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	s.proc, err = snorkytest.Start(snorkytest.Options{
+		Bin: bin, Config: cfgPath, FrontendAddr: front, BackendAddr: back,
+		// Its configuration is exactly the file the runner wrote (and the
+		// server refuses SNORKY_ variables that name no key, like
+		// SNORKY_BENCH_E2E).
+		Env:    snorkytest.WithoutSnorkyEnv(os.Environ()),
+		Output: logFile,
+		// The server dies with the runner even if the runner is killed.
+		DeathSignal: syscall.SIGTERM,
+	})
+	if err != nil {
+		return nil, err
 	}
-	s.PID = s.cmd.Process.Pid
-	s.exited = make(chan struct{})
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.exited)
-	}()
+	s.PID = s.proc.PID()
+	s.WSURL, s.BackendURL, s.MetricsURL = s.proc.FrontendURL(), s.proc.BackendURL(), s.proc.MetricsURL()
 	logf("server: pid %d, %s, %s, log %s", s.PID, s.WSURL, s.BackendURL, s.log)
 	ready := f.readyURL
 	if ready == "" {
-		ready = fmt.Sprintf("http://127.0.0.1:%d/readyz", bePort)
+		ready = s.proc.ReadyURL()
 	}
-	if err := waitReady(ctx, ready, f.readyTimeout, s.exited); err != nil {
+	if err := snorkytest.WaitReady(ctx, ready, f.readyTimeout, s.proc.Done()); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, s.logTail())
 	}
 	ok = true
 	return s, nil
-}
-
-// serverEnv drops SNORKY_ variables from the spawned server's environment:
-// its configuration is exactly the file the runner wrote (and the server
-// refuses SNORKY_ variables that name no key, like SNORKY_BENCH_E2E).
-func serverEnv(environ []string) []string {
-	out := make([]string, 0, len(environ))
-	for _, kv := range environ {
-		if !strings.HasPrefix(kv, "SNORKY_") {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 func readyURL(f serverFlags) string {
@@ -177,15 +160,15 @@ func siblingURL(u, path string) string {
 
 // serverConfig is the YAML the spawned server runs with: loopback only, every
 // origin, no rate limit.
-func serverConfig(wsPort, bePort int, key string, sendQueue int) string {
+func serverConfig(front, back string, key string, sendQueue int) string {
 	return fmt.Sprintf(`# written by snorky-bench
 frontend:
-  listen: "127.0.0.1:%d"
+  listen: %q
   path: /ws
   allowed_origins: ["*"]
   send_queue_bytes: %d
 backend:
-  listen: "127.0.0.1:%d"
+  listen: %q
   path: /backend
   api_key: %q
 tokens:
@@ -196,15 +179,14 @@ limits:
   idle_timeout: 0        # idle connections are what the conns scenario measures
   max_connections: 0
   connections_per_ip: 0
-`, wsPort, sendQueue, bePort, key, sendQueue/2)
+`, front, sendQueue, back, key, sendQueue/2)
 }
 
 // findServer builds cmd/snorky of the enclosing module into dir, or falls
 // back to snorky on PATH.
 func findServer(ctx context.Context, dir string, logf func(string, ...any)) (string, error) {
 	bin := filepath.Join(dir, "snorky")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/snorkyhq/snorky/cmd/snorky")
-	out, buildErr := cmd.CombinedOutput()
+	buildErr := snorkytest.Build(ctx, bin, false)
 	if buildErr == nil {
 		logf("server: built %s", bin)
 		return bin, nil
@@ -213,50 +195,7 @@ func findServer(ctx context.Context, dir string, logf func(string, ...any)) (str
 		logf("server: go build failed (%v); using %s", buildErr, p)
 		return p, nil
 	}
-	return "", fmt.Errorf("no server binary: go build ./cmd/snorky: %v: %s; and no snorky on PATH (use --server-bin)", buildErr, bytes.TrimSpace(out))
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// waitReady polls url until it answers 200, the timeout passes or exited is
-// closed.
-func waitReady(ctx context.Context, url string, timeout time.Duration, exited <-chan struct{}) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	client := &http.Client{Timeout: time.Second}
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	last := "no answer"
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("server not ready at %s after %v: %s", url, timeout, last)
-		case <-exited:
-			return fmt.Errorf("server exited before it was ready")
-		case <-tick.C:
-		}
-	}
+	return "", fmt.Errorf("no server binary: %v; and no snorky on PATH (use --server-bin)", buildErr)
 }
 
 // Pause stops the server process (SIGSTOP) so that work queues up for it;
@@ -269,15 +208,7 @@ func (s *server) Sample() (procSample, error) { return readProc(s.PID) }
 
 // Exited reports whether a spawned server has exited.
 func (s *server) Exited() bool {
-	if s.exited == nil {
-		return false
-	}
-	select {
-	case <-s.exited:
-		return true
-	default:
-		return false
-	}
+	return s.proc != nil && s.proc.Exited()
 }
 
 // Stop ends a spawned server (SIGTERM, then SIGKILL after 15 s) and removes
@@ -288,20 +219,12 @@ func (s *server) Stop() error {
 		return nil
 	}
 	var err error
-	if s.cmd != nil && s.cmd.Process != nil {
-		if !s.Exited() {
-			_ = s.cmd.Process.Signal(syscall.SIGTERM)
-			_ = s.cmd.Process.Signal(syscall.SIGCONT) // in case a scenario paused it
-			select {
-			case <-s.exited:
-			case <-time.After(15 * time.Second):
-				_ = s.cmd.Process.Kill()
-				<-s.exited
-				err = errors.New("server did not exit within 15s of SIGTERM; killed")
+	if s.proc != nil {
+		// SIGCONT too, in case a scenario paused it.
+		if err = s.proc.Stop(15 * time.Second); err == nil {
+			if perr := s.proc.Err(); perr != nil {
+				err = fmt.Errorf("server exited: %v\n%s", perr, s.logTail())
 			}
-		}
-		if err == nil && s.cmd.ProcessState != nil && !s.cmd.ProcessState.Success() {
-			err = fmt.Errorf("server exited: %v\n%s", s.cmd.ProcessState, s.logTail())
 		}
 	}
 	if !s.keep {

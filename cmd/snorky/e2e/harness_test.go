@@ -9,14 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +22,7 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cmd/snorky/snorkytest"
 )
 
 const (
@@ -41,18 +40,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	snorkyBin = filepath.Join(dir, "snorky")
-	args := []string{"build", "-o", snorkyBin}
-	if raceEnabled {
-		args = append(args, "-race")
-	}
-	args = append(args, "github.com/snorkyhq/snorky/cmd/snorky")
-	goTool, err := exec.LookPath("go")
-	if err != nil && os.Getenv("GOROOT") != "" {
-		goTool = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	build := exec.Command(goTool, args...)
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: building snorky: %v\n%s", err, out)
+	if err := snorkytest.Build(context.Background(), snorkyBin, raceEnabled); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -72,12 +61,10 @@ func randomName(prefix string) string {
 // freeAddr returns a 127.0.0.1 address whose port was free a moment ago.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := snorkytest.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	return addr
 }
 
@@ -146,7 +133,7 @@ type serverConfig struct {
 	Migrate bool
 }
 
-// proc is one `snorky serve` (or `snorky check`) subprocess.
+// proc is one `snorky serve` subprocess.
 type proc struct {
 	t       testing.TB
 	cfgPath string
@@ -154,8 +141,9 @@ type proc struct {
 	back    string // host:port
 
 	bin  string
+	sp   *snorkytest.Process
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *snorkytest.Buffer
 	done chan struct{}
 	err  error // the result of Wait, once done is closed
 }
@@ -225,9 +213,8 @@ func startProc(t testing.TB, path, front, back string) *proc {
 // measure memory (the race detector multiplies it).
 var plainBin = sync.OnceValues(func() (string, error) {
 	bin := filepath.Join(filepath.Dir(snorkyBin), "snorky-plain")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/snorkyhq/snorky/cmd/snorky").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("building snorky without -race: %v\n%s", err, out)
+	if err := snorkytest.Build(context.Background(), bin, false); err != nil {
+		return "", fmt.Errorf("without -race: %w", err)
 	}
 	return bin, nil
 })
@@ -264,16 +251,15 @@ func (p *proc) rss() (cur, peak int64) {
 
 func startProcBin(t testing.TB, bin, path, front, back string) *proc {
 	t.Helper()
-	p := &proc{t: t, bin: bin, cfgPath: path, front: front, back: back, log: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, "serve", "--config", path)
-	p.cmd.Stdout = p.log
-	p.cmd.Stderr = p.log
-	p.cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0")
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting snorky: %v", err)
+	p := &proc{t: t, bin: bin, cfgPath: path, front: front, back: back, log: &snorkytest.Buffer{}, done: make(chan struct{})}
+	sp, err := snorkytest.Start(snorkytest.Options{Bin: bin, Config: path, FrontendAddr: front, BackendAddr: back,
+		Env: append(os.Environ(), "GORACE=halt_on_error=0"), Output: p.log})
+	if err != nil {
+		t.Fatal(err)
 	}
+	p.sp, p.cmd = sp, sp.Cmd()
 	go func() {
-		p.err = p.cmd.Wait()
+		p.err = sp.Err()
 		close(p.done)
 	}()
 	t.Cleanup(func() {
@@ -291,12 +277,7 @@ func startProcBin(t testing.TB, bin, path, front, back string) *proc {
 	return p
 }
 
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
-}
+func tail(s string, n int) string { return snorkytest.Tail(s, n) }
 
 // stop sends SIGTERM and waits for the exit (SIGKILL after 20 s).
 func (p *proc) stop() {
@@ -305,21 +286,17 @@ func (p *proc) stop() {
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(20 * time.Second):
-		p.t.Errorf("snorky did not stop within 20s of SIGTERM")
-		_ = p.cmd.Process.Kill()
-		<-p.done
+	if err := p.sp.Stop(20 * time.Second); err != nil {
+		p.t.Errorf("stopping snorky: %v", err)
 	}
+	<-p.done
 }
 
 // kill sends SIGKILL and waits for the exit.
 func (p *proc) kill() {
 	p.t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		p.t.Fatalf("killing snorky: %v", err)
+	if err := p.sp.Kill(); err != nil {
+		p.t.Fatal(err)
 	}
 	<-p.done
 }
@@ -335,16 +312,7 @@ func (p *proc) exited() bool {
 }
 
 // readyStatus returns the HTTP status of GET /readyz (0 when unreachable).
-func (p *proc) readyStatus() int {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get("http://" + p.back + "/readyz")
-	if err != nil {
-		return 0
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
-}
+func (p *proc) readyStatus() int { return p.sp.ReadyStatus() }
 
 // windowStats reads the replay window's span from /readyz.
 func (p *proc) windowStats() (w struct {
@@ -720,24 +688,6 @@ func (c *wsClient) waitDeltas(n int, timeout time.Duration) []delta {
 	c.t.Helper()
 	waitFor(c.t, timeout, fmt.Sprintf("%d deltas (have %d)", n, c.count()), func() bool { return c.count() >= n })
 	return c.received()
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // runCommand runs the snorky binary with args to completion (bounded by
