@@ -42,18 +42,30 @@ type Config struct {
 	BodyTimeout time.Duration
 }
 
-// Validate reports the first invalid field, named as in the configuration.
+// Validate reports the first invalid field. Errors name the field.
 func (c Config) Validate() error {
 	if c.APIKey == "" {
-		return errors.New("backend.api_key: must be set: the backend API refuses to run without a key; set it in the file or with SNORKY_BACKEND__API_KEY")
+		return errors.New("APIKey: must be set: the backend API refuses to run without a key")
 	}
 	if c.Path != "" && c.Path[0] != '/' {
-		return errors.New("backend.path: must start with /")
+		return errors.New("Path: must start with /")
 	}
 	if c.MaxBodyBytes < 0 {
-		return errors.New("backend.max_body_bytes: must be positive")
+		return errors.New("MaxBodyBytes: must be positive")
 	}
 	return nil
+}
+
+// withDefaults returns c with each zero field that has a default set to
+// it (Path, MaxBodyBytes).
+func (c Config) withDefaults() Config {
+	if c.Path == "" {
+		c.Path = "/backend"
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	return c
 }
 
 // ReadyFunc reports whether a part of the server is ready; a non-nil error
@@ -78,12 +90,7 @@ func New(cfg Config, reg *rpc.Registry, log *slog.Logger, mreg prometheus.Regist
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Path == "" {
-		cfg.Path = "/backend"
-	}
-	if cfg.MaxBodyBytes == 0 {
-		cfg.MaxBodyBytes = 1 << 20
-	}
+	cfg = cfg.withDefaults()
 	h := &Handler{
 		cfg:     cfg,
 		keyHash: sha256.Sum256([]byte(cfg.APIKey)),

@@ -72,6 +72,9 @@ type Config struct {
 	TrustedProxies []string
 }
 
+// withDefaults returns c with each zero field that has a default set to
+// it (the defaults are documented on the fields). NewHandler calls it after
+// Validate.
 func (c Config) withDefaults() Config {
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = 64 << 10
@@ -103,8 +106,7 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Validate reports the first invalid field, named as in the configuration
-// file (frontend.*).
+// Validate reports the first invalid field. Errors name the field.
 func (c Config) Validate() error {
 	for i, o := range c.AllowedOrigins {
 		if o == "*" {
@@ -112,35 +114,35 @@ func (c Config) Validate() error {
 		}
 		u, err := url.Parse(o)
 		if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			return fmt.Errorf("frontend.allowed_origins[%d]: %q is not an origin; write scheme://host[:port], e.g. https://app.example.com, or \"*\" for every origin", i, o)
+			return fmt.Errorf("AllowedOrigins[%d]: %q is not an origin; write scheme://host[:port], e.g. https://app.example.com, or \"*\" for every origin", i, o)
 		}
 	}
 	if c.MaxMessageBytes < 0 {
-		return errors.New("frontend.max_message_bytes: must be positive")
+		return errors.New("MaxMessageBytes: must be positive")
 	}
 	if c.SendQueueBytes < 0 {
-		return errors.New("frontend.send_queue_bytes: must be positive")
+		return errors.New("SendQueueBytes: must be positive")
 	}
 	if c.MaxLag < 0 {
-		return errors.New("frontend.max_lag: must be positive")
+		return errors.New("MaxLag: must be positive")
 	}
 	if c.WriteTimeout < 0 {
-		return errors.New("frontend.write_timeout: must be positive")
+		return errors.New("WriteTimeout: must be positive")
 	}
 	if c.CommandsPerSecond < 0 {
-		return errors.New("limits.commands_per_second: must be 0 (no limit) or positive")
+		return errors.New("CommandsPerSecond: must be 0 (no limit) or positive")
 	}
 	if c.RateLimitGrace < 0 {
-		return errors.New("limits.rate_limit_grace: must be positive")
+		return errors.New("RateLimitGrace: must be positive")
 	}
 	if c.AuthTimeout < 0 {
-		return errors.New("limits.auth_timeout: must be positive")
+		return errors.New("AuthTimeout: must be positive")
 	}
 	if c.MaxConnections < 0 {
-		return errors.New("limits.max_connections: must be 0 (no cap) or positive")
+		return errors.New("MaxConnections: must be 0 (no cap) or positive")
 	}
 	if c.ConnectionsPerIP < 0 {
-		return errors.New("limits.connections_per_ip: must be 0 (no cap) or positive")
+		return errors.New("ConnectionsPerIP: must be 0 (no cap) or positive")
 	}
 	if _, err := parsePrefixes(c.TrustedProxies); err != nil {
 		return err

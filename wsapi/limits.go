@@ -68,7 +68,7 @@ func newLimitMetrics(reg prometheus.Registerer) (*limitMetrics, error) {
 	return m, nil
 }
 
-// parsePrefixes parses limits.trusted_proxies: addresses or CIDR prefixes.
+// parsePrefixes parses TrustedProxies: addresses or CIDR prefixes.
 func parsePrefixes(list []string) ([]netip.Prefix, error) {
 	out := make([]netip.Prefix, 0, len(list))
 	for i, s := range list {
@@ -79,7 +79,7 @@ func parsePrefixes(list []string) ([]netip.Prefix, error) {
 		}
 		a, err := netip.ParseAddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("limits.trusted_proxies[%d]: %q is not an address or a CIDR prefix (e.g. 10.0.0.0/8)", i, s)
+			return nil, fmt.Errorf("TrustedProxies[%d]: %q is not an address or a CIDR prefix (e.g. 10.0.0.0/8)", i, s)
 		}
 		a = a.Unmap()
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))

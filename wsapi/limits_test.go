@@ -328,8 +328,8 @@ func TestClientIP(t *testing.T) {
 			t.Errorf("remote %s, X-Forwarded-For %q: got %s, want %s", tc.remote, tc.xff, got, tc.want)
 		}
 	}
-	if _, err := parsePrefixes([]string{"10.0.0.0/33"}); err == nil || !strings.Contains(err.Error(), "limits.trusted_proxies[0]") {
-		t.Errorf("bad prefix: got %v, want an error naming limits.trusted_proxies[0]", err)
+	if _, err := parsePrefixes([]string{"10.0.0.0/33"}); err == nil || !strings.Contains(err.Error(), "TrustedProxies[0]") {
+		t.Errorf("bad prefix: got %v, want an error naming TrustedProxies[0]", err)
 	}
 }
 

@@ -126,9 +126,9 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{Config{AllowedOrigins: []string{"example.com"}}, "frontend.allowed_origins[0]"},
-		{Config{AllowedOrigins: []string{"https://example.com/path"}}, "frontend.allowed_origins[0]"},
-		{Config{CommandsPerSecond: -1}, "limits.commands_per_second"},
+		{Config{AllowedOrigins: []string{"example.com"}}, "AllowedOrigins[0]"},
+		{Config{AllowedOrigins: []string{"https://example.com/path"}}, "AllowedOrigins[0]"},
+		{Config{CommandsPerSecond: -1}, "CommandsPerSecond"},
 		{Config{AllowedOrigins: []string{"*", "https://a.example:8443"}}, ""},
 	} {
 		err := tc.cfg.Validate()

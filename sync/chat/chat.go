@@ -50,29 +50,40 @@ type Config struct {
 	MaxBodyBytes int
 }
 
-// Validate reports negative limits.
+// Validate reports negative limits. Errors name the field.
 func (c Config) Validate() error {
 	for _, f := range []struct {
-		key string
-		v   int
+		field string
+		v     int
 	}{
-		{"max_channels", c.MaxChannels},
-		{"max_channel_bytes", c.MaxChannelBytes},
-		{"max_body_bytes", c.MaxBodyBytes},
-		{"max_members", c.MaxMembers},
+		{"MaxChannels", c.MaxChannels},
+		{"MaxChannelBytes", c.MaxChannelBytes},
+		{"MaxBodyBytes", c.MaxBodyBytes},
+		{"MaxMembers", c.MaxMembers},
 	} {
 		if f.v < 0 {
-			return fmt.Errorf("chat.%s: must not be negative (got %d)", f.key, f.v)
+			return fmt.Errorf("%s: must not be negative (got %d)", f.field, f.v)
 		}
 	}
 	return nil
 }
 
-func orDefault(v, def int) int {
-	if v == 0 {
-		return def
+// withDefaults returns c with each zero field set to its default (the
+// Default constants).
+func (c Config) withDefaults() Config {
+	if c.MaxChannels == 0 {
+		c.MaxChannels = DefaultMaxChannels
 	}
-	return v
+	if c.MaxChannelBytes == 0 {
+		c.MaxChannelBytes = DefaultMaxChannelBytes
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxMembers == 0 {
+		c.MaxMembers = DefaultMaxMembers
+	}
+	return c
 }
 
 // Service is the Chat service.
@@ -108,10 +119,7 @@ func New(name string, cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.MaxChannels = orDefault(cfg.MaxChannels, DefaultMaxChannels)
-	cfg.MaxChannelBytes = orDefault(cfg.MaxChannelBytes, DefaultMaxChannelBytes)
-	cfg.MaxBodyBytes = orDefault(cfg.MaxBodyBytes, DefaultMaxBodyBytes)
-	cfg.MaxMembers = orDefault(cfg.MaxMembers, DefaultMaxMembers)
+	cfg = cfg.withDefaults()
 	return &Service{
 		name:     rpc.QuoteName(name),
 		cfg:      cfg,

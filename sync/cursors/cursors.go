@@ -56,21 +56,40 @@ type Config struct {
 	MaxListed int
 }
 
-// Validate reports negative limits.
+// Validate reports negative limits. Errors name the field.
 func (c Config) Validate() error {
-	if c.MaxDocuments < 0 {
-		return fmt.Errorf("cursors.max_documents: must not be negative (got %d)", c.MaxDocuments)
-	}
-	if c.MaxDocumentBytes < 0 {
-		return fmt.Errorf("cursors.max_document_bytes: must not be negative (got %d)", c.MaxDocumentBytes)
-	}
-	if c.MaxHandleBytes < 0 {
-		return fmt.Errorf("cursors.max_handle_bytes: must not be negative (got %d)", c.MaxHandleBytes)
-	}
-	if c.MaxListed < 0 {
-		return fmt.Errorf("cursors.max_listed: must not be negative (got %d)", c.MaxListed)
+	for _, f := range []struct {
+		field string
+		v     int
+	}{
+		{"MaxDocuments", c.MaxDocuments},
+		{"MaxDocumentBytes", c.MaxDocumentBytes},
+		{"MaxHandleBytes", c.MaxHandleBytes},
+		{"MaxListed", c.MaxListed},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("%s: must not be negative (got %d)", f.field, f.v)
+		}
 	}
 	return nil
+}
+
+// withDefaults returns c with each zero field set to its default (the
+// Default constants).
+func (c Config) withDefaults() Config {
+	if c.MaxDocuments == 0 {
+		c.MaxDocuments = DefaultMaxDocuments
+	}
+	if c.MaxDocumentBytes == 0 {
+		c.MaxDocumentBytes = DefaultMaxDocumentBytes
+	}
+	if c.MaxHandleBytes == 0 {
+		c.MaxHandleBytes = DefaultMaxHandleBytes
+	}
+	if c.MaxListed == 0 {
+		c.MaxListed = DefaultMaxListed
+	}
+	return c
 }
 
 // Service is the Cursors service.
@@ -114,18 +133,7 @@ func New(name string, cfg Config) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.MaxDocuments == 0 {
-		cfg.MaxDocuments = DefaultMaxDocuments
-	}
-	if cfg.MaxDocumentBytes == 0 {
-		cfg.MaxDocumentBytes = DefaultMaxDocumentBytes
-	}
-	if cfg.MaxHandleBytes == 0 {
-		cfg.MaxHandleBytes = DefaultMaxHandleBytes
-	}
-	if cfg.MaxListed == 0 {
-		cfg.MaxListed = DefaultMaxListed
-	}
+	cfg = cfg.withDefaults()
 	return &Service{
 		name:       rpc.QuoteName(name),
 		cfg:        cfg,

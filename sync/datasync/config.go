@@ -77,31 +77,32 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Validate reports the first problem, naming the configuration key.
+// Validate reports the first problem. Errors name the field, or the
+// model or dealer by its name ("models.Task.key", "dealers.ByOwner.key").
 func (c *Config) Validate() error {
 	if c.Signer == nil {
-		return errors.New("tokens.secret: required to sign subscription tokens")
+		return errors.New("Signer: required to sign subscription tokens")
 	}
 	if c.AcquireTimeout < 0 {
-		return errors.New("tokens.acquire_timeout: must be positive")
+		return errors.New("AcquireTimeout: must be positive")
 	}
 	if c.PendingBytes < 0 {
-		return errors.New("limits.pending_bytes: must be positive")
+		return errors.New("PendingBytes: must be positive")
 	}
 	if c.MaxTxBytes < 0 {
-		return errors.New("database.max_tx_bytes: must be 0 (no cap) or positive")
+		return errors.New("MaxTxBytes: must be 0 (no cap) or positive")
 	}
 	if c.PositionInterval < 0 {
-		return errors.New("datasync.position_interval: must be positive")
+		return errors.New("PositionInterval: must be positive")
 	}
 	if c.ResumeWait < 0 {
-		return errors.New("datasync.resume_wait: must be positive")
+		return errors.New("ResumeWait: must be positive")
 	}
 	if c.ResumeTTL < 0 {
-		return errors.New("tokens.resume_ttl: must be positive")
+		return errors.New("ResumeTTL: must be positive")
 	}
 	if age, acq := c.HistoryMaxAge, c.AcquireTimeout; age > 0 && acq > age {
-		return fmt.Errorf("tokens.acquire_timeout: %v is longer than database.history.max_age (%v): an acquire replays what the subscription missed from the window, so the window must outlive the acquire deadline", acq, age)
+		return fmt.Errorf("AcquireTimeout: %v is longer than HistoryMaxAge (%v): an acquire replays what the subscription missed from the window, so the window must outlive the acquire deadline", acq, age)
 	}
 	tables := map[string]string{}
 	for _, name := range slices.Sorted(maps.Keys(c.Models)) {
@@ -153,7 +154,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func (c *Config) withDefaults() {
+// withDefaults returns c with each zero field that has a default set to
+// it (the defaults are documented on the fields). New calls it after
+// Validate.
+func (c Config) withDefaults() Config {
 	if c.AcquireTimeout == 0 {
 		c.AcquireTimeout = 120 * time.Second
 	}
@@ -181,4 +185,5 @@ func (c *Config) withDefaults() {
 	if c.Service == "" {
 		c.Service = "datasync"
 	}
+	return c
 }

@@ -107,7 +107,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.withDefaults()
+	cfg = cfg.withDefaults()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -52,19 +52,21 @@ type Config struct {
 	MaxTokenBytes    int
 }
 
-// Validate reports a negative DefaultTTL.
+// Validate reports a negative DefaultTTL. Errors name the field.
 func (c Config) Validate() error {
 	if c.DefaultTTL < 0 {
-		return fmt.Errorf("identity_ttl: must not be negative (got %s)", c.DefaultTTL)
+		return fmt.Errorf("DefaultTTL: must not be negative (got %s)", c.DefaultTTL)
 	}
 	return nil
 }
 
-func (c Config) defaultTTL() time.Duration {
+// withDefaults returns c with each zero field that has a default set to
+// it: DefaultTTL (the constant).
+func (c Config) withDefaults() Config {
 	if c.DefaultTTL == 0 {
-		return DefaultTTL
+		c.DefaultTTL = DefaultTTL
 	}
-	return c.DefaultTTL
+	return c
 }
 
 // Directory issues and checks identity tokens and tracks the connections of
@@ -87,7 +89,7 @@ func New(signer *token.Signer, cfg Config) (*Directory, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Directory{signer: signer, cfg: cfg, now: time.Now, conns: map[string]map[uint64]rpc.Conn{}}, nil
+	return &Directory{signer: signer, cfg: cfg.withDefaults(), now: time.Now, conns: map[string]map[uint64]rpc.Conn{}}, nil
 }
 
 // Issue returns an identity token for the JSON value identity, valid for
@@ -108,7 +110,7 @@ func (d *Directory) Issue(identity json.RawMessage, ttl time.Duration) (string, 
 		return "", errors.New("ttl must not be negative")
 	}
 	if ttl == 0 {
-		ttl = d.cfg.defaultTTL()
+		ttl = d.cfg.DefaultTTL
 	}
 	return d.signer.Sign(TokenPurpose, buf.Bytes(), d.now().Add(ttl)), nil
 }

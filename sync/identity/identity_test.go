@@ -346,7 +346,7 @@ func TestConfig(t *testing.T) {
 	if err := (Config{DefaultTTL: time.Minute}).Validate(); err != nil {
 		t.Errorf("Validate: got %v", err)
 	}
-	if got := (Config{}).defaultTTL(); got != 24*time.Hour {
+	if got := (Config{}).withDefaults().DefaultTTL; got != 24*time.Hour {
 		t.Errorf("zero DefaultTTL: got %v, want 24h", got)
 	}
 }

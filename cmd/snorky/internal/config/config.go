@@ -531,15 +531,18 @@ func (c *Config) Validate() error {
 }
 
 func (t TLSConfig) validate(key string) error {
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return fmt.Errorf("%s: set both cert_file and key_file, or neither", key)
+	if t.CertFile != "" && t.KeyFile == "" {
+		return fmt.Errorf("%s.key_file: set both cert_file and key_file, or neither", key)
 	}
-	for _, f := range []string{t.CertFile, t.KeyFile} {
-		if f == "" {
+	if t.CertFile == "" && t.KeyFile != "" {
+		return fmt.Errorf("%s.cert_file: set both cert_file and key_file, or neither", key)
+	}
+	for _, f := range []struct{ key, path string }{{"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
+		if f.path == "" {
 			continue
 		}
-		if _, err := os.Stat(f); err != nil {
-			return fmt.Errorf("%s: %v", key, err)
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("%s.%s: %v", key, f.key, err)
 		}
 	}
 	return nil

@@ -70,8 +70,11 @@ func (c *Config) ValidateDatabase() error {
 	default:
 		return fmt.Errorf("database.replica_identity: %q is not full or default", c.Database.ReplicaIdentity)
 	}
-	if c.Database.History.MaxAge <= 0 || c.Database.History.MaxBytes <= 0 {
-		return errors.New("database.history: max_age and max_bytes must be positive")
+	if c.Database.History.MaxAge <= 0 {
+		return errors.New("database.history.max_age: must be positive")
+	}
+	if c.Database.History.MaxBytes <= 0 {
+		return errors.New("database.history.max_bytes: must be positive")
 	}
 	// Under REPLICA IDENTITY DEFAULT the old row of an update or delete
 	// holds only the key: a dealer that routes on anything else cannot

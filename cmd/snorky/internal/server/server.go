@@ -119,23 +119,23 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	lim := cfg.Limits
 	dir, err := identity.New(signer, identity.Config{DefaultTTL: cfg.Tokens.IdentityTTL, MaxIdentityBytes: int(lim.IdentityBytes), MaxTokenBytes: int(lim.TokenBytes)})
 	if err != nil {
-		return nil, err
+		return nil, identityKeys.wrap(err)
 	}
 	chatSvc, err := chat.New(names.Chat, chat.Config{MaxChannels: lim.ChannelsPerConnection, MaxBodyBytes: int(lim.MessageBodyBytes),
 		MaxChannelBytes: int(lim.ChannelBytes), MaxMembers: lim.MembersPerReply})
 	if err != nil {
-		return nil, err
+		return nil, chatKeys.wrap(err)
 	}
 	cursorSvc, err := cursors.New(names.Cursors, cursors.Config{MaxDocuments: lim.DocumentsPerConn,
 		MaxDocumentBytes: int(lim.DocumentBytes), MaxHandleBytes: int(lim.CursorHandleBytes), MaxListed: lim.MembersPerReply})
 	if err != nil {
-		return nil, err
+		return nil, cursorsKeys.wrap(err)
 	}
 	ps := pubsub.New(names.PubSub, pubsub.Config{Policy: policy, MaxChannelsPerConn: lim.ChannelsPerConnection, MaxChannelBytes: int(lim.ChannelBytes)})
 	dsCfg.Publish = func(ch, msg json.RawMessage) error { return ps.Publish(ch, msg) }
 	s.datasync, err = datasync.New(dsCfg, log.With("service", "datasync"), s.metrics)
 	if err != nil {
-		return nil, err
+		return nil, datasyncKeys.wrap(err)
 	}
 	ready := map[string]backendapi.ReadyFunc{}
 	if cfg.Database != nil {
@@ -190,7 +190,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		TrustedProxies:    lim.TrustedProxies,
 	}, s.front, dir.AuthenticateToken, log.With("endpoint", "frontend"), s.metrics)
 	if err != nil {
-		return nil, err
+		return nil, wsapiKeys.wrap(err)
 	}
 	s.backend, err = backendapi.New(backendapi.Config{
 		Path:         cfg.Backend.Path,
@@ -201,7 +201,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		BodyTimeout:  cfg.Limits.HTTPReadTimeout,
 	}, s.back, log.With("endpoint", "backend"), s.metrics, s.metrics, ready)
 	if err != nil {
-		return nil, err
+		return nil, backendKeys.wrap(err)
 	}
 	if s.reader != nil {
 		s.backend.SetDetail("slot", func() any { return s.reader.Status() }) // state, wal_status, a slot about to be lost
@@ -320,9 +320,13 @@ func serveHTTP(srv *http.Server, ln net.Listener, what string) error {
 	return nil
 }
 
-// Close releases what New started (the WebSocket ping timer) in a server
-// that is not run; Run releases it itself.
+// Close releases what New and Listen started (the WebSocket ping timer,
+// the listeners) in a server that is not run; Run releases it itself.
 func (s *Server) Close() error {
+	if s.frontLn != nil {
+		s.frontLn.Close()
+		s.backLn.Close()
+	}
 	return s.ws.Shutdown(context.Background())
 }
 
