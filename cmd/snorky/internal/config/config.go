@@ -200,25 +200,23 @@ type ShutdownConfig struct {
 	Timeout time.Duration `koanf:"timeout"`
 }
 
-// defaults are the values of every key not set in the file or environment.
+// defaults are the values of the keys not set in the file or environment
+// that the file itself defines: keys only the snorky command reads (paths,
+// listeners, log, shutdown, HTTP timeouts, service names), and keys whose
+// zero means something else in the file than in the package that takes it
+// (0 is "no limit" or "off" for one and "the default" for the other, or the
+// file's default differs, or two packages share the key). Every other key
+// is left zero here: the package's withDefaults sets it, so each default
+// is written once.
 func defaults() map[string]any {
 	return map[string]any{
 		"frontend.listen":                 ":5001",
 		"frontend.path":                   "/ws",
 		"frontend.allowed_origins":        []string{},
-		"frontend.max_message_bytes":      "64KiB",
-		"frontend.send_queue_bytes":       "1MiB",
-		"frontend.ping_interval":          "25s",
-		"frontend.write_timeout":          "10s",
-		"frontend.max_lag":                "30s",
 		"backend.listen":                  "127.0.0.1:5002",
 		"backend.path":                    "/backend",
-		"backend.max_body_bytes":          "1MiB",
 		"tokens.acquire_timeout":          "120s",
 		"tokens.identity_ttl":             "24h",
-		"tokens.resume_ttl":               "24h",
-		"datasync.position_interval":      "5s",
-		"datasync.resume_wait":            "10s",
 		"services.pubsub":                 "pubsub",
 		"services.pubsub_backend":         "pubsub_backend",
 		"services.messaging":              "messaging",
@@ -230,24 +228,17 @@ func defaults() map[string]any {
 		"services.identity_backend":       "identity_backend",
 		"pubsub.client_publish":           true,
 		"limits.commands_per_second":      100,
-		"limits.rate_limit_grace":         "10s",
 		"limits.channels_per_connection":  256,
 		"limits.documents_per_connection": 64,
-		"limits.message_body_bytes":       "16KiB",
-		"limits.pending_bytes":            "8MiB",
 		// Hardening (issue 11); README "Running on the internet".
 		"limits.idle_timeout":                 "60s",
-		"limits.auth_timeout":                 "10s",
 		"limits.max_connections":              10000,
 		"limits.connections_per_ip":           256,
 		"limits.trusted_proxies":              []string{},
 		"limits.channel_bytes":                "256B",
-		"limits.document_bytes":               "256B",
-		"limits.cursor_handle_bytes":          "256B",
 		"limits.names_per_connection":         16,
 		"limits.name_bytes":                   "256B",
 		"limits.participants_per_reply":       1000,
-		"limits.members_per_reply":            1000,
 		"limits.subscriptions_per_connection": 64,
 		"limits.identity_bytes":               "1KiB",
 		"limits.token_bytes":                  "8KiB",
@@ -263,15 +254,13 @@ func defaults() map[string]any {
 
 func databaseDefaults() map[string]any {
 	return map[string]any{
-		"database.slot":               "snorky",
-		"database.publication":        "snorky",
-		"database.timezone":           "UTC",
-		"database.replica_identity":   "full",
-		"database.history.max_age":    "2m",
-		"database.history.max_bytes":  "64MiB",
-		"database.max_tx_bytes":       "64MiB",
-		"database.status_interval":    "5s",
-		"database.heartbeat_interval": "10s",
+		"database.slot":              "snorky",
+		"database.publication":       "snorky",
+		"database.timezone":          "UTC",
+		"database.replica_identity":  "full",
+		"database.history.max_age":   "2m",
+		"database.history.max_bytes": "64MiB",
+		"database.max_tx_bytes":      "64MiB",
 	}
 }
 
