@@ -58,18 +58,17 @@ type Config struct {
 
 // Validate reports negative limits. Errors name the field.
 func (c Config) Validate() error {
-	for _, f := range []struct {
-		field string
-		v     int
-	}{
-		{"MaxDocuments", c.MaxDocuments},
-		{"MaxDocumentBytes", c.MaxDocumentBytes},
-		{"MaxHandleBytes", c.MaxHandleBytes},
-		{"MaxListed", c.MaxListed},
-	} {
-		if f.v < 0 {
-			return fmt.Errorf("%s: must not be negative (got %d)", f.field, f.v)
-		}
+	if c.MaxDocuments < 0 {
+		return fmt.Errorf("MaxDocuments: must not be negative (got %d)", c.MaxDocuments)
+	}
+	if c.MaxDocumentBytes < 0 {
+		return fmt.Errorf("MaxDocumentBytes: must not be negative (got %d)", c.MaxDocumentBytes)
+	}
+	if c.MaxHandleBytes < 0 {
+		return fmt.Errorf("MaxHandleBytes: must not be negative (got %d)", c.MaxHandleBytes)
+	}
+	if c.MaxListed < 0 {
+		return fmt.Errorf("MaxListed: must not be negative (got %d)", c.MaxListed)
 	}
 	return nil
 }
