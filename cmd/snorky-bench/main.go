@@ -12,13 +12,14 @@
 //	snorky-bench cdc --subs 1000 --rate 1000 --duration 20s
 //	snorky-bench cdc --saturate
 //
-// The runner imports nothing from the server. Its parts are kept reusable for
-// further scenarios: server.go (spawn/attach, readiness, stop), proc.go
-// (/proc CPU and RSS), latency.go (a concurrent log-linear histogram),
-// wsclient.go (dialing from many loopback source addresses, set-up RPCs, the
-// cheap seq/ts scan), dsclient.go (DataSync subscriptions, the receiving
-// side, /metrics), pgcluster.go (a throwaway PostgreSQL cluster), and one
-// file per scenario (pubsub.go, conns.go, datasync.go, cdc.go).
+// The runner imports nothing from the server (cdc/pglocal starts the cdc
+// scenario's throwaway PostgreSQL). Its parts are kept reusable for further
+// scenarios: server.go (spawn through cmd/snorky/snorkytest or attach,
+// readiness, stop), proc.go (/proc CPU and RSS), latency.go (a concurrent
+// log-linear histogram), wsclient.go (dialing from many loopback source
+// addresses, set-up RPCs, the cheap seq/ts scan), dsclient.go (DataSync
+// subscriptions, the receiving side, /metrics), and one file per scenario
+// (pubsub.go, conns.go, datasync.go, cdc.go).
 package main
 
 import (
