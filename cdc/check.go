@@ -31,7 +31,7 @@ func Check(ctx context.Context, cfg Config) []Problem {
 	if err := cfg.Validate(); err != nil {
 		return []Problem{{Key: "database", What: err.Error(), Fix: "correct the configuration"}}
 	}
-	cfg = cfg.WithDefaults()
+	cfg = cfg.withDefaults()
 	conn, err := connectSQL(ctx, cfg)
 	if err != nil {
 		if p, ok := ConnectProblem(err, cfg.URL); ok {

@@ -80,8 +80,10 @@ type Config struct {
 // HeartbeatPrefix is the prefix of the reader's heartbeat messages.
 const HeartbeatPrefix = "snorky.heartbeat"
 
-// WithDefaults returns c with zero fields set to their defaults.
-func (c Config) WithDefaults() Config {
+// withDefaults returns c with each zero field that has a default set to
+// it (the defaults are documented on the fields). NewReader, Check and
+// Validate call it.
+func (c Config) withDefaults() Config {
 	if c.Slot == "" {
 		c.Slot = "snorky"
 	}
@@ -122,7 +124,7 @@ func (c Config) WithDefaults() Config {
 
 // Validate checks c (after defaults). Errors name the config key.
 func (c Config) Validate() error {
-	c = c.WithDefaults()
+	c = c.withDefaults()
 	var errs []error
 	if c.URL == "" {
 		errs = append(errs, errors.New("database.url: required"))

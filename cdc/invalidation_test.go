@@ -272,7 +272,7 @@ func startReplicationError(t *testing.T, cfg Config) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := connectReplication(ctx, cfg.WithDefaults())
+	conn, err := connectReplication(ctx, cfg.withDefaults())
 	if err != nil {
 		t.Fatal(err)
 	}

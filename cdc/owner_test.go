@@ -182,7 +182,7 @@ func TestSlotInUseRetryIsBounded(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	holder, err := connectReplication(ctx, cfg.WithDefaults())
+	holder, err := connectReplication(ctx, cfg.withDefaults())
 	if err != nil {
 		t.Fatal(err)
 	}

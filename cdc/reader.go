@@ -76,7 +76,7 @@ func NewReader(cfg Config, sink Sink, log *slog.Logger, metrics *Metrics) *Reade
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cfg = cfg.WithDefaults()
+	cfg = cfg.withDefaults()
 	return &Reader{cfg: cfg, sink: sink, log: log.With("slot", cfg.Slot), metrics: metrics}
 }
 
@@ -663,7 +663,7 @@ func (r *Reader) pollWAL(ctx context.Context) {
 // RetainedWAL returns the bytes of WAL the slot of cfg retains
 // (pg_current_wal_lsn() - restart_lsn), or 0 when the slot does not exist.
 func RetainedWAL(ctx context.Context, cfg Config) (int64, error) {
-	cfg = cfg.WithDefaults()
+	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	conn, err := connectSQL(ctx, cfg)
