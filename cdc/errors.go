@@ -106,6 +106,15 @@ func prerequisite(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrPrerequisite, fmt.Sprintf(format, args...))
 }
 
+// classifyConnect marks an error of connecting to url that retrying cannot
+// cure (ConnectProblem) as ErrPrerequisite, with its fix.
+func classifyConnect(err error, url string) error {
+	if p, ok := ConnectProblem(err, url); ok {
+		return fmt.Errorf("%w: %w (fix: %s)", ErrPrerequisite, err, p.Fix)
+	}
+	return classifySetup(err)
+}
+
 // classifySetup marks errors that retrying cannot fix as ErrPrerequisite.
 func classifySetup(err error) error {
 	var pgErr *pgconn.PgError

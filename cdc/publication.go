@@ -110,3 +110,49 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, cfg Config) error {
 	}
 	return nil
 }
+
+// pubState is what Check learns of the publication.
+type pubState struct {
+	exists bool
+	tables map[uint32]bool // the OIDs of the tables it publishes
+}
+
+// checkPublication reports what keeps the reader from keeping the
+// publication equal to the configured tables: no right to create it, FOR
+// ALL TABLES, or another owner.
+func checkPublication(ctx context.Context, conn *pgx.Conn, name string, srv serverState) (pubState, []Problem, error) {
+	st := pubState{tables: map[uint32]bool{}}
+	var allTables, owner bool
+	err := conn.QueryRow(ctx, `SELECT true, puballtables, pg_has_role(pubowner, 'USAGE') FROM pg_publication WHERE pubname = $1`,
+		name).Scan(&st.exists, &allTables, &owner)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return st, nil, err
+	}
+	pub, role := pgx.Identifier{name}.Sanitize(), pgx.Identifier{srv.role}.Sanitize()
+	var problems []Problem
+	switch {
+	case !st.exists && !srv.createDB:
+		problems = append(problems, Problem{"database.publication", fmt.Sprintf("publication %q does not exist and role %q may not create it (no CREATE on database %q)", name, srv.role, srv.database),
+			fmt.Sprintf("GRANT CREATE ON DATABASE %s TO %s;", pgx.Identifier{srv.database}.Sanitize(), role)})
+	case st.exists && allTables:
+		problems = append(problems, Problem{"database.publication", fmt.Sprintf("publication %q is FOR ALL TABLES and cannot be narrowed to the configured tables", name),
+			fmt.Sprintf("DROP PUBLICATION %s; or name another publication", pub)})
+	case st.exists && !owner:
+		problems = append(problems, Problem{"database.publication", fmt.Sprintf("publication %q is owned by another role, so snorky cannot keep it equal to the configured tables", name),
+			fmt.Sprintf("ALTER PUBLICATION %s OWNER TO %s;", pub, role)})
+	}
+	if st.exists {
+		rows, err := conn.Query(ctx, `SELECT r.prrelid FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid WHERE p.pubname = $1`, name)
+		if err != nil {
+			return st, nil, err
+		}
+		oids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+		if err != nil {
+			return st, nil, err
+		}
+		for _, oid := range oids {
+			st.tables[oid] = true
+		}
+	}
+	return st, problems, nil
+}

@@ -22,6 +22,37 @@ type slotState struct {
 	temporary bool
 }
 
+// checkSlot reports what keeps the reader from using slot: another
+// plugin or database, lost WAL, or no free slot to create it in.
+func checkSlot(ctx context.Context, conn *pgx.Conn, slot string, srv serverState) ([]Problem, error) {
+	st, err := readSlot(ctx, conn, slot)
+	if err != nil {
+		return nil, err
+	}
+	if !st.exists {
+		if srv.maxSlots == 0 {
+			return nil, nil // reported by checkSettings
+		}
+		var used int
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots").Scan(&used); err == nil && used >= srv.maxSlots {
+			return []Problem{{"database.slot", fmt.Sprintf("all %d replication slots are in use, so slot %q cannot be created", srv.maxSlots, slot),
+				"drop unused slots (SELECT pg_drop_replication_slot(name)) or raise max_replication_slots"}}, nil
+		}
+		return nil, nil
+	}
+	switch {
+	case st.plugin != "pgoutput":
+		return []Problem{{"database.slot", fmt.Sprintf("slot %q uses plugin %q, not pgoutput", slot, st.plugin),
+			fmt.Sprintf("SELECT pg_drop_replication_slot('%s'); or name another slot", slot)}}, nil
+	case st.database != srv.database:
+		return []Problem{{"database.slot", fmt.Sprintf("slot %q belongs to database %q, not %q", slot, st.database, srv.database), "name another slot"}}, nil
+	case st.walStatus == "lost":
+		return []Problem{{"database.slot", fmt.Sprintf("slot %q was invalidated (wal_status lost): changes were lost", slot),
+			"snorky serve drops it and creates it afresh with a new epoch (clients must refetch); to prevent it, raise max_slot_wal_keep_size"}}, nil
+	}
+	return nil, nil
+}
+
 func readSlot(ctx context.Context, conn *pgx.Conn, slot string) (slotState, error) {
 	var s slotState
 	var plugin, database, walStatus *string

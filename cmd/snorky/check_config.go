@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -10,7 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/snorkyhq/snorky/cdc"
 )
@@ -67,57 +65,11 @@ func formatProblems(problems []cdc.Problem) string {
 	return b.String()
 }
 
-// keyProblems finds the model tables without a primary key whose model
-// sets no key: their rows cannot be identified (an update or delete of the
-// client's copy needs the key).
-func keyProblems(ctx context.Context, conn *pgx.Conn, cfg *Config) []cdc.Problem {
-	var problems []cdc.Problem
-	for _, name := range slices.Sorted(maps.Keys(cfg.Models)) {
-		m := cfg.Models[name]
-		if m.Table == "" || len(m.Key) > 0 {
-			continue
-		}
-		schema, table, err := cdc.SplitTableName(m.Table)
-		if err != nil {
-			continue // reported by the configuration checks
-		}
-		var hasPK, hasID bool
-		err = conn.QueryRow(ctx, `SELECT
-			EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = c.oid AND contype = 'p'),
-			EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = c.oid AND attname = 'id' AND NOT attisdropped)
-			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
-			schema, table).Scan(&hasPK, &hasID)
-		if err != nil {
-			continue // a missing table is reported by the reader's checks
-		}
-		if hasPK {
-			continue
-		}
-		col := "COLUMN"
-		if hasID {
-			col = "id"
-		}
-		qualified := pgx.Identifier{schema, table}.Sanitize()
-		problems = append(problems, cdc.Problem{
-			Key:  "models." + name + ".table",
-			What: fmt.Sprintf("table %s.%s has no primary key and models.%s.key is not set: deltas need a key that identifies a row", schema, table, name),
-			Fix:  fmt.Sprintf("add one: ALTER TABLE %s ADD PRIMARY KEY (%s); or set models.%s.key: [%s] to columns that identify a row", qualified, col, name, col),
-		})
-	}
-	return problems
-}
-
 // permanentError is a database error that retrying cannot cure: serve
 // exits with it.
 type permanentError struct{ msg string }
 
 func (e permanentError) Error() string { return e.msg }
-
-// errPermanent reports whether err is a permanentError.
-func errPermanent(err error) bool {
-	var p permanentError
-	return errors.As(err, &p)
-}
 
 // renamedError is err with its text in the configuration's keys.
 type renamedError struct {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"time"
@@ -106,40 +105,22 @@ func (c *Config) validateDatabase() error {
 	return nil
 }
 
-// runDatabase applies migrations when configured and records the snapshot
-// horizon (both retried with backoff while PostgreSQL is unreachable), then
-// runs the reader until ctx is done. It returns only permanent errors.
+// runDatabase runs the reader until ctx is done. Every session first
+// prepares the database (prepareSession), retried with the reader's backoff
+// while PostgreSQL is unreachable. It returns only permanent errors.
 func (s *server) runDatabase(ctx context.Context) error {
-	delay := 250 * time.Millisecond
-	for {
-		err := s.prepareDatabase(ctx)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-		if p, ok := cdc.ConnectProblem(err, s.cfg.Database.URL); ok {
-			return problemsError([]cdc.Problem{p})
-		}
-		if errPermanent(err) {
-			return err
-		}
-		s.log.Warn("preparing the database failed; retrying", "err", err, "retry_in", delay)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(delay/2 + rand.N(delay/2+1)):
-		}
-		delay = min(delay*2, 30*time.Second)
-	}
+	s.reader.OnSession(s.prepareSession)
 	err := s.reader.Run(ctx)
+	var said permanentError
+	if errors.As(err, &said) {
+		return said // the problems, in check's words
+	}
 	if errors.Is(err, cdc.ErrPrerequisite) {
 		// Say what to do, as `snorky check` does.
 		cc, _ := s.cfg.cdcConfig()
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		if problems := cdc.Check(cctx, cc); len(problems) > 0 {
+		if problems := cdc.Check(cctx, cc, s.cfg.tableUses()...); len(problems) > 0 {
 			var b strings.Builder
 			for _, p := range renameProblems(s.cfg, problems) {
 				fmt.Fprintf(&b, "\n  problem: %s: %s\n  fix: %s", p.Key, p.What, p.Fix)
@@ -150,32 +131,24 @@ func (s *server) runDatabase(ctx context.Context) error {
 	return err
 }
 
-// prepareDatabase applies the migrations (database.migrate) and gives the
-// DataSync engine its snapshot horizon: pg_current_snapshot() taken before
-// the reader starts, so every transaction it did not see will be streamed.
-func (s *server) prepareDatabase(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, s.cfg.Database.URL)
+// prepareSession runs at the start of each of the reader's sessions, on its
+// connection: it checks the columns the models and dealers use and applies
+// the migrations (database.migrate).
+func (s *server) prepareSession(ctx context.Context, conn *pgx.Conn) error {
+	if problems := cdc.CheckUses(ctx, conn, s.cfg.tableUses()); len(problems) > 0 {
+		return fmt.Errorf("%w: %w", cdc.ErrPrerequisite, problemsError(problems))
+	}
+	if !s.cfg.Database.Migrate {
+		return nil
+	}
+	applied, err := migrations.Up(ctx, conn)
 	if err != nil {
-		return fmt.Errorf("connecting: %w", err)
+		return err
 	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	if problems := keyProblems(ctx, conn, s.cfg); len(problems) > 0 {
-		return problemsError(problems)
+	if len(applied) > 0 {
+		s.log.Info("applied migrations", "versions", applied)
 	}
-	if s.cfg.Database.Migrate {
-		applied, err := migrations.Up(ctx, conn)
-		if err != nil {
-			return err
-		}
-		if len(applied) > 0 {
-			s.log.Info("applied migrations", "versions", applied)
-		}
-	}
-	var horizon string
-	if err := conn.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&horizon); err != nil {
-		return fmt.Errorf("reading the snapshot horizon: %w", err)
-	}
-	return s.datasync.SetHorizon(horizon)
+	return nil
 }
 
 // check runs `snorky check`: every prerequisite, each problem with its fix.
@@ -201,18 +174,9 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 	if err != nil {
 		return err
 	}
-	problems := renameProblems(cfg, cdc.Check(ctx, cc))
+	problems := renameProblems(cfg, cdc.Check(ctx, cc, cfg.tableUses()...))
 	if len(problems) == 0 {
-		problems = checkColumns(ctx, cfg)
-	}
-	if len(problems) == 0 {
-		if conn, err := pgx.Connect(ctx, cfg.Database.URL); err == nil {
-			problems = keyProblems(ctx, conn, cfg)
-			conn.Close(context.WithoutCancel(ctx))
-		}
-	}
-	if len(problems) == 0 {
-		if w := checkForgery(ctx, cfg.Database.URL); w != "" {
+		for _, w := range cdc.Warnings(ctx, cc) {
 			fmt.Fprintln(out, "warning:", w)
 		}
 	}
@@ -226,56 +190,30 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 	return fmt.Errorf("%d problem(s) found", len(problems))
 }
 
-// checkColumns verifies that every column the configuration names exists:
-// each model's key and columns, and each simple dealer's key column.
-func checkColumns(ctx context.Context, cfg *Config) []cdc.Problem {
-	conn, err := pgx.Connect(ctx, cfg.Database.URL)
-	if err != nil {
-		return []cdc.Problem{{Key: "database.url", What: err.Error(), Fix: "check database.url and that PostgreSQL is running"}}
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var problems []cdc.Problem
-	cols := map[string]map[string]bool{}
-	for _, name := range slices.Sorted(maps.Keys(cfg.Models)) {
-		m := cfg.Models[name]
+// tableUses lists what the models and dealers need of their tables' columns
+// (cdc.CheckUses): each model's key (or, without one, a primary key) and
+// columns, and each simple dealer's key column.
+func (c *Config) tableUses() []cdc.Use {
+	var uses []cdc.Use
+	for _, name := range slices.Sorted(maps.Keys(c.Models)) {
+		m := c.Models[name]
 		if m.Table == "" {
 			continue
 		}
-		schema, table, _ := cdc.SplitTableName(m.Table)
-		rows, err := conn.Query(ctx, `SELECT attname FROM pg_attribute WHERE attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND attnum > 0 AND NOT attisdropped`, schema, table)
-		if err != nil {
-			problems = append(problems, cdc.Problem{Key: "models." + name + ".table", What: err.Error(), Fix: "create the table or correct the name"})
-			continue
-		}
-		names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
-		set := map[string]bool{}
-		for _, n := range names {
-			set[n] = true
-		}
-		cols[name] = set
-		for _, list := range []struct {
-			key  string
-			cols []string
-		}{{"models." + name + ".key", m.Key}, {"models." + name + ".columns", m.Columns}} {
-			for _, c := range list.cols {
-				if !set[c] {
-					problems = append(problems, cdc.Problem{Key: list.key, What: fmt.Sprintf("column %q does not exist in %s", c, m.Table), Fix: "use one of: " + strings.Join(names, ", ")})
-				}
-			}
-		}
+		uses = append(uses,
+			cdc.Use{Key: "models." + name + ".key", Table: m.Table, Columns: m.Key, NeedsPrimaryKey: len(m.Key) == 0},
+			cdc.Use{Key: "models." + name + ".columns", Table: m.Table, Columns: m.Columns})
 	}
-	for _, name := range slices.Sorted(maps.Keys(cfg.Dealers)) {
-		d := cfg.Dealers[name]
-		set, ok := cols[d.Model]
-		if !ok || d.Key == "" {
+	for _, name := range slices.Sorted(maps.Keys(c.Dealers)) {
+		d := c.Dealers[name]
+		m, ok := c.Models[d.Model]
+		if !ok || m.Table == "" || d.Key == "" {
 			continue
 		}
 		col, _, _ := strings.Cut(d.Key, ".")
-		if !set[col] {
-			problems = append(problems, cdc.Problem{Key: "dealers." + name + ".key", What: fmt.Sprintf("column %q does not exist in the table of model %s", col, d.Model), Fix: "name an existing column"})
-		}
+		uses = append(uses, cdc.Use{Key: "dealers." + name + ".key", Table: m.Table, Columns: []string{col}})
 	}
-	return problems
+	return uses
 }
 
 // migrateCommand runs `snorky migrate`.
@@ -311,24 +249,4 @@ func migrateCommand(ctx context.Context, path string, environ []string, down int
 	}
 	fmt.Fprintf(out, "%s migrations %v\n", verb, done)
 	return nil
-}
-
-// checkForgery warns when the snorky schema is installed and every role may
-// call pg_logical_emit_message: then any role that can connect can forge
-// what snorky.publish sends (PostgreSQL 15 grants it to PUBLIC).
-func checkForgery(ctx context.Context, url string) string {
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		return ""
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var installed, public bool
-	err = conn.QueryRow(ctx, `SELECT to_regprocedure('snorky.publish(jsonb,jsonb)') IS NOT NULL,
-		has_function_privilege('public', 'pg_logical_emit_message(boolean,text,text)', 'EXECUTE')`).Scan(&installed, &public)
-	if err != nil || !installed || !public {
-		return ""
-	}
-	return "every role may call pg_logical_emit_message, so any role that can connect can forge a message of snorky.publish; " +
-		"as a superuser run: REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text), pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC; " +
-		"and GRANT EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) TO the server's role (see README, Publishing from SQL)"
 }
