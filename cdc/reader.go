@@ -174,7 +174,7 @@ func (r *Reader) Run(ctx context.Context) error {
 			wait = r.cfg.MinBackoff
 			r.log.Info("cdc: the slot was invalidated; recreating it", "err", err)
 		default:
-			r.log.Warn("cdc: replication interrupted", "err", err, "retry_in", wait)
+			r.log.Warn("cdc: replication interrupted; retrying", "err", err, "retry_in", wait)
 		}
 		delay = min(delay*2, r.cfg.MaxBackoff)
 		select {
