@@ -176,7 +176,7 @@ func (r *Reader) leaseTimes() (pingEvery, idleTimeout time.Duration) {
 func (r *Reader) acquireOwnership(ctx context.Context) (*lease, error) {
 	conn, err := connectSQL(ctx, r.cfg)
 	if err != nil {
-		return nil, classifySetup(err)
+		return nil, classifyConnect(err, r.cfg.URL)
 	}
 	ok := false
 	defer func() {

@@ -40,6 +40,8 @@ type Reader struct {
 
 	// tap, when set (tests), sees every pgoutput message received.
 	tap func([]byte)
+	// prepare, when set, runs at the start of every session (OnSession).
+	prepare func(context.Context, *pgx.Conn) error
 
 	// Owned by the Run goroutine.
 	st        *stream
@@ -79,6 +81,14 @@ func NewReader(cfg Config, sink Sink, log *slog.Logger, metrics *Metrics) *Reade
 	cfg = cfg.withDefaults()
 	return &Reader{cfg: cfg, sink: sink, log: log.With("slot", cfg.Slot), metrics: metrics}
 }
+
+// OnSession sets f to run at the start of every session, once this process
+// owns the slot, on the reader's SQL connection and before the tables are
+// checked: e.g. applying migrations and checking what the rest of the
+// configuration needs of the tables. An error wrapping ErrPrerequisite
+// stops Run; any other is retried with the reader's backoff, as a lost
+// connection is. Call it before Run.
+func (r *Reader) OnSession(f func(ctx context.Context, conn *pgx.Conn) error) { r.prepare = f }
 
 // Ready reports whether the reader is connected and streaming (for /readyz).
 func (r *Reader) Ready() bool { return r.ready.Load() }
@@ -164,7 +174,7 @@ func (r *Reader) Run(ctx context.Context) error {
 			wait = r.cfg.MinBackoff
 			r.log.Info("cdc: the slot was invalidated; recreating it", "err", err)
 		default:
-			r.log.Warn("cdc: replication interrupted", "err", err, "retry_in", wait)
+			r.log.Warn("cdc: replication interrupted; retrying", "err", err, "retry_in", wait)
 		}
 		delay = min(delay*2, r.cfg.MaxBackoff)
 		select {
@@ -242,9 +252,14 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	defer owner.release()
 	sqlConn, err := connectSQL(ctx, r.cfg)
 	if err != nil {
-		return false, classifySetup(err)
+		return false, classifyConnect(err, r.cfg.URL)
 	}
 	defer sqlConn.Close(context.WithoutCancel(ctx))
+	if r.prepare != nil {
+		if err := r.prepare(ctx, sqlConn); err != nil {
+			return false, fmt.Errorf("preparing the session: %w", err)
+		}
+	}
 
 	if err := CheckTables(ctx, sqlConn, r.cfg.Tables); err != nil {
 		return false, err
@@ -254,7 +269,7 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	}
 	repl, err := connectReplication(ctx, r.cfg)
 	if err != nil {
-		return false, classifySetup(err)
+		return false, classifyConnect(err, r.cfg.URL)
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
 

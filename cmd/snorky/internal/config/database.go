@@ -177,3 +177,29 @@ func yamlProblem(msg string) string {
 	}
 	return msg
 }
+
+// TableUses lists what the models and dealers need of their tables' columns
+// (cdc.CheckUses): each model's key (or, without one, a primary key) and
+// columns, and each simple dealer's key column.
+func (c *Config) TableUses() []cdc.Use {
+	var uses []cdc.Use
+	for _, name := range slices.Sorted(maps.Keys(c.Models)) {
+		m := c.Models[name]
+		if m.Table == "" {
+			continue
+		}
+		uses = append(uses,
+			cdc.Use{Key: "models." + name + ".key", Table: m.Table, Columns: m.Key, NeedsPrimaryKey: len(m.Key) == 0},
+			cdc.Use{Key: "models." + name + ".columns", Table: m.Table, Columns: m.Columns})
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Dealers)) {
+		d := c.Dealers[name]
+		m, ok := c.Models[d.Model]
+		if !ok || m.Table == "" || d.Key == "" {
+			continue
+		}
+		col, _, _ := strings.Cut(d.Key, ".")
+		uses = append(uses, cdc.Use{Key: "dealers." + name + ".key", Table: m.Table, Columns: []string{col}})
+	}
+	return uses
+}

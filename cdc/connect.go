@@ -1,0 +1,69 @@
+package cdc
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// pinnedParams are the session settings of the replication connection, so
+// that decoded values do not depend on the cluster's defaults (D6).
+func pinnedParams(tz string) map[string]string {
+	return map[string]string{
+		"DateStyle":          "ISO",
+		"IntervalStyle":      "postgres",
+		"bytea_output":       "hex",
+		"extra_float_digits": "1",
+		"TimeZone":           tz,
+		"client_encoding":    "UTF8",
+	}
+}
+
+func connConfig(cfg Config, replication bool) (*pgconn.Config, error) {
+	pc, err := pgconn.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("database.url: %w", err)
+	}
+	if pc.RuntimeParams["application_name"] == "" {
+		pc.RuntimeParams["application_name"] = "snorky"
+	}
+	if replication {
+		pc.RuntimeParams["replication"] = "database"
+		for k, v := range pinnedParams(cfg.TimeZone) {
+			pc.RuntimeParams[k] = v
+		}
+	}
+	return pc, nil
+}
+
+// connectSQL opens a normal (non-replication) connection.
+func connectSQL(ctx context.Context, cfg Config) (*pgx.Conn, error) {
+	pcfg, err := pgx.ParseConfig(cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("database.url: %w", err)
+	}
+	if pcfg.RuntimeParams["application_name"] == "" {
+		pcfg.RuntimeParams["application_name"] = "snorky"
+	}
+	conn, err := pgx.ConnectConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)
+	}
+	return conn, nil
+}
+
+// connectReplication opens a logical replication connection with the
+// pinned session settings.
+func connectReplication(ctx context.Context, cfg Config) (*pgconn.PgConn, error) {
+	pc, err := connConfig(cfg, true)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("opening replication connection: %w", err)
+	}
+	return conn, nil
+}
