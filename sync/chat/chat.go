@@ -118,35 +118,30 @@ func New(name string, cfg Config) (*Service, error) {
 	}, nil
 }
 
-// Handle implements rpc.Service.
+// Handle implements rpc.Service. Every command names a channel; send
+// also has a body.
 func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
+	want := []string{"channel"}
 	switch req.Command {
-	case "join":
-		p, err := rpc.Params(req.Params, []string{"channel"}, nil)
-		if err != nil {
-			return nil, err
-		}
-		return s.join(c, p["channel"])
-	case "leave":
-		p, err := rpc.Params(req.Params, []string{"channel"}, nil)
-		if err != nil {
-			return nil, err
-		}
-		return nil, s.leave(c, p["channel"])
+	case "join", "leave", "read":
 	case "send":
-		p, err := rpc.Params(req.Params, []string{"channel", "body"}, nil)
-		if err != nil {
-			return nil, err
-		}
-		return nil, s.send(c, p["channel"], p["body"])
-	case "read":
-		p, err := rpc.Params(req.Params, []string{"channel"}, nil)
-		if err != nil {
-			return nil, err
-		}
-		return nil, s.read(c, p["channel"])
+		want = append(want, "body")
 	default:
 		return nil, rpc.ErrUnknownCommand
+	}
+	p, err := rpc.Params(req.Params, want, nil)
+	if err != nil {
+		return nil, err
+	}
+	switch req.Command {
+	case "join":
+		return s.join(c, p["channel"])
+	case "leave":
+		return nil, s.leave(c, p["channel"])
+	case "send":
+		return nil, s.send(c, p["channel"], p["body"])
+	default:
+		return nil, s.read(c, p["channel"])
 	}
 }
 

@@ -325,15 +325,7 @@ func (s *Service) freeHandle(d document) (int, bool) {
 }
 
 func (s *Service) update(c rpc.Conn, rawPrivate json.RawMessage, newData map[string]json.RawMessage) error {
-	pk, err := canonical(rawPrivate)
-	if err != nil {
-		return err
-	}
-	return s.set.WithMember(c, func(m *membership.Member[owner]) error {
-		cur := ownCursor(m, pk)
-		if cur == nil {
-			return ErrNoSuchCursor
-		}
+	return s.withOwnCursor(c, rawPrivate, func(_ *membership.Member[owner], _ string, cur *cursor) {
 		if v, ok := newData["position"]; ok {
 			cur.position = owned(v)
 		}
@@ -343,32 +335,28 @@ func (s *Service) update(c rpc.Conn, rawPrivate json.RawMessage, newData map[str
 		msg := cur.appendJSON([]byte(`{"type":"cursorUpdated","cursor":`))
 		msg = append(msg, '}')
 		s.toOthers(cur.doc, c.ID(), rpc.AppendEnvelope(nil, s.name, msg), cur.latest)
-		return nil
 	})
 }
 
 func (s *Service) remove(c rpc.Conn, rawPrivate json.RawMessage) error {
+	return s.withOwnCursor(c, rawPrivate, s.drop)
+}
+
+// withOwnCursor calls f, under the set's mutex, with the cursor c created
+// under the private handle rawPrivate, its canonical form pk and c's
+// record. It returns ErrNoSuchCursor when c has no such cursor.
+func (s *Service) withOwnCursor(c rpc.Conn, rawPrivate json.RawMessage, f func(m *membership.Member[owner], pk string, cur *cursor)) error {
 	pk, err := canonical(rawPrivate)
 	if err != nil {
 		return err
 	}
 	return s.set.WithMember(c, func(m *membership.Member[owner]) error {
-		cur := ownCursor(m, pk)
-		if cur == nil {
+		if m == nil || m.State[pk] == nil {
 			return ErrNoSuchCursor
 		}
-		s.drop(m, pk, cur)
+		f(m, pk, m.State[pk])
 		return nil
 	})
-}
-
-// ownCursor finds the cursor m created under the private handle pk
-// (canonical form); nil when there is none or m is nil.
-func ownCursor(m *membership.Member[owner], pk string) *cursor {
-	if m == nil {
-		return nil
-	}
-	return m.State[pk]
 }
 
 // drop deletes cur and announces cursorRemoved. It runs under the set's
