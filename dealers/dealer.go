@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/snorkyhq/snorky/sync/jsonval"
 )
 
 // Kind is how a dealer decides which items match a row (spec §3.2).
@@ -127,13 +129,13 @@ func (d *Dealer) Len() int { return d.items }
 func (d *Dealer) Compile(query json.RawMessage) (Query, error) {
 	switch d.cfg.Kind {
 	case KindSimple:
-		v, err := parseValue(query)
+		v, err := jsonval.Parse(query)
 		if err != nil {
 			return Query{}, errors.New("the query is not valid JSON")
 		}
-		return Query{kind: KindSimple, key: canonical(&v)}, nil
+		return Query{kind: KindSimple, key: v.Canonical()}, nil
 	case KindFilter:
-		v, err := parseValue(query)
+		v, err := jsonval.Parse(query)
 		if err != nil {
 			return Query{}, errors.New("not valid JSON")
 		}
@@ -141,7 +143,7 @@ func (d *Dealer) Compile(query json.RawMessage) (Query, error) {
 		if err := compileNode(&f.root, &v); err != nil {
 			return Query{}, err
 		}
-		return Query{kind: KindFilter, key: canonical(&v), f: f}, nil
+		return Query{kind: KindFilter, key: v.Canonical(), f: f}, nil
 	}
 	return Query{kind: KindBroadcast}, nil
 }
@@ -218,11 +220,11 @@ func (d *Dealer) Match(row *Row, yield func(sub uint64)) {
 	case KindBroadcast:
 		d.all.each(yield)
 	case KindSimple:
-		v := row.root.lookup(d.path)
+		v := row.root.Lookup(d.path)
 		if v == nil {
 			return // absent key: nothing matches
 		}
-		d.scratch = appendCanonical(d.scratch[:0], v)
+		d.scratch = v.AppendCanonical(d.scratch[:0])
 		if s, ok := d.keys.lookup(d.scratch); ok {
 			s.each(yield)
 		}

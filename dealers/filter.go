@@ -44,9 +44,9 @@ type Filter struct {
 // node is one operator of a filter.
 type node struct {
 	op    op
-	field string   // comparisons and in: the dotted field as written
-	path  []string // field split at dots
-	val   value    // comparisons: the operand; in: the array of values
+	field string        // comparisons and in: the dotted field as written
+	path  []string      // field split at dots
+	val   jsonval.Value // comparisons: the operand; in: the array of values
 	num   *jsonval.Number
 	kids  []node // and, or, not
 }
@@ -55,7 +55,7 @@ type node struct {
 // is the reason the filter is invalid, without a prefix; callers answer
 // "Invalid filter: " + err.Error().
 func ParseFilter(raw json.RawMessage) (*Filter, error) {
-	v, err := parseValue(raw)
+	v, err := jsonval.Parse(raw)
 	if err != nil {
 		return nil, errors.New("not valid JSON")
 	}
@@ -66,20 +66,20 @@ func ParseFilter(raw json.RawMessage) (*Filter, error) {
 	return f, nil
 }
 
-func compileNode(n *node, v *value) error {
-	if v.kind != kindArray {
-		return fmt.Errorf("a filter must be an array, got %s", v.kind)
+func compileNode(n *node, v *jsonval.Value) error {
+	if v.Kind() != jsonval.KindArray {
+		return fmt.Errorf("a filter must be an array, got %s", v.Kind())
 	}
-	args := v.c.elems
+	args := v.Elems()
 	if len(args) == 0 {
 		return errors.New("a filter must not be an empty array")
 	}
-	if args[0].kind != kindString {
-		return fmt.Errorf("the operator must be a string, got %s", args[0].kind)
+	if args[0].Kind() != jsonval.KindString {
+		return fmt.Errorf("the operator must be a string, got %s", args[0].Kind())
 	}
-	o, ok := ops[args[0].s]
+	o, ok := ops[args[0].Text()]
 	if !ok {
-		return fmt.Errorf("unknown operator %s", quote(args[0].s))
+		return fmt.Errorf("unknown operator %s", quote(args[0].Text()))
 	}
 	n.op = o
 	args = args[1:]
@@ -105,23 +105,23 @@ func compileNode(n *node, v *value) error {
 		}
 		return fmt.Errorf("%q takes a field and a value, got %d operands", o.String(), len(args))
 	}
-	if args[0].kind != kindString {
-		return fmt.Errorf("the field of %q must be a string, got %s", o.String(), args[0].kind)
+	if args[0].Kind() != jsonval.KindString {
+		return fmt.Errorf("the field of %q must be a string, got %s", o.String(), args[0].Kind())
 	}
-	n.field = args[0].s
+	n.field = args[0].Text()
 	n.path = strings.Split(n.field, ".")
 	if o == opIn {
-		if args[1].kind != kindArray {
-			return fmt.Errorf(`"in" takes an array of values, got %s`, args[1].kind)
+		if args[1].Kind() != jsonval.KindArray {
+			return fmt.Errorf(`"in" takes an array of values, got %s`, args[1].Kind())
 		}
 		n.val = args[1]
 		return nil
 	}
 	n.val = args[1]
-	if n.val.kind == kindNumber && !n.val.small {
-		num, ok := n.val.parseNumber()
+	if _, small := n.val.SmallInt(); n.val.Kind() == jsonval.KindNumber && !small {
+		num, ok := n.val.Number()
 		if !ok {
-			return fmt.Errorf("invalid number %s", n.val.s)
+			return fmt.Errorf("invalid number %s", n.val.Text())
 		}
 		n.num = &num
 	}
@@ -146,7 +146,7 @@ func (f *Filter) Match(r *Row) bool {
 	return f.root.eval(&r.root)
 }
 
-func (n *node) eval(root *value) bool {
+func (n *node) eval(root *jsonval.Value) bool {
 	switch n.op {
 	case opAnd:
 		for i := range n.kids {
@@ -165,7 +165,7 @@ func (n *node) eval(root *value) bool {
 	case opNot:
 		return !n.kids[0].eval(root)
 	}
-	v := root.lookup(n.path)
+	v := root.Lookup(n.path)
 	if v == nil {
 		return false // absent: every comparison is false
 	}
@@ -175,8 +175,9 @@ func (n *node) eval(root *value) bool {
 	case opNe:
 		return !n.equal(v)
 	case opIn:
-		for i := range n.val.c.elems {
-			if equal(v, &n.val.c.elems[i]) {
+		elems := n.val.Elems()
+		for i := range elems {
+			if v.Equal(&elems[i]) {
 				return true
 			}
 		}
@@ -184,13 +185,13 @@ func (n *node) eval(root *value) bool {
 	}
 	var c int
 	switch {
-	case v.kind == kindNumber && n.val.kind == kindNumber:
+	case v.Kind() == jsonval.KindNumber && n.val.Kind() == jsonval.KindNumber:
 		var ok bool
-		if c, ok = compareNumbers(v, &n.val, n.num); !ok {
+		if c, ok = v.CompareNumber(&n.val, n.num); !ok {
 			return false
 		}
-	case v.kind == kindString && n.val.kind == kindString:
-		c = strings.Compare(v.s, n.val.s)
+	case v.Kind() == jsonval.KindString && n.val.Kind() == jsonval.KindString:
+		c = strings.Compare(v.Text(), n.val.Text())
 	default:
 		return false // no ordering across types, nor of bool, null, arrays, objects
 	}
@@ -208,10 +209,10 @@ func (n *node) eval(root *value) bool {
 }
 
 // equal compares v with the node's operand, using the pre-parsed number.
-func (n *node) equal(v *value) bool {
-	if v.kind == kindNumber && n.val.kind == kindNumber {
-		c, ok := compareNumbers(v, &n.val, n.num)
+func (n *node) equal(v *jsonval.Value) bool {
+	if v.Kind() == jsonval.KindNumber && n.val.Kind() == jsonval.KindNumber {
+		c, ok := v.CompareNumber(&n.val, n.num)
 		return ok && c == 0
 	}
-	return equal(v, &n.val)
+	return v.Equal(&n.val)
 }

@@ -1,6 +1,10 @@
 package dealers
 
-import "slices"
+import (
+	"slices"
+
+	"github.com/snorkyhq/snorky/sync/jsonval"
+)
 
 // The filter index. Each distinct filter (by canonical text) is one entry,
 // shared by every subscription that uses it. An entry is listed under one
@@ -114,7 +118,7 @@ func (d *Dealer) releasePaths(n *node) {
 // equals one of vals.
 type condition struct {
 	n    *node // the == or in node that names the field
-	vals []*value
+	vals []*jsonval.Value
 }
 
 // conditions appends the indexable conditions of n: every one of them is
@@ -122,10 +126,10 @@ type condition struct {
 func conditions(n *node, out []condition) []condition {
 	switch n.op {
 	case opEq:
-		return append(out, condition{n: n, vals: []*value{&n.val}})
+		return append(out, condition{n: n, vals: []*jsonval.Value{&n.val}})
 	case opIn:
-		elems := n.val.c.elems
-		c := condition{n: n, vals: make([]*value, len(elems))}
+		elems := n.val.Elems()
+		c := condition{n: n, vals: make([]*jsonval.Value, len(elems))}
 		for i := range elems {
 			c.vals[i] = &elems[i]
 		}
@@ -208,11 +212,11 @@ func (d *Dealer) index(e *filterEntry, root *node) (exact bool) {
 }
 
 // uniqueCanonicals returns the canonical texts of vals, each once.
-func uniqueCanonicals(vals []*value) []string {
+func uniqueCanonicals(vals []*jsonval.Value) []string {
 	out := make([]string, 0, len(vals))
 	seen := make(map[string]struct{}, len(vals))
 	for _, v := range vals {
-		c := canonical(v)
+		c := v.Canonical()
 		if _, dup := seen[c]; dup {
 			continue
 		}
@@ -265,11 +269,11 @@ func (d *Dealer) unindex(e *filterEntry) {
 // matchFilters is Match for a filter dealer.
 func (d *Dealer) matchFilters(row *Row, yield func(sub uint64)) {
 	for _, fi := range d.fields {
-		v := row.root.lookup(fi.path)
+		v := row.root.Lookup(fi.path)
 		if v == nil {
 			continue
 		}
-		d.scratch = appendCanonical(d.scratch[:0], v)
+		d.scratch = v.AppendCanonical(d.scratch[:0])
 		b, _ := fi.buckets.lookup(d.scratch)
 		for _, ref := range b {
 			if e := ref.e; e.f == nil || e.f.Match(row) {

@@ -8,11 +8,11 @@ func (d *Dealer) MatchQuery(q Query, row *Row) bool {
 	case KindBroadcast:
 		return true
 	case KindSimple:
-		v := row.root.lookup(d.path)
+		v := row.root.Lookup(d.path)
 		if v == nil {
 			return false
 		}
-		d.scratch = appendCanonical(d.scratch[:0], v)
+		d.scratch = v.AppendCanonical(d.scratch[:0])
 		return string(d.scratch) == q.key
 	case KindFilter:
 		return q.f.Match(row)

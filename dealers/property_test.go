@@ -246,10 +246,10 @@ func TestCanonicalProperty(t *testing.T) {
 		a, b := g.row(), g.row()
 		ra, rb := mustRow(t, a), mustRow(t, b)
 		ca, cb := refCanonical(t, []byte(a)), refCanonical(t, []byte(b))
-		if got := canonical(&ra.root); got != ca {
+		if got := ra.root.Canonical(); got != ca {
 			t.Fatalf("canonical(%s): got %s, want %s", a, got, ca)
 		}
-		if got, want := equal(&ra.root, &rb.root), ca == cb; got != want {
+		if got, want := ra.root.Equal(&rb.root), ca == cb; got != want {
 			t.Fatalf("equal(%s, %s): got %v, want %v", a, b, got, want)
 		}
 	}

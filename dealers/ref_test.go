@@ -1,7 +1,6 @@
 package dealers
 
 import (
-	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -127,12 +126,14 @@ func refEval(t testing.TB, f []any, row any) bool {
 	return false
 }
 
-// refCanonical is jsonval.Canonical, failing the test on error.
+// refCanonical is the canonical text of s decoded by encoding/json and
+// walked by jsonval.CanonicalValue, not through the parsed jsonval.Value
+// that Row holds; it fails the test on error.
 func refCanonical(t testing.TB, s []byte) string {
 	t.Helper()
-	c, err := jsonval.Canonical(bytes.TrimSpace(s))
+	c, err := jsonval.CanonicalValue(decodeAny(t, string(s)))
 	if err != nil {
-		t.Fatalf("jsonval.Canonical(%s): %v", s, err)
+		t.Fatalf("jsonval.CanonicalValue(%s): %v", s, err)
 	}
 	return c
 }

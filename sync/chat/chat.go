@@ -1,13 +1,12 @@
 package chat
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/snorkyhq/snorky/sync/jsonval"
+	"github.com/snorkyhq/snorky/sync/membership"
 	"github.com/snorkyhq/snorky/sync/rpc"
 )
 
@@ -92,26 +91,18 @@ type Service struct {
 	cfg  Config
 	now  func() time.Time // replaced in tests
 
-	mu       sync.Mutex
-	channels map[string]*channel // canonical channel → channel
-	conns    map[uint64]*member  // connections that joined at least one channel
+	// set holds the memberships; a channel's state is its presence, a
+	// connection's its identity (as it was when it first joined).
+	set *membership.Set[presenceSet, *rpc.Identity]
 }
 
-// channel is one channel's presence.
-type channel struct {
-	ids   map[string]*presence // identity key → its connections here
-	conns map[uint64]rpc.Conn  // every connection here, for fan-out
-}
+// presenceSet is one channel's presence: identity key → its connections
+// there.
+type presenceSet map[string]*presence
 
 type presence struct {
 	identity json.RawMessage
 	conns    map[uint64]rpc.Conn
-}
-
-// member is one connection's memberships.
-type member struct {
-	id    *rpc.Identity
-	chans map[string]json.RawMessage // canonical channel → channel as joined
 }
 
 // New returns a Chat service named name on the wire.
@@ -121,57 +112,45 @@ func New(name string, cfg Config) (*Service, error) {
 	}
 	cfg = cfg.withDefaults()
 	return &Service{
-		name:     rpc.QuoteName(name),
-		cfg:      cfg,
-		now:      time.Now,
-		channels: map[string]*channel{},
-		conns:    map[uint64]*member{},
+		name: rpc.QuoteName(name),
+		cfg:  cfg,
+		now:  time.Now,
+		set: membership.New[presenceSet, *rpc.Identity](
+			membership.Limits{PerConn: cfg.MaxChannels, KeyBytes: cfg.MaxChannelBytes},
+			membership.Errors{
+				AlreadyMember: ErrAlreadyJoined,
+				NotMember:     ErrNotJoined,
+				TooMany:       ErrTooManyChannels,
+				KeyTooLong:    ErrChannelTooLong,
+			}),
 	}, nil
 }
 
-// Handle implements rpc.Service.
+// Handle implements rpc.Service. Every command names a channel; send
+// also has a body.
 func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
+	want := []string{"channel"}
 	switch req.Command {
-	case "join":
-		p, err := rpc.Params(req.Params, []string{"channel"}, nil)
-		if err != nil {
-			return nil, err
-		}
-		return s.join(c, p["channel"])
-	case "leave":
-		p, err := rpc.Params(req.Params, []string{"channel"}, nil)
-		if err != nil {
-			return nil, err
-		}
-		return nil, s.leaveCmd(c, p["channel"])
+	case "join", "leave", "read":
 	case "send":
-		p, err := rpc.Params(req.Params, []string{"channel", "body"}, nil)
-		if err != nil {
-			return nil, err
-		}
-		return nil, s.send(c, p["channel"], p["body"])
-	case "read":
-		p, err := rpc.Params(req.Params, []string{"channel"}, nil)
-		if err != nil {
-			return nil, err
-		}
-		return nil, s.read(c, p["channel"])
+		want = append(want, "body")
 	default:
 		return nil, rpc.ErrUnknownCommand
 	}
-}
-
-// key returns the canonical key and a compact owned copy of a channel.
-func key(raw json.RawMessage) (string, json.RawMessage, error) {
-	k, err := jsonval.Canonical(raw)
+	p, err := rpc.Params(req.Params, want, nil)
 	if err != nil {
-		return "", nil, rpc.ErrInvalidParams
+		return nil, err
 	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
-		return "", nil, rpc.ErrInvalidParams
+	switch req.Command {
+	case "join":
+		return s.join(c, p["channel"])
+	case "leave":
+		return nil, s.leave(c, p["channel"])
+	case "send":
+		return nil, s.send(c, p["channel"], p["body"])
+	default:
+		return nil, s.read(c, p["channel"])
 	}
-	return k, b.Bytes(), nil
 }
 
 func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
@@ -179,51 +158,47 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 	if id == nil {
 		return nil, ErrNotAuthenticated
 	}
-	k, chJSON, err := key(raw)
+	k, err := membership.ParseKey(raw)
+	if err != nil {
+		return nil, rpc.ErrInvalidParams
+	}
+	var out []byte
+	err = s.set.Join(c, k, func(ch *membership.Room[presenceSet], m *membership.Member[*rpc.Identity]) {
+		if m.State == nil {
+			m.State = id
+		}
+		if ch.State == nil {
+			ch.State = presenceSet{}
+		}
+		pr := ch.State[id.Key]
+		if pr == nil {
+			// The identity's first connection here: tell everyone already in.
+			if len(ch.State) > 0 {
+				frame := s.presenceFrame(id.JSON, k.JSON, "joined")
+				for _, to := range ch.Conns() {
+					if to.ID() != c.ID() {
+						to.Send(frame)
+					}
+				}
+			}
+			pr = &presence{identity: id.JSON, conns: map[uint64]rpc.Conn{}}
+			ch.State[id.Key] = pr
+		}
+		pr.conns[c.ID()] = c
+		out = s.membersReply(ch.State)
+	})
 	if err != nil {
 		return nil, err
 	}
-	if len(k) > s.cfg.MaxChannelBytes {
-		return nil, ErrChannelTooLong
-	}
+	return json.RawMessage(out), nil
+}
 
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.conns[c.ID()]
-	if m != nil {
-		if _, ok := m.chans[k]; ok {
-			return nil, ErrAlreadyJoined
-		}
-		if len(m.chans) >= s.cfg.MaxChannels {
-			return nil, ErrTooManyChannels
-		}
-	} else {
-		m = &member{id: id, chans: map[string]json.RawMessage{}}
-		s.conns[c.ID()] = m
-	}
-	m.chans[k] = chJSON
-
-	ch := s.channels[k]
-	if ch == nil {
-		ch = &channel{ids: map[string]*presence{}, conns: map[uint64]rpc.Conn{}}
-		s.channels[k] = ch
-	}
-	pr := ch.ids[id.Key]
-	if pr == nil {
-		// The identity's first connection here: tell everyone already in.
-		if len(ch.ids) > 0 {
-			frame := s.presenceFrame(id.JSON, chJSON, "joined")
-			ch.each(func(to rpc.Conn) { to.Send(frame) })
-		}
-		pr = &presence{identity: id.JSON, conns: map[uint64]rpc.Conn{}}
-		ch.ids[id.Key] = pr
-	}
-	pr.conns[c.ID()] = c
-	ch.conns[c.ID()] = c
-
+// membersReply encodes the reply to join: the identities present, at most
+// MaxMembers of them.
+func (s *Service) membersReply(ids presenceSet) []byte {
 	out := []byte(`{"members":[`)
 	n := 0
-	for _, p := range ch.ids {
+	for _, p := range ids {
 		if n == s.cfg.MaxMembers {
 			break
 		}
@@ -234,53 +209,36 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 		out = append(out, p.identity...)
 	}
 	out = append(out, ']')
-	if n < len(ch.ids) {
+	if n < len(ids) {
 		out = append(out, `,"truncated":true`...)
 	}
-	out = append(out, '}')
-	return json.RawMessage(out), nil
+	return append(out, '}')
 }
 
-func (s *Service) leaveCmd(c rpc.Conn, raw json.RawMessage) error {
-	k, chJSON, err := key(raw)
+func (s *Service) leave(c rpc.Conn, raw json.RawMessage) error {
+	k, err := membership.ParseKey(raw)
 	if err != nil {
-		return err
+		return rpc.ErrInvalidParams
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.conns[c.ID()]
-	if m == nil {
-		return ErrNotJoined
-	}
-	if _, ok := m.chans[k]; !ok {
-		return ErrNotJoined
-	}
-	s.leave(c.ID(), m, k, chJSON)
-	return nil
+	return s.set.Leave(c, k, s.left)
 }
 
-// leave removes connection cid from channel k and sends "left" if it was
-// its identity's last connection there. chJSON is the channel as the
-// connection gave it. The caller holds s.mu.
-func (s *Service) leave(cid uint64, m *member, k string, chJSON json.RawMessage) {
-	delete(m.chans, k)
-	if len(m.chans) == 0 {
-		delete(s.conns, cid)
-	}
-	ch := s.channels[k]
-	delete(ch.conns, cid)
-	pr := ch.ids[m.id.Key]
-	delete(pr.conns, cid)
+// left applies the presence rules once a connection has left channel k
+// (given as the connection gave it): "left" goes to the connections
+// remaining if it was its identity's last connection there. It runs under
+// the set's mutex.
+func (s *Service) left(ch *membership.Room[presenceSet], m *membership.Member[*rpc.Identity], k membership.Key) {
+	id := m.State
+	pr := ch.State[id.Key]
+	delete(pr.conns, m.Conn.ID())
 	if len(pr.conns) > 0 {
 		return
 	}
-	delete(ch.ids, m.id.Key)
-	if len(ch.ids) == 0 {
-		delete(s.channels, k)
+	delete(ch.State, id.Key)
+	if len(ch.State) == 0 {
 		return
 	}
-	frame := s.presenceFrame(pr.identity, chJSON, "left")
-	ch.each(func(to rpc.Conn) { to.Send(frame) })
+	ch.Send(s.presenceFrame(pr.identity, k.JSON, "left"))
 }
 
 func (s *Service) send(c rpc.Conn, rawCh, body json.RawMessage) error {
@@ -288,29 +246,22 @@ func (s *Service) send(c rpc.Conn, rawCh, body json.RawMessage) error {
 	if err != nil {
 		return rpc.ErrInvalidParams
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.conns[c.ID()]
-	if m == nil {
-		return ErrNotJoined
-	}
-	if _, ok := m.chans[k]; !ok {
-		return ErrNotJoined
-	}
-	if len(body) > s.cfg.MaxBodyBytes {
-		return ErrMessageTooBig
-	}
-	msg := make([]byte, 0, 96+len(m.id.JSON)+len(rawCh)+len(body))
-	msg = append(msg, `{"type":"message","from":`...)
-	msg = append(msg, m.id.JSON...)
-	msg = append(msg, `,"channel":`...)
-	msg = append(msg, rawCh...)
-	msg = append(msg, `,"body":`...)
-	msg = append(msg, body...)
-	msg = s.appendTimestamp(msg)
-	frame := rpc.AppendEnvelope(nil, s.name, msg)
-	s.channels[k].each(func(to rpc.Conn) { to.Send(frame) })
-	return nil
+	return s.set.In(c, k, func(ch *membership.Room[presenceSet], m *membership.Member[*rpc.Identity]) error {
+		if len(body) > s.cfg.MaxBodyBytes {
+			return ErrMessageTooBig
+		}
+		from := m.State.JSON
+		msg := make([]byte, 0, 96+len(from)+len(rawCh)+len(body))
+		msg = append(msg, `{"type":"message","from":`...)
+		msg = append(msg, from...)
+		msg = append(msg, `,"channel":`...)
+		msg = append(msg, rawCh...)
+		msg = append(msg, `,"body":`...)
+		msg = append(msg, body...)
+		msg = s.appendTimestamp(msg)
+		ch.Send(rpc.AppendEnvelope(nil, s.name, msg))
+		return nil
+	})
 }
 
 func (s *Service) read(c rpc.Conn, rawCh json.RawMessage) error {
@@ -322,53 +273,35 @@ func (s *Service) read(c rpc.Conn, rawCh json.RawMessage) error {
 	if id == nil {
 		return nil // no identity, so no other connections of it
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ch := s.channels[k]
-	if ch == nil {
-		return nil
-	}
-	pr := ch.ids[id.Key]
-	if pr == nil {
-		return nil
-	}
-	var frame []byte
-	for cid, to := range pr.conns {
-		if cid == c.ID() {
-			continue
+	s.set.WithRoom(k, func(ch *membership.Room[presenceSet]) {
+		pr := ch.State[id.Key]
+		if pr == nil {
+			return
 		}
-		if frame == nil {
-			msg := make([]byte, 0, 64+len(rawCh))
-			msg = append(msg, `{"type":"read","channel":`...)
-			msg = append(msg, rawCh...)
-			msg = s.appendTimestamp(msg)
-			frame = rpc.AppendEnvelope(nil, s.name, msg)
+		var frame []byte
+		for cid, to := range pr.conns {
+			if cid == c.ID() {
+				continue
+			}
+			if frame == nil {
+				msg := make([]byte, 0, 64+len(rawCh))
+				msg = append(msg, `{"type":"read","channel":`...)
+				msg = append(msg, rawCh...)
+				msg = s.appendTimestamp(msg)
+				frame = rpc.AppendEnvelope(nil, s.name, msg)
+			}
+			to.Send(frame)
 		}
-		to.Send(frame)
-	}
+	})
 	return nil
 }
 
 // Holds implements rpc.Holder: c has joined at least one channel.
-func (s *Service) Holds(c rpc.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.conns[c.ID()] != nil
-}
+func (s *Service) Holds(c rpc.Conn) bool { return s.set.Holds(c) }
 
 // Disconnected implements rpc.Disconnecter: c leaves every channel under
 // the presence rules, the channel repeated as c joined it.
-func (s *Service) Disconnected(c rpc.Conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.conns[c.ID()]
-	if m == nil {
-		return
-	}
-	for k, chJSON := range m.chans {
-		s.leave(c.ID(), m, k, chJSON)
-	}
-}
+func (s *Service) Disconnected(c rpc.Conn) { s.set.Disconnect(c, s.left) }
 
 func (s *Service) presenceFrame(identity, chJSON json.RawMessage, status string) []byte {
 	msg := make([]byte, 0, 96+len(identity)+len(chJSON))
@@ -388,11 +321,4 @@ func (s *Service) appendTimestamp(msg []byte) []byte {
 	msg = append(msg, `,"timestamp":"`...)
 	msg = s.now().UTC().AppendFormat(msg, TimestampLayout)
 	return append(msg, `"}`...)
-}
-
-// each calls f for every connection in the channel.
-func (ch *channel) each(f func(rpc.Conn)) {
-	for _, c := range ch.conns {
-		f(c)
-	}
 }

@@ -181,8 +181,8 @@ func TestJoinPresenceAndMembers(t *testing.T) {
 
 	// The last one out leaves no presence behind and no channel.
 	e.ok(alice, "leave", `{"channel":"#cats"}`, `null`)
-	if n := len(e.svc.channels) + len(e.svc.conns); n != 0 {
-		t.Fatalf("after everyone left: got %d channels+members, want 0", n)
+	if rooms, conns := e.svc.set.Len(); rooms+conns != 0 {
+		t.Fatalf("after everyone left: got %d channels and %d members, want 0", rooms, conns)
 	}
 }
 
@@ -306,8 +306,8 @@ func TestDisconnectLeavesEveryChannel(t *testing.T) {
 	expectMsgs(t, "bob", got, presenceNote(`"alice"`, `"a"`, "left"), presenceNote(`"alice"`, `"b"`, "left"))
 	e.reg.Disconnect(alice) // a second call is harmless
 	e.reg.Disconnect(bob)
-	if n := len(e.svc.channels) + len(e.svc.conns); n != 0 {
-		t.Fatalf("after all disconnected: got %d channels+members, want 0", n)
+	if rooms, conns := e.svc.set.Len(); rooms+conns != 0 {
+		t.Fatalf("after all disconnected: got %d channels and %d members, want 0", rooms, conns)
 	}
 }
 

@@ -139,7 +139,7 @@ func TestConcurrentConnections(t *testing.T) {
 	for _, o := range observers {
 		e.reg.Disconnect(o)
 	}
-	if n := len(e.svc.channels) + len(e.svc.conns); n != 0 {
-		t.Fatalf("after all disconnected: got %d channels+members, want 0", n)
+	if rooms, conns := e.svc.set.Len(); rooms+conns != 0 {
+		t.Fatalf("after all disconnected: got %d channels and %d members, want 0", rooms, conns)
 	}
 }

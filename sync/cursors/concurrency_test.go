@@ -147,7 +147,7 @@ func TestConcurrentConnections(t *testing.T) {
 	for _, o := range observers {
 		e.reg.Disconnect(o)
 	}
-	if n := len(e.svc.docs) + len(e.svc.conns); n != 0 {
-		t.Fatalf("after all disconnected: got %d documents+members, want 0", n)
+	if rooms, conns := e.svc.set.Len(); rooms+conns != 0 {
+		t.Fatalf("after all disconnected: got %d documents and %d members, want 0", rooms, conns)
 	}
 }

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"sync"
 
 	"github.com/snorkyhq/snorky/sync/jsonval"
+	"github.com/snorkyhq/snorky/sync/membership"
 	"github.com/snorkyhq/snorky/sync/rpc"
 )
 
@@ -97,34 +97,28 @@ type Service struct {
 	cfg        Config
 	randHandle func() int // a candidate public handle; replaced in tests
 
-	mu     sync.Mutex
-	docs   map[string]*document // canonical document → document
-	conns  map[uint64]*member   // connections that joined a document
-	serial uint64               // numbers cursors, for SendLatest keys
+	// set holds the memberships; a document's state is its cursors, a
+	// connection's the cursors it created. Every command runs under the
+	// set's mutex, which also guards serial.
+	set    *membership.Set[document, owner]
+	serial uint64 // numbers cursors, for SendLatest keys
 }
 
-type document struct {
-	key     string
-	members map[uint64]rpc.Conn
-	cursors map[int]*cursor // public handle → cursor
-}
+// document is one document's cursors: public handle → cursor.
+type document map[int]*cursor
+
+// owner is one connection's cursors: canonical private handle → cursor.
+type owner map[string]*cursor
 
 type cursor struct {
 	public   int
 	private  string // canonical private handle
-	doc      *document
+	doc      *membership.Room[document]
 	docJSON  json.RawMessage // the document as given to createCursor
 	owner    json.RawMessage
 	position json.RawMessage
 	status   json.RawMessage
 	latest   string // SendLatest key of cursorUpdated
-}
-
-// member is one connection's documents and cursors.
-type member struct {
-	conn    rpc.Conn
-	docs    map[string]json.RawMessage // canonical document → as joined
-	cursors map[string]*cursor         // canonical private handle → cursor
 }
 
 // New returns a Cursors service named name on the wire.
@@ -137,8 +131,14 @@ func New(name string, cfg Config) (*Service, error) {
 		name:       rpc.QuoteName(name),
 		cfg:        cfg,
 		randHandle: func() int { return rand.IntN(handles) },
-		docs:       map[string]*document{},
-		conns:      map[uint64]*member{},
+		set: membership.New[document, owner](
+			membership.Limits{PerConn: cfg.MaxDocuments, KeyBytes: cfg.MaxDocumentBytes},
+			membership.Errors{
+				AlreadyMember: ErrAlreadyJoined,
+				NotMember:     ErrNotJoined,
+				TooMany:       ErrTooManyDocuments,
+				KeyTooLong:    ErrDocumentTooLong,
+			}),
 	}, nil
 }
 
@@ -156,7 +156,7 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, s.leaveCmd(c, p["document"])
+		return nil, s.leave(c, p["document"])
 	case "createCursor":
 		p, err := rpc.Params(req.Params, []string{"privateHandle", "document", "position", "status"}, nil)
 		if err != nil {
@@ -206,91 +206,51 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 	if c.Identity() == nil {
 		return nil, ErrNotAuthenticated
 	}
-	k, err := canonical(raw)
+	k, err := membership.ParseKey(raw)
+	if err != nil {
+		return nil, rpc.ErrInvalidParams
+	}
+	var out []byte
+	err = s.set.Join(c, k, func(d *membership.Room[document], _ *membership.Member[owner]) {
+		out = []byte(`{"cursors":[`)
+		n := 0
+		for _, cur := range d.State {
+			if n == s.cfg.MaxListed {
+				break
+			}
+			if n > 0 {
+				out = append(out, ',')
+			}
+			n++
+			out = cur.appendJSON(out)
+		}
+		out = append(out, ']')
+		if n < len(d.State) {
+			out = append(out, `,"truncated":true`...)
+		}
+		out = append(out, '}')
+	})
 	if err != nil {
 		return nil, err
 	}
-	if len(k) > s.cfg.MaxDocumentBytes {
-		return nil, ErrDocumentTooLong
-	}
-	docJSON := owned(raw)
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.conns[c.ID()]
-	if m != nil {
-		if _, ok := m.docs[k]; ok {
-			return nil, ErrAlreadyJoined
-		}
-		if len(m.docs) >= s.cfg.MaxDocuments {
-			return nil, ErrTooManyDocuments
-		}
-	} else {
-		m = &member{conn: c, docs: map[string]json.RawMessage{}, cursors: map[string]*cursor{}}
-		s.conns[c.ID()] = m
-	}
-	m.docs[k] = docJSON
-	d := s.docs[k]
-	if d == nil {
-		d = &document{key: k, members: map[uint64]rpc.Conn{}, cursors: map[int]*cursor{}}
-		s.docs[k] = d
-	}
-	d.members[c.ID()] = c
-
-	out := []byte(`{"cursors":[`)
-	n := 0
-	for _, cur := range d.cursors {
-		if n == s.cfg.MaxListed {
-			break
-		}
-		if n > 0 {
-			out = append(out, ',')
-		}
-		n++
-		out = cur.appendJSON(out)
-	}
-	out = append(out, ']')
-	if n < len(d.cursors) {
-		out = append(out, `,"truncated":true`...)
-	}
-	out = append(out, '}')
 	return json.RawMessage(out), nil
 }
 
-func (s *Service) leaveCmd(c rpc.Conn, raw json.RawMessage) error {
-	k, err := canonical(raw)
+func (s *Service) leave(c rpc.Conn, raw json.RawMessage) error {
+	k, err := membership.ParseKey(raw)
 	if err != nil {
-		return err
+		return rpc.ErrInvalidParams
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.conns[c.ID()]
-	if m == nil {
-		return ErrNotJoined
-	}
-	if _, ok := m.docs[k]; !ok {
-		return ErrNotJoined
-	}
-	s.leave(m, k)
-	return nil
+	return s.set.Leave(c, k, s.left)
 }
 
-// leave removes m's cursors in document k, announcing each, then m's
-// membership. The caller holds s.mu.
-func (s *Service) leave(m *member, k string) {
-	d := s.docs[k]
-	for pk, cur := range m.cursors {
+// left removes m's cursors in document d, announcing each, once m has
+// left d. It runs under the set's mutex.
+func (s *Service) left(d *membership.Room[document], m *membership.Member[owner], _ membership.Key) {
+	for pk, cur := range m.State {
 		if cur.doc == d {
 			s.drop(m, pk, cur)
 		}
-	}
-	delete(m.docs, k)
-	if len(m.docs) == 0 {
-		delete(s.conns, m.conn.ID())
-	}
-	delete(d.members, m.conn.ID())
-	if len(d.members) == 0 {
-		delete(s.docs, k)
 	}
 }
 
@@ -306,54 +266,57 @@ func (s *Service) create(c rpc.Conn, p map[string]json.RawMessage) (any, error) 
 	if len(pk) > s.cfg.MaxHandleBytes {
 		return nil, ErrHandleTooLong
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.conns[c.ID()]
-	if m == nil {
-		return nil, ErrNotJoined
-	}
-	if _, ok := m.docs[dk]; !ok {
-		return nil, ErrNotJoined
-	}
-	if _, ok := m.cursors[pk]; ok {
-		return nil, ErrReusedHandle
-	}
-	if len(m.cursors) >= MaxCursorsPerConn {
-		return nil, ErrTooManyCursors
-	}
-	d := s.docs[dk]
-	h, ok := s.freeHandle(d)
-	if !ok {
-		return nil, ErrTooManyCursors
-	}
-	s.serial++
-	cur := &cursor{
-		public:   h,
-		private:  pk,
-		doc:      d,
-		docJSON:  owned(p["document"]),
-		owner:    c.Identity().JSON,
-		position: owned(p["position"]),
-		status:   owned(p["status"]),
-		latest:   string(s.name) + "\x00cursor\x00" + strconv.FormatUint(s.serial, 10),
-	}
-	d.cursors[h] = cur
-	m.cursors[pk] = cur
+	var h int
+	err = s.set.In(c, dk, func(d *membership.Room[document], m *membership.Member[owner]) error {
+		if _, ok := m.State[pk]; ok {
+			return ErrReusedHandle
+		}
+		if len(m.State) >= MaxCursorsPerConn {
+			return ErrTooManyCursors
+		}
+		var ok bool
+		if h, ok = s.freeHandle(d.State); !ok {
+			return ErrTooManyCursors
+		}
+		s.serial++
+		cur := &cursor{
+			public:   h,
+			private:  pk,
+			doc:      d,
+			docJSON:  owned(p["document"]),
+			owner:    c.Identity().JSON,
+			position: owned(p["position"]),
+			status:   owned(p["status"]),
+			latest:   string(s.name) + "\x00cursor\x00" + strconv.FormatUint(s.serial, 10),
+		}
+		if d.State == nil {
+			d.State = document{}
+		}
+		if m.State == nil {
+			m.State = owner{}
+		}
+		d.State[h] = cur
+		m.State[pk] = cur
 
-	msg := cur.appendJSON([]byte(`{"type":"cursorAdded","cursor":`))
-	msg = append(msg, '}')
-	s.toOthers(d, c.ID(), rpc.AppendEnvelope(nil, s.name, msg), "")
+		msg := cur.appendJSON([]byte(`{"type":"cursorAdded","cursor":`))
+		msg = append(msg, '}')
+		s.toOthers(d, c.ID(), rpc.AppendEnvelope(nil, s.name, msg), "")
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	return h, nil
 }
 
 // freeHandle picks a random public handle not used in d.
-func (s *Service) freeHandle(d *document) (int, bool) {
-	if len(d.cursors) >= handles {
+func (s *Service) freeHandle(d document) (int, bool) {
+	if len(d) >= handles {
 		return 0, false
 	}
 	h := s.randHandle()
 	for range 8 {
-		if _, used := d.cursors[h]; !used {
+		if _, used := d[h]; !used {
 			return h, true
 		}
 		h = s.randHandle()
@@ -361,7 +324,7 @@ func (s *Service) freeHandle(d *document) (int, bool) {
 	// Crowded document: walk from the last candidate to the next free one.
 	for i := range handles {
 		c := (h + i) % handles
-		if _, used := d.cursors[c]; !used {
+		if _, used := d[c]; !used {
 			return c, true
 		}
 	}
@@ -369,69 +332,58 @@ func (s *Service) freeHandle(d *document) (int, bool) {
 }
 
 func (s *Service) update(c rpc.Conn, rawPrivate json.RawMessage, newData map[string]json.RawMessage) error {
-	pk, err := canonical(rawPrivate)
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, cur := s.ownCursorLocked(c, pk)
-	if cur == nil {
-		return ErrNoSuchCursor
-	}
-	if v, ok := newData["position"]; ok {
-		cur.position = owned(v)
-	}
-	if v, ok := newData["status"]; ok {
-		cur.status = owned(v)
-	}
-	msg := cur.appendJSON([]byte(`{"type":"cursorUpdated","cursor":`))
-	msg = append(msg, '}')
-	s.toOthers(cur.doc, c.ID(), rpc.AppendEnvelope(nil, s.name, msg), cur.latest)
-	return nil
+	return s.withOwnCursor(c, rawPrivate, func(_ *membership.Member[owner], _ string, cur *cursor) {
+		if v, ok := newData["position"]; ok {
+			cur.position = owned(v)
+		}
+		if v, ok := newData["status"]; ok {
+			cur.status = owned(v)
+		}
+		msg := cur.appendJSON([]byte(`{"type":"cursorUpdated","cursor":`))
+		msg = append(msg, '}')
+		s.toOthers(cur.doc, c.ID(), rpc.AppendEnvelope(nil, s.name, msg), cur.latest)
+	})
 }
 
 func (s *Service) remove(c rpc.Conn, rawPrivate json.RawMessage) error {
+	return s.withOwnCursor(c, rawPrivate, s.drop)
+}
+
+// withOwnCursor calls f, under the set's mutex, with the cursor c created
+// under the private handle rawPrivate, its canonical form pk and c's
+// record. It returns ErrNoSuchCursor when c has no such cursor.
+func (s *Service) withOwnCursor(c rpc.Conn, rawPrivate json.RawMessage, f func(m *membership.Member[owner], pk string, cur *cursor)) error {
 	pk, err := canonical(rawPrivate)
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m, cur := s.ownCursorLocked(c, pk)
-	if cur == nil {
-		return ErrNoSuchCursor
-	}
-	s.drop(m, pk, cur)
-	return nil
+	return s.set.WithMember(c, func(m *membership.Member[owner]) error {
+		if m == nil || m.State[pk] == nil {
+			return ErrNoSuchCursor
+		}
+		f(m, pk, m.State[pk])
+		return nil
+	})
 }
 
-// ownCursorLocked finds the cursor c created under the private handle pk
-// (canonical form); cur is nil when there is none. The caller holds s.mu.
-func (s *Service) ownCursorLocked(c rpc.Conn, pk string) (m *member, cur *cursor) {
-	if m = s.conns[c.ID()]; m == nil {
-		return nil, nil
-	}
-	return m, m.cursors[pk]
-}
-
-// drop deletes cur and announces cursorRemoved. The caller holds s.mu.
-func (s *Service) drop(m *member, pk string, cur *cursor) {
-	delete(m.cursors, pk)
-	delete(cur.doc.cursors, cur.public)
+// drop deletes cur and announces cursorRemoved. It runs under the set's
+// mutex.
+func (s *Service) drop(m *membership.Member[owner], pk string, cur *cursor) {
+	delete(m.State, pk)
+	delete(cur.doc.State, cur.public)
 	msg := []byte(`{"type":"cursorRemoved","cursor":{"publicHandle":`)
 	msg = strconv.AppendInt(msg, int64(cur.public), 10)
 	msg = append(msg, `,"document":`...)
 	msg = append(msg, cur.docJSON...)
 	msg = append(msg, "}}"...)
-	s.toOthers(cur.doc, m.conn.ID(), rpc.AppendEnvelope(nil, s.name, msg), "")
+	s.toOthers(cur.doc, m.Conn.ID(), rpc.AppendEnvelope(nil, s.name, msg), "")
 }
 
 // toOthers queues frame on every member of d but the one with ID except;
 // with a latest key, through SendLatest.
-func (s *Service) toOthers(d *document, except uint64, frame []byte, latest string) {
-	for id, to := range d.members {
-		if id == except {
+func (s *Service) toOthers(d *membership.Room[document], except uint64, frame []byte, latest string) {
+	for _, to := range d.Conns() {
+		if to.ID() == except {
 			continue
 		}
 		if latest != "" {
@@ -443,25 +395,11 @@ func (s *Service) toOthers(d *document, except uint64, frame []byte, latest stri
 }
 
 // Holds implements rpc.Holder: c has joined at least one document.
-func (s *Service) Holds(c rpc.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.conns[c.ID()] != nil
-}
+func (s *Service) Holds(c rpc.Conn) bool { return s.set.Holds(c) }
 
 // Disconnected implements rpc.Disconnecter: c leaves every document as if
 // by leave.
-func (s *Service) Disconnected(c rpc.Conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.conns[c.ID()]
-	if m == nil {
-		return
-	}
-	for k := range m.docs {
-		s.leave(m, k)
-	}
-}
+func (s *Service) Disconnected(c rpc.Conn) { s.set.Disconnect(c, s.left) }
 
 // appendJSON appends the cursor as the protocol serialises it.
 func (cur *cursor) appendJSON(b []byte) []byte {

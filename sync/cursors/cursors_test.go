@@ -249,8 +249,8 @@ func TestLeaveAndDisconnectRemoveCursorsFirst(t *testing.T) {
 	e.reg.Disconnect(alice)
 	expect(t, "bob after alice disconnected", bob, removed(h3, `"B"`))
 	e.reg.Disconnect(bob)
-	if n := len(e.svc.docs) + len(e.svc.conns); n != 0 {
-		t.Fatalf("after all disconnected: got %d documents+members, want 0", n)
+	if rooms, conns := e.svc.set.Len(); rooms+conns != 0 {
+		t.Fatalf("after all disconnected: got %d documents and %d members, want 0", rooms, conns)
 	}
 }
 
@@ -285,16 +285,16 @@ func TestPublicHandlesUniquePerDocument(t *testing.T) {
 
 func TestFreeHandleInFullDocument(t *testing.T) {
 	s, _ := New("cursors", Config{})
-	d := &document{cursors: map[int]*cursor{}}
+	d := document{}
 	for h := range handles {
 		if h != 4242 {
-			d.cursors[h] = &cursor{}
+			d[h] = &cursor{}
 		}
 	}
 	if h, ok := s.freeHandle(d); !ok || h != 4242 {
 		t.Fatalf("one free handle: got (%d, %v), want (4242, true)", h, ok)
 	}
-	d.cursors[4242] = &cursor{}
+	d[4242] = &cursor{}
 	if h, ok := s.freeHandle(d); ok {
 		t.Fatalf("full document: got handle %d, want none", h)
 	}

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sync"
 	"time"
 
 	"github.com/snorkyhq/snorky/sync/jsonval"
+	"github.com/snorkyhq/snorky/sync/membership"
 	"github.com/snorkyhq/snorky/sync/rpc"
 	"github.com/snorkyhq/snorky/sync/token"
 )
@@ -77,8 +77,9 @@ type Directory struct {
 	cfg    Config
 	now    func() time.Time // replaced in tests
 
-	mu    sync.Mutex
-	conns map[string]map[uint64]rpc.Conn // identity key → connections
+	// conns holds the connections of each identity: a room per identity
+	// key, which a connection joins once, when its identity is set.
+	conns *membership.Set[struct{}, struct{}]
 }
 
 // New returns a Directory that signs with signer.
@@ -89,7 +90,7 @@ func New(signer *token.Signer, cfg Config) (*Directory, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Directory{signer: signer, cfg: cfg.withDefaults(), now: time.Now, conns: map[string]map[uint64]rpc.Conn{}}, nil
+	return &Directory{signer: signer, cfg: cfg.withDefaults(), now: time.Now, conns: membership.New[struct{}, struct{}](membership.Limits{}, membership.Errors{})}, nil
 }
 
 // Issue returns an identity token for the JSON value identity, valid for
@@ -133,18 +134,15 @@ func (d *Directory) verify(tok string) (*rpc.Identity, error) {
 }
 
 // set gives c the identity id and records it, unless c already has one.
+// An identity is set once, by c's own handshake or request, so c is in no
+// room yet and the Join cannot be refused; until it has returned nobody
+// but c's own requests, which wait for it, can see c's identity, so a
+// concurrent Revoke that misses c is one that came first.
 func (d *Directory) set(c rpc.Conn, id *rpc.Identity) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	if !c.SetIdentity(id) {
 		return false
 	}
-	m := d.conns[id.Key]
-	if m == nil {
-		m = map[uint64]rpc.Conn{}
-		d.conns[id.Key] = m
-	}
-	m[c.ID()] = c
+	_ = d.conns.Join(c, membership.Key{Canonical: id.Key, JSON: id.JSON}, nil)
 	return true
 }
 
@@ -178,14 +176,11 @@ func (d *Directory) Revoke(identity json.RawMessage) int {
 	if err != nil {
 		return 0
 	}
-	d.mu.Lock()
-	m := d.conns[key]
-	delete(d.conns, key)
-	d.mu.Unlock()
-	for _, c := range m {
+	conns := d.conns.Remove(key)
+	for _, c := range conns {
 		c.Close(rpc.CloseIdentity, rpc.ReasonIdentityRevoke)
 	}
-	return len(m)
+	return len(conns)
 }
 
 // Count returns the number of live connections with identity.
@@ -194,26 +189,11 @@ func (d *Directory) Count(identity json.RawMessage) int {
 	if err != nil {
 		return 0
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.conns[key])
+	return d.conns.Count(key)
 }
 
 // forget drops c from the directory.
-func (d *Directory) forget(c rpc.Conn) {
-	id := c.Identity()
-	if id == nil {
-		return
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if m := d.conns[id.Key]; m != nil {
-		delete(m, c.ID())
-		if len(m) == 0 {
-			delete(d.conns, id.Key)
-		}
-	}
-}
+func (d *Directory) forget(c rpc.Conn) { d.conns.Disconnect(c, nil) }
 
 // Frontend returns the frontend service (conventionally named "identity").
 func (d *Directory) Frontend() *Frontend { return &Frontend{d: d} }

@@ -5,131 +5,98 @@
 //
 // Equality is exposed through Canonical, which maps equal JSON values to
 // equal strings, so that any JSON value can be used as a map key (PubSub
-// channels, Chat channels, simple-dealer keys, identities).
+// channels, Chat channels, simple-dealer keys, identities). A Value is a
+// parsed JSON value, read many times without parsing again (the rows and
+// filters of package dealers); Canonical is its canonical text.
 package jsonval
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/big"
 	"sort"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 )
 
 // Canonical returns a string that is equal for two JSON texts exactly when
 // their values are equal under the protocol's JSON equality. It fails on
-// invalid JSON.
+// invalid JSON (ErrInvalidJSON).
 func Canonical(raw []byte) (string, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := Parse(raw)
+	if err != nil {
 		return "", err
 	}
-	if _, err := dec.Token(); err == nil {
-		return "", errors.New("invalid JSON: trailing data after value")
-	}
-	var b strings.Builder
-	if err := appendCanonical(&b, v); err != nil {
-		return "", err
-	}
-	return b.String(), nil
+	return v.Canonical(), nil
 }
 
-// CanonicalValue is Canonical for a value decoded with json.Decoder.UseNumber
-// (nil, bool, json.Number, string, []any, map[string]any).
+// CanonicalValue is Canonical for a value decoded by encoding/json (nil,
+// bool, json.Number, float64, string, []any, map[string]any): the same
+// text that Canonical returns for the value's JSON.
 func CanonicalValue(v any) (string, error) {
-	var b strings.Builder
-	if err := appendCanonical(&b, v); err != nil {
+	b, err := appendCanonicalAny(nil, v)
+	if err != nil {
 		return "", err
 	}
-	return b.String(), nil
+	return string(b), nil
 }
 
-func appendCanonical(b *strings.Builder, v any) error {
+func appendCanonicalAny(b []byte, v any) ([]byte, error) {
+	var err error
 	switch x := v.(type) {
 	case nil:
-		b.WriteString("null")
+		b = append(b, "null"...)
 	case bool:
-		if x {
-			b.WriteString("true")
-		} else {
-			b.WriteString("false")
-		}
+		b = strconv.AppendBool(b, x)
 	case json.Number:
-		n, err := ParseNumber(string(x))
-		if err != nil {
-			return err
-		}
-		b.WriteByte('n')
-		b.WriteString(n.String())
+		return appendNumberText(b, string(x))
+	case float64:
+		// Values decoded without UseNumber; exact for what float64 holds.
+		return appendNumberText(b, strconv.FormatFloat(x, 'g', -1, 64))
 	case string:
-		appendString(b, x)
+		b = appendString(b, x)
 	case []any:
-		b.WriteByte('[')
+		b = append(b, '[')
 		for i, e := range x {
 			if i > 0 {
-				b.WriteByte(',')
+				b = append(b, ',')
 			}
-			if err := appendCanonical(b, e); err != nil {
-				return err
+			if b, err = appendCanonicalAny(b, e); err != nil {
+				return nil, err
 			}
 		}
-		b.WriteByte(']')
+		b = append(b, ']')
 	case map[string]any:
 		keys := make([]string, 0, len(x))
 		for k := range x {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		b.WriteByte('{')
+		b = append(b, '{')
 		for i, k := range keys {
 			if i > 0 {
-				b.WriteByte(',')
+				b = append(b, ',')
 			}
-			appendString(b, k)
-			b.WriteByte(':')
-			if err := appendCanonical(b, x[k]); err != nil {
-				return err
+			b = appendString(b, k)
+			b = append(b, ':')
+			if b, err = appendCanonicalAny(b, x[k]); err != nil {
+				return nil, err
 			}
 		}
-		b.WriteByte('}')
-	case float64:
-		// Values decoded without UseNumber; exact for what float64 holds.
-		n, err := ParseNumber(strconv.FormatFloat(x, 'g', -1, 64))
-		if err != nil {
-			return err
-		}
-		b.WriteByte('n')
-		b.WriteString(n.String())
+		b = append(b, '}')
 	default:
-		return fmt.Errorf("jsonval: unsupported type %T", v)
+		return nil, fmt.Errorf("jsonval: unsupported type %T", v)
 	}
-	return nil
+	return b, nil
 }
 
-// appendString writes s as a quoted string with a single escaping rule, so
-// that equal code point sequences give equal text.
-func appendString(b *strings.Builder, s string) {
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b.WriteByte('\\')
-			b.WriteRune(r)
-		case r < 0x20:
-			fmt.Fprintf(b, `\u%04x`, r)
-		case r == utf8.RuneError:
-			b.WriteString(`\ufffd`)
-		default:
-			b.WriteRune(r)
-		}
+// appendNumberText appends the canonical text of the JSON number text s.
+func appendNumberText(b []byte, s string) ([]byte, error) {
+	n, err := ParseNumber(s)
+	if err != nil {
+		return nil, err
 	}
-	b.WriteByte('"')
+	return n.appendText(append(b, 'n')), nil
 }
 
 // Number is a JSON number in normalised form: value = sign × digits × 10^exp,
@@ -207,18 +174,21 @@ func ParseNumber(s string) (Number, error) {
 }
 
 // String returns the normalised text: "0", or [-]digits"e"exp.
-func (n Number) String() string {
+func (n Number) String() string { return string(n.appendText(nil)) }
+
+func (n Number) appendText(b []byte) []byte {
 	if n.Digits == "" {
-		return "0"
-	}
-	e := "0"
-	if n.Exp != nil {
-		e = n.Exp.String()
+		return append(b, '0')
 	}
 	if n.Neg {
-		return "-" + n.Digits + "e" + e
+		b = append(b, '-')
 	}
-	return n.Digits + "e" + e
+	b = append(b, n.Digits...)
+	b = append(b, 'e')
+	if n.Exp == nil {
+		return append(b, '0')
+	}
+	return n.Exp.Append(b, 10)
 }
 
 // magnitude returns the decimal position of the leading digit: the value's

@@ -44,7 +44,8 @@ type Config struct {
 // every name.
 type NamePolicy func(c rpc.Conn, name string) bool
 
-// Service is the Messaging service.
+// Service is the Messaging service. A name has one owner, so names are
+// not rooms of a membership.Set; connections are keyed by ID as there.
 type Service struct {
 	name   []byte
 	policy NamePolicy
@@ -52,8 +53,8 @@ type Service struct {
 
 	mu     sync.Mutex
 	owners map[string]rpc.Conn
-	byConn map[rpc.Conn][]string
-	sorted []string // every registered name, in ascending order (listParticipants)
+	byConn map[uint64][]string // connection ID → the names it registered
+	sorted []string            // every registered name, in ascending order (listParticipants)
 }
 
 // New returns the service, named name on the wire.
@@ -63,7 +64,7 @@ func New(name string, cfg Config) *Service {
 		policy: cfg.Policy,
 		cfg:    cfg,
 		owners: map[string]rpc.Conn{},
-		byConn: map[rpc.Conn][]string{},
+		byConn: map[uint64][]string{},
 	}
 }
 
@@ -101,7 +102,7 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		if s.cfg.MaxNameBytes > 0 && len(name) > s.cfg.MaxNameBytes {
 			return nil, ErrNameTooLong
 		}
-		if s.cfg.MaxNamesPerConn > 0 && len(s.byConn[c]) >= s.cfg.MaxNamesPerConn {
+		if s.cfg.MaxNamesPerConn > 0 && len(s.byConn[c.ID()]) >= s.cfg.MaxNamesPerConn {
 			return nil, ErrTooManyNames
 		}
 		if s.policy != nil && !s.policy(c, name) {
@@ -109,7 +110,7 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		}
 		s.owners[name] = c
 		s.addSorted(name)
-		s.byConn[c] = append(s.byConn[c], name)
+		s.byConn[c.ID()] = append(s.byConn[c.ID()], name)
 		return nil, nil
 	case "unregisterParticipant":
 		name, err := nameParam(req)
@@ -122,16 +123,16 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		if !ok {
 			return nil, ErrUnknownParticipant
 		}
-		if owner != c {
+		if owner.ID() != c.ID() {
 			return nil, ErrInvalidParticipant
 		}
 		delete(s.owners, name)
 		s.removeSorted(name)
-		names := slices.DeleteFunc(s.byConn[c], func(n string) bool { return n == name })
+		names := slices.DeleteFunc(s.byConn[c.ID()], func(n string) bool { return n == name })
 		if len(names) == 0 {
-			delete(s.byConn, c)
+			delete(s.byConn, c.ID())
 		} else {
-			s.byConn[c] = names
+			s.byConn[c.ID()] = names
 		}
 		return nil, nil
 	case "listParticipants":
@@ -162,7 +163,7 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if owner, ok := s.owners[sender]; !ok || owner != c {
+		if owner, ok := s.owners[sender]; !ok || owner.ID() != c.ID() {
 			return nil, ErrInvalidSender
 		}
 		to, ok := s.owners[dest]
@@ -218,16 +219,16 @@ func (s *Service) removeSorted(name string) {
 func (s *Service) Holds(c rpc.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.byConn[c]) > 0
+	return len(s.byConn[c.ID()]) > 0
 }
 
 // Disconnected implements rpc.Disconnecter: it frees the connection's names.
 func (s *Service) Disconnected(c rpc.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, n := range s.byConn[c] {
+	for _, n := range s.byConn[c.ID()] {
 		delete(s.owners, n)
 		s.removeSorted(n)
 	}
-	delete(s.byConn, c)
+	delete(s.byConn, c.ID())
 }

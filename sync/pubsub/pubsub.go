@@ -2,19 +2,19 @@
 // channels (any JSON value, compared by JSON equality) and every publish is
 // delivered to every subscriber of the channel, the publisher included.
 //
-// One mutex guards the channel table; a publish encodes its notification once
-// and queues the same bytes on every subscriber while holding it (queueing
-// never blocks), so a publish is atomic with respect to subscribe and
-// unsubscribe.
+// The subscriptions are a membership.Set; a publish encodes its
+// notification once and queues the same bytes on every subscriber under
+// the set's mutex (queueing never blocks), so a publish is atomic with
+// respect to subscribe and unsubscribe.
 package pubsub
 
 import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/snorkyhq/snorky/sync/jsonval"
+	"github.com/snorkyhq/snorky/sync/membership"
 	"github.com/snorkyhq/snorky/sync/rpc"
 )
 
@@ -85,23 +85,24 @@ type Service struct {
 	name []byte // JSON text of the wire name
 	cfg  Config
 
-	mu       sync.Mutex
-	channels map[string]*channel
-	byConn   map[rpc.Conn]map[string]struct{}
-}
-
-type channel struct {
-	subs  []rpc.Conn
-	index map[rpc.Conn]int
+	// set holds the subscriptions: a room is a channel, with no state of
+	// its own.
+	set *membership.Set[struct{}, struct{}]
 }
 
 // New returns the service, named name on the wire.
 func New(name string, cfg Config) *Service {
 	return &Service{
-		name:     rpc.QuoteName(name),
-		cfg:      cfg,
-		channels: map[string]*channel{},
-		byConn:   map[rpc.Conn]map[string]struct{}{},
+		name: rpc.QuoteName(name),
+		cfg:  cfg,
+		set: membership.New[struct{}, struct{}](
+			membership.Limits{PerConn: cfg.MaxChannelsPerConn, KeyBytes: cfg.MaxChannelBytes},
+			membership.Errors{
+				AlreadyMember: ErrAlreadySubscribed,
+				NotMember:     ErrNotSubscribed,
+				TooMany:       ErrTooManyChannels,
+				KeyTooLong:    ErrChannelTooLong,
+			}),
 	}
 }
 
@@ -143,35 +144,11 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 }
 
 func (s *Service) subscribe(c rpc.Conn, ch json.RawMessage) error {
-	key, err := jsonval.Canonical(ch)
+	k, err := membership.ParseKey(ch)
 	if err != nil {
 		return fmt.Errorf("channel key: %w", err)
 	}
-	if s.cfg.MaxChannelBytes > 0 && len(key) > s.cfg.MaxChannelBytes {
-		return ErrChannelTooLong
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	mine := s.byConn[c]
-	if _, ok := mine[key]; ok {
-		return ErrAlreadySubscribed
-	}
-	if s.cfg.MaxChannelsPerConn > 0 && len(mine) >= s.cfg.MaxChannelsPerConn {
-		return ErrTooManyChannels
-	}
-	if mine == nil {
-		mine = map[string]struct{}{}
-		s.byConn[c] = mine
-	}
-	mine[key] = struct{}{}
-	chn := s.channels[key]
-	if chn == nil {
-		chn = &channel{index: map[rpc.Conn]int{}}
-		s.channels[key] = chn
-	}
-	chn.index[c] = len(chn.subs)
-	chn.subs = append(chn.subs, c)
-	return nil
+	return s.set.Join(c, k, nil)
 }
 
 func (s *Service) unsubscribe(c rpc.Conn, ch json.RawMessage) error {
@@ -179,41 +156,7 @@ func (s *Service) unsubscribe(c rpc.Conn, ch json.RawMessage) error {
 	if err != nil {
 		return fmt.Errorf("channel key: %w", err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	mine := s.byConn[c]
-	if _, ok := mine[key]; !ok {
-		return ErrNotSubscribed
-	}
-	delete(mine, key)
-	if len(mine) == 0 {
-		delete(s.byConn, c)
-	}
-	s.removeLocked(key, c)
-	return nil
-}
-
-func (s *Service) removeLocked(key string, c rpc.Conn) {
-	chn := s.channels[key]
-	if chn == nil {
-		return
-	}
-	i, ok := chn.index[c]
-	if !ok {
-		return
-	}
-	last := len(chn.subs) - 1
-	if i != last {
-		moved := chn.subs[last]
-		chn.subs[i] = moved
-		chn.index[moved] = i
-	}
-	chn.subs[last] = nil
-	chn.subs = chn.subs[:last]
-	delete(chn.index, c)
-	if len(chn.subs) == 0 {
-		delete(s.channels, key)
-	}
+	return s.set.Leave(c, membership.Key{Canonical: key}, nil)
 }
 
 // Publish delivers message to every subscriber of channel. Both are JSON
@@ -224,16 +167,9 @@ func (s *Service) Publish(ch, message json.RawMessage) error {
 	if err != nil {
 		return fmt.Errorf("channel key: %w", err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	chn := s.channels[key]
-	if chn == nil {
-		return nil
-	}
-	frame := s.notification(ch, message)
-	for _, c := range chn.subs {
-		c.Send(frame)
-	}
+	s.set.WithRoom(key, func(r *membership.Room[struct{}]) {
+		r.Send(s.notification(ch, message))
+	})
 	return nil
 }
 
@@ -249,21 +185,10 @@ func (s *Service) notification(ch, message json.RawMessage) []byte {
 }
 
 // Disconnected implements rpc.Disconnecter.
-func (s *Service) Disconnected(c rpc.Conn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for key := range s.byConn[c] {
-		s.removeLocked(key, c)
-	}
-	delete(s.byConn, c)
-}
+func (s *Service) Disconnected(c rpc.Conn) { s.set.Disconnect(c, nil) }
 
 // Holds implements rpc.Holder: c holds at least one subscription.
-func (s *Service) Holds(c rpc.Conn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.byConn[c]) > 0
-}
+func (s *Service) Holds(c rpc.Conn) bool { return s.set.Holds(c) }
 
 // Backend is the pubsub_backend service: publish only, bypassing the policy.
 type Backend struct{ s *Service }

@@ -1,4 +1,4 @@
-package dealers
+package jsonval
 
 import (
 	"encoding/json"
@@ -7,36 +7,38 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/snorkyhq/snorky/sync/jsonval"
 )
 
-// kind is the JSON type of a value.
-type kind uint8
+// Kind is the JSON type of a value.
+type Kind uint8
 
+// The JSON types.
 const (
-	kindNull kind = iota
-	kindBool
-	kindNumber
-	kindString
-	kindArray
-	kindObject
+	KindNull Kind = iota
+	KindBool
+	KindNumber
+	KindString
+	KindArray
+	KindObject
 )
 
 var kindNames = [...]string{"null", "boolean", "number", "string", "array", "object"}
 
-func (k kind) String() string { return kindNames[k] }
+// String returns the type's name as an error message says it ("boolean").
+func (k Kind) String() string { return kindNames[k] }
 
-// value is a parsed JSON value. It is immutable once built, so a Row may be
-// read by several goroutines at once.
-type value struct {
+// Value is a parsed JSON value, built once and then read many times (a
+// row's fields by every dealer and filter of its model). It is immutable
+// once built, so several goroutines may read it at once. Its zero value is
+// null.
+type Value struct {
 	// s is the decoded text of a string, or the source text of a number.
 	s string
 	// n is the value of a number when small is set, and 1 for true.
 	n int64
 	// c holds the elements of an array or the members of an object.
 	c     *composite
-	kind  kind
+	kind  Kind
 	small bool // number: an integer that fits n exactly
 }
 
@@ -44,18 +46,18 @@ type value struct {
 // sorted by key, each key once: the last occurrence in the text wins, as in
 // encoding/json).
 type composite struct {
-	elems   []value
+	elems   []Value
 	members []member
 }
 
 type member struct {
 	key string
-	val value
+	val Value
 }
 
-// get returns the member of an object value named key, or nil.
-func (v *value) get(key string) *value {
-	if v.kind != kindObject {
+// Get returns the member of an object value named key, or nil.
+func (v *Value) Get(key string) *Value {
+	if v.kind != KindObject {
 		return nil
 	}
 	ms := v.c.members
@@ -82,12 +84,12 @@ func (v *value) get(key string) *value {
 	return nil
 }
 
-// lookup follows a dotted path (already split) from v. It returns nil when
+// Lookup follows a dotted path (already split) from v. It returns nil when
 // the field is absent: a missing key, or a step into a value that is not an
 // object.
-func (v *value) lookup(path []string) *value {
+func (v *Value) Lookup(path []string) *Value {
 	for _, k := range path {
-		v = v.get(k)
+		v = v.Get(k)
 		if v == nil {
 			return nil
 		}
@@ -95,44 +97,24 @@ func (v *value) lookup(path []string) *value {
 	return v
 }
 
-// Row is the data of one delta (a row image), parsed once so that every
-// dealer and filter of a model can evaluate it without parsing again. A Row
-// is immutable and safe for concurrent reads.
-type Row struct {
-	root value
-}
+// ErrInvalidJSON is returned for text that is not one valid JSON value.
+var ErrInvalidJSON = errors.New("invalid JSON")
 
-// NewRow parses row data. It fails only on invalid JSON. Any JSON value is
-// accepted; when it is not an object, every field is absent.
-func NewRow(data json.RawMessage) (*Row, error) {
-	v, err := parseValue(data)
-	if err != nil {
-		return nil, err
-	}
-	return &Row{root: v}, nil
-}
-
-// errInvalidJSON is returned for text that is not one valid JSON value.
-var errInvalidJSON = errors.New("invalid JSON")
-
-// parseValue validates data and builds its value tree.
-func parseValue(data []byte) (value, error) {
+// Parse validates data and builds its value tree. It fails only on text
+// that is not one JSON value (ErrInvalidJSON).
+func Parse(data []byte) (Value, error) {
 	if !json.Valid(data) {
-		return value{}, errInvalidJSON
+		return Value{}, ErrInvalidJSON
 	}
-	return parseValid(data), nil
+	return ParseValid(data), nil
 }
 
-// NewRowValid is NewRow for data the caller knows to be valid JSON (a
+// ParseValid is Parse for data the caller knows to be valid JSON (a
 // json.RawMessage that encoding/json produced, or text the server encoded
-// itself): it skips the validation pass. Invalid data gives a wrong row.
-func NewRowValid(data json.RawMessage) *Row {
-	return &Row{root: parseValid(data)}
-}
-
-func parseValid(data []byte) value {
+// itself): it skips the validation pass. Invalid data gives a wrong value.
+func ParseValid(data []byte) Value {
 	var members [16]member
-	var elems [16]value
+	var elems [16]Value
 	p := parser{data: data, text: string(data), members: members[:0], elems: elems[:0]}
 	return p.value()
 }
@@ -144,7 +126,7 @@ type parser struct {
 	data    []byte
 	text    string
 	i       int
-	elems   []value  // stack of array elements under construction
+	elems   []Value  // stack of array elements under construction
 	members []member // stack of object members under construction
 }
 
@@ -159,7 +141,7 @@ func (p *parser) ws() {
 	}
 }
 
-func (p *parser) value() value {
+func (p *parser) value() Value {
 	p.ws()
 	switch c := p.data[p.i]; c {
 	case '{':
@@ -167,16 +149,16 @@ func (p *parser) value() value {
 	case '[':
 		return p.array()
 	case '"':
-		return value{kind: kindString, s: p.str()}
+		return Value{kind: KindString, s: p.str()}
 	case 't':
 		p.i += 4
-		return value{kind: kindBool, n: 1}
+		return Value{kind: KindBool, n: 1}
 	case 'f':
 		p.i += 5
-		return value{kind: kindBool}
+		return Value{kind: KindBool}
 	case 'n':
 		p.i += 4
-		return value{kind: kindNull}
+		return Value{kind: KindNull}
 	default:
 		start := p.i
 		for p.i < len(p.data) {
@@ -192,8 +174,8 @@ func (p *parser) value() value {
 }
 
 // numberValue builds a number value from valid JSON number text.
-func numberValue(s string) value {
-	v := value{kind: kindNumber, s: s}
+func numberValue(s string) Value {
+	v := Value{kind: KindNumber, s: s}
 	v.n, v.small = smallInt(s)
 	return v
 }
@@ -258,13 +240,13 @@ func (p *parser) str() string {
 	return s
 }
 
-func (p *parser) array() value {
+func (p *parser) array() Value {
 	p.i++ // [
 	mark := len(p.elems)
 	p.ws()
 	if p.data[p.i] == ']' {
 		p.i++
-		return value{kind: kindArray, c: &composite{}}
+		return Value{kind: KindArray, c: &composite{}}
 	}
 	for {
 		v := p.value()
@@ -279,16 +261,16 @@ func (p *parser) array() value {
 	elems := slices.Clone(p.elems[mark:])
 	clear(p.elems[mark:])
 	p.elems = p.elems[:mark]
-	return value{kind: kindArray, c: &composite{elems: elems}}
+	return Value{kind: KindArray, c: &composite{elems: elems}}
 }
 
-func (p *parser) object() value {
+func (p *parser) object() Value {
 	p.i++ // {
 	mark := len(p.members)
 	p.ws()
 	if p.data[p.i] == '}' {
 		p.i++
-		return value{kind: kindObject, c: &composite{}}
+		return Value{kind: KindObject, c: &composite{}}
 	}
 	for {
 		p.ws()
@@ -307,7 +289,7 @@ func (p *parser) object() value {
 	ms := slices.Clone(p.members[mark:])
 	clear(p.members[mark:])
 	p.members = p.members[:mark]
-	return value{kind: kindObject, c: &composite{members: sortMembers(ms)}}
+	return Value{kind: KindObject, c: &composite{members: sortMembers(ms)}}
 }
 
 // sortMembers sorts members by key (byte order, stable) and keeps only the
@@ -335,17 +317,47 @@ func sortMembers(ms []member) []member {
 	return out
 }
 
-// parseNumber parses a number value exactly. Valid JSON numbers always
-// parse; ok is false only for text that is not one.
-func (v *value) parseNumber() (jsonval.Number, bool) {
-	n, err := jsonval.ParseNumber(v.s)
+// Kind returns the JSON type of v.
+func (v *Value) Kind() Kind { return v.kind }
+
+// Text returns the decoded text of a string, the source text of a number,
+// and "" for the other kinds.
+func (v *Value) Text() string { return v.s }
+
+// Elems returns the elements of an array, nil for the other kinds. The
+// slice belongs to v: do not modify it.
+func (v *Value) Elems() []Value {
+	if v.kind != KindArray {
+		return nil
+	}
+	return v.c.elems
+}
+
+// SmallInt returns the value of a number that is an integer of at most 18
+// digits, written without fraction or exponent; ok is false otherwise.
+func (v *Value) SmallInt() (n int64, ok bool) {
+	if v.kind != KindNumber || !v.small {
+		return 0, false
+	}
+	return v.n, true
+}
+
+// Number parses a number value exactly. Valid JSON numbers always parse;
+// ok is false for a value that is not a number.
+func (v *Value) Number() (Number, bool) {
+	if v.kind != KindNumber {
+		return Number{}, false
+	}
+	n, err := ParseNumber(v.s)
 	return n, err == nil
 }
 
-// compareNumbers orders two number values exactly. bn, when not nil, is b
-// already parsed. ok is false if either text is not a number (unreachable
-// for parsed JSON).
-func compareNumbers(a, b *value, bn *jsonval.Number) (c int, ok bool) {
+// CompareNumber orders the numbers a and b exactly. bn, when not nil, is b
+// already parsed (Number). ok is false if either is not a number.
+func (a *Value) CompareNumber(b *Value, bn *Number) (c int, ok bool) {
+	if a.kind != KindNumber || b.kind != KindNumber {
+		return 0, false
+	}
 	if a.small && b.small {
 		switch {
 		case a.n < b.n:
@@ -358,12 +370,12 @@ func compareNumbers(a, b *value, bn *jsonval.Number) (c int, ok bool) {
 	if a.s == b.s {
 		return 0, true
 	}
-	na, ok := a.parseNumber()
+	na, ok := a.Number()
 	if !ok {
 		return 0, false
 	}
 	if bn == nil {
-		nb, ok := b.parseNumber()
+		nb, ok := b.Number()
 		if !ok {
 			return 0, false
 		}
@@ -372,39 +384,40 @@ func compareNumbers(a, b *value, bn *jsonval.Number) (c int, ok bool) {
 	return na.Compare(*bn), true
 }
 
-// equal reports JSON equality (spec §1.8).
-func equal(a, b *value) bool {
+// Equal reports whether a and b are equal JSON values (spec §1.8): what
+// Canonical maps to the same text.
+func (a *Value) Equal(b *Value) bool {
 	if a.kind != b.kind {
 		return false
 	}
 	switch a.kind {
-	case kindNull:
+	case KindNull:
 		return true
-	case kindBool:
+	case KindBool:
 		return a.n == b.n
-	case kindString:
+	case KindString:
 		return a.s == b.s
-	case kindNumber:
-		c, ok := compareNumbers(a, b, nil)
+	case KindNumber:
+		c, ok := a.CompareNumber(b, nil)
 		return ok && c == 0
-	case kindArray:
+	case KindArray:
 		ae, be := a.c.elems, b.c.elems
 		if len(ae) != len(be) {
 			return false
 		}
 		for i := range ae {
-			if !equal(&ae[i], &be[i]) {
+			if !ae[i].Equal(&be[i]) {
 				return false
 			}
 		}
 		return true
-	case kindObject:
+	case KindObject:
 		am, bm := a.c.members, b.c.members
 		if len(am) != len(bm) {
 			return false
 		}
 		for i := range am {
-			if am[i].key != bm[i].key || !equal(&am[i].val, &bm[i].val) {
+			if am[i].key != bm[i].key || !am[i].val.Equal(&bm[i].val) {
 				return false
 			}
 		}
@@ -413,54 +426,54 @@ func equal(a, b *value) bool {
 	return false
 }
 
-// appendCanonical appends the canonical text of v: the same text that
-// jsonval.Canonical returns for v's JSON, so equal values give equal keys.
-func appendCanonical(dst []byte, v *value) []byte {
+// AppendCanonical appends the canonical text of v (see Canonical) to dst:
+// equal values give equal texts.
+func (v *Value) AppendCanonical(dst []byte) []byte {
 	switch v.kind {
-	case kindNull:
+	case KindNull:
 		return append(dst, "null"...)
-	case kindBool:
+	case KindBool:
 		if v.n != 0 {
 			return append(dst, "true"...)
 		}
 		return append(dst, "false"...)
-	case kindString:
-		return appendCanonicalString(dst, v.s)
-	case kindNumber:
+	case KindString:
+		return appendString(dst, v.s)
+	case KindNumber:
 		dst = append(dst, 'n')
 		if v.small {
 			return appendSmallNumber(dst, v.n)
 		}
-		n, ok := v.parseNumber()
+		n, ok := v.Number()
 		if !ok {
 			return append(dst, v.s...)
 		}
-		return append(dst, n.String()...)
-	case kindArray:
+		return n.appendText(dst)
+	case KindArray:
 		dst = append(dst, '[')
 		for i := range v.c.elems {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendCanonical(dst, &v.c.elems[i])
+			dst = v.c.elems[i].AppendCanonical(dst)
 		}
 		return append(dst, ']')
-	case kindObject:
+	case KindObject:
 		dst = append(dst, '{')
 		for i := range v.c.members {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = appendCanonicalString(dst, v.c.members[i].key)
+			dst = appendString(dst, v.c.members[i].key)
 			dst = append(dst, ':')
-			dst = appendCanonical(dst, &v.c.members[i].val)
+			dst = v.c.members[i].val.AppendCanonical(dst)
 		}
 		return append(dst, '}')
 	}
 	return dst
 }
 
-// appendSmallNumber writes n in jsonval.Number's normal form: "0", or
+// appendSmallNumber writes n in Number's normal form: "0", or
 // [-]digits"e"exp with the trailing zeros of digits moved into exp.
 func appendSmallNumber(dst []byte, n int64) []byte {
 	if n == 0 {
@@ -481,8 +494,9 @@ func appendSmallNumber(dst []byte, n int64) []byte {
 	return strconv.AppendInt(dst, int64(exp), 10)
 }
 
-// appendCanonicalString quotes s exactly as jsonval does.
-func appendCanonicalString(dst []byte, s string) []byte {
+// appendString quotes s with a single escaping rule, so that equal code
+// point sequences give equal text.
+func appendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	for _, r := range s {
 		switch {
@@ -500,7 +514,7 @@ func appendCanonicalString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// canonical returns the canonical text of v as a string.
-func canonical(v *value) string {
-	return string(appendCanonical(nil, v))
+// Canonical returns the canonical text of v as a string.
+func (v *Value) Canonical() string {
+	return string(v.AppendCanonical(nil))
 }
