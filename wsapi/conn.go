@@ -30,13 +30,12 @@ type conn struct {
 	// exempt says the queue began with a stream, which counts for neither
 	// bytes nor lag: it is what the writer takes next.
 	since time.Time
-	// closeCode is set once the connection is closing; the writer then
-	// sends a close frame and ends. flush says whether queued frames are
-	// written first.
-	closeCode   int
-	closeReason string
-	flush       bool
-	readerDone  bool
+	// closing is set once the connection is closing; the writer then
+	// sends its close frame and ends. flush says whether queued frames are
+	// written first (false only for a slow consumer).
+	closing    closeStatus
+	flush      bool
+	readerDone bool
 
 	wake chan struct{}
 	done chan struct{} // closed when the writer has ended
@@ -99,14 +98,14 @@ func (c *conn) enqueueLocked(n int, now time.Time, items ...item) (wasEmpty bool
 func (c *conn) Send(frame []byte) {
 	now := time.Now()
 	c.mu.Lock()
-	if c.closeCode != 0 {
+	if c.closing.code != 0 {
 		c.mu.Unlock()
 		return
 	}
 	if c.behindLocked(len(frame), now) {
 		c.overflowLocked()
 		c.mu.Unlock()
-		c.abortWrite()
+		c.overflowed()
 		return
 	}
 	wasEmpty := c.enqueueLocked(len(frame), now, item{frame: frame})
@@ -125,14 +124,14 @@ func (c *conn) SendMany(frames [][]byte) {
 	}
 	now := time.Now()
 	c.mu.Lock()
-	if c.closeCode != 0 {
+	if c.closing.code != 0 {
 		c.mu.Unlock()
 		return
 	}
 	if c.behindLocked(n, now) {
 		c.overflowLocked()
 		c.mu.Unlock()
-		c.abortWrite()
+		c.overflowed()
 		return
 	}
 	wasEmpty := len(c.queue) == 0
@@ -155,14 +154,14 @@ func (c *conn) SendMany(frames [][]byte) {
 func (c *conn) SendStream(s rpc.Stream) {
 	now := time.Now()
 	c.mu.Lock()
-	if c.closeCode != 0 {
+	if c.closing.code != 0 {
 		c.mu.Unlock()
 		return
 	}
 	if c.behindLocked(0, now) {
 		c.overflowLocked()
 		c.mu.Unlock()
-		c.abortWrite()
+		c.overflowed()
 		return
 	}
 	wasEmpty := c.enqueueLocked(0, now, item{stream: s})
@@ -177,7 +176,7 @@ func (c *conn) SendStream(s rpc.Stream) {
 func (c *conn) SendLatest(key string, frame []byte) {
 	now := time.Now()
 	c.mu.Lock()
-	if c.closeCode != 0 {
+	if c.closing.code != 0 {
 		c.mu.Unlock()
 		return
 	}
@@ -187,7 +186,7 @@ func (c *conn) SendLatest(key string, frame []byte) {
 		if c.queued > c.h.cfg.SendQueueBytes {
 			c.overflowLocked()
 			c.mu.Unlock()
-			c.abortWrite()
+			c.overflowed()
 			return
 		}
 		c.mu.Unlock()
@@ -196,7 +195,7 @@ func (c *conn) SendLatest(key string, frame []byte) {
 	if c.behindLocked(len(frame), now) {
 		c.overflowLocked()
 		c.mu.Unlock()
-		c.abortWrite()
+		c.overflowed()
 		return
 	}
 	if c.latest == nil {
@@ -210,26 +209,30 @@ func (c *conn) SendLatest(key string, frame []byte) {
 	}
 }
 
-// abortWrite wakes the writer, ending a write blocked on a full socket at
-// once: a slow consumer is dropped without waiting for the write timeout.
-func (c *conn) abortWrite() {
+// overflowed is called, without the lock, after overflowLocked. It counts
+// the slow consumer and wakes the writer, ending a write blocked on a full
+// socket at once: a slow consumer is dropped without waiting for the write
+// timeout.
+func (c *conn) overflowed() {
+	c.h.metrics.slowConsumers.Inc()
 	c.aborted.Store(true)
 	c.ws.NetConn().SetWriteDeadline(time.Now())
 	c.signal()
 }
 
+// overflowLocked marks the connection a slow consumer and drops its queue.
+// It neither logs nor touches the socket: the caller unlocks, then calls
+// abortWrite, and the writer goroutine logs (off the broadcast path).
 func (c *conn) overflowLocked() {
-	c.closeCode, c.closeReason, c.flush = rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer, false
+	c.closing, c.flush = slowConsumer, false
 	c.queue, c.latest, c.queued, c.since = nil, nil, 0, time.Time{}
-	c.h.metrics.slowConsumers.Inc()
-	c.h.log.Warn("closing slow consumer", "conn", c.id, "send_queue_bytes", c.h.cfg.SendQueueBytes)
 }
 
 // Close asks the writer to write what is queued, then a close frame.
 func (c *conn) Close(code int, reason string) {
 	c.mu.Lock()
-	if c.closeCode == 0 {
-		c.closeCode, c.closeReason, c.flush = code, reason, true
+	if c.closing.code == 0 {
+		c.closing, c.flush = closeStatus{code, reason}, true
 	}
 	c.mu.Unlock()
 	c.signal()
@@ -252,6 +255,12 @@ func (c *conn) queuedBytes() int {
 	return c.queued
 }
 
+// slowConsumerClosed logs the end of a slow consumer, from the writer
+// goroutine as it drops the connection.
+func (c *conn) slowConsumerClosed() {
+	c.h.log.Warn("closing slow consumer", "conn", c.id, "send_queue_bytes", c.h.cfg.SendQueueBytes)
+}
+
 // pingFrame is a final, unmasked ping frame without payload (RFC 6455).
 var pingFrame = []byte{0x89, 0x00}
 
@@ -268,14 +277,17 @@ func (c *conn) writeLoop() {
 		c.mu.Lock()
 		frames := c.queue
 		c.queue, c.latest, c.queued, c.since = spare[:0], nil, 0, time.Time{}
-		code, reason, flush, gone := c.closeCode, c.closeReason, c.flush, c.readerDone
+		closing, flush, gone := c.closing, c.flush, c.readerDone
 		c.mu.Unlock()
 
 		if gone {
 			return
 		}
-		if len(frames) > 0 && (code == 0 || flush) {
+		if len(frames) > 0 && (closing.code == 0 || flush) {
 			if err := c.writeFrames(frames); err != nil {
+				if c.aborted.Load() {
+					c.slowConsumerClosed()
+				}
 				c.ws.NetConn().Close()
 				return
 			}
@@ -285,16 +297,16 @@ func (c *conn) writeLoop() {
 		if cap(spare) > 1024 {
 			spare = nil // do not keep a burst's slice for an idle connection
 		}
-		if code != 0 {
-			msg := websocket.FormatCloseMessage(code, reason)
+		if closing.code != 0 {
 			if !flush {
 				// A slow consumer reads nothing: try the close frame
 				// briefly, then drop the connection.
+				c.slowConsumerClosed()
 				c.writeSlowClose(nil) // slowclose.go
 				c.ws.NetConn().Close()
 				return
 			}
-			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.h.cfg.WriteTimeout))
+			_ = c.ws.WriteControl(websocket.CloseMessage, closing.message(), time.Now().Add(c.h.cfg.WriteTimeout))
 			// The reader sees the peer's close reply (or the timeout) and ends.
 			c.ws.NetConn().SetReadDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
 			return

@@ -57,6 +57,10 @@ type Engine struct {
 	// open is a transaction whose chunks are arriving (cdc.Txn.Partial).
 	open *openTxn
 
+	// after holds what must not run under mu (logging, closing
+	// connections): the holder of mu adds to it and unlock runs it.
+	after []func()
+
 	// Scratch state of one routing pass, reused.
 	marks map[uint64]uint8
 	outs  map[rpc.Conn]*connOut
@@ -169,6 +173,27 @@ func randomEpoch() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// unlock releases mu, then runs what was left for after it.
+func (e *Engine) unlock() {
+	after := e.after
+	e.after = nil
+	e.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
+}
+
+// logLater logs once mu is released (unlock).
+func (e *Engine) logLater(level slog.Level, msg string, args ...any) {
+	e.after = append(e.after, func() { e.log.Log(context.Background(), level, msg, args...) })
+}
+
+// closeLater closes c with 4008 once mu is released (unlock). The caller
+// has already removed what c held, so nothing more is routed to it.
+func (e *Engine) closeLater(c rpc.Conn) {
+	e.after = append(e.after, func() { c.Close(rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer) })
 }
 
 // Subscriptions returns the number of live subscriptions.
@@ -493,11 +518,11 @@ func (e *Engine) advanceLocked(p pos) {
 func (e *Engine) StartStream(epoch string, from uint64, horizon string) error {
 	h, _ := parseSnapshot(horizon)
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	e.open = nil // a new session sends an unfinished transaction again
 	if epoch == "" {
 		if e.epoch == "" {
-			e.log.Warn("the snorky schema is absent: resume positions will not survive a restart (run `snorky migrate` or set database.migrate: true)")
+			e.logLater(slog.LevelWarn, "the snorky schema is absent: resume positions will not survive a restart (run `snorky migrate` or set database.migrate: true)")
 			epoch = randomEpoch()
 		} else {
 			epoch = e.epoch
@@ -510,7 +535,7 @@ func (e *Engine) StartStream(epoch string, from uint64, horizon string) error {
 		e.setHorizonLocked(h)
 		e.advanceLocked(pos{from, 0})
 	case epoch != e.epoch:
-		e.log.Error("the replication stream was reset (new epoch): every resumable client must refetch", "old_epoch", e.epoch, "epoch", epoch)
+		e.logLater(slog.LevelError, "the replication stream was reset (new epoch): every resumable client must refetch", "old_epoch", e.epoch, "epoch", epoch)
 		e.epoch = epoch
 		e.window.reset(pos{max(from, e.pos.lsn), 0})
 		e.setHorizonLocked(h)
@@ -544,12 +569,12 @@ func (e *Engine) ConfirmLimit() (lsn uint64, limited bool) {
 // owns txn: it releases its changes as it converts them.
 func (e *Engine) Apply(txn *cdc.Txn) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if !e.started {
 		e.epoch, e.started = randomEpoch(), true
 	}
 	if o := e.open; o != nil && o.t.xid != txn.Xid {
-		e.log.Warn("discarding an unfinished transaction", "xid", o.t.xid, "next_xid", txn.Xid)
+		e.logLater(slog.LevelWarn, "discarding an unfinished transaction", "xid", o.t.xid, "next_xid", txn.Xid)
 		e.open = nil
 	}
 	o := e.open
@@ -584,7 +609,7 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 		from = p.at
 		if err := e.cfg.Publish(p.Channel, p.Message); err != nil {
 			e.metrics.badMessages.Inc()
-			e.log.Warn("skipping a malformed SQL publish", "lsn", lsnText(t.lsn), "err", err)
+			e.logLater(slog.LevelWarn, "skipping a malformed SQL publish", "lsn", lsnText(t.lsn), "err", err)
 		}
 	}
 	e.deliverLocked(t, from, len(t.deltas))
@@ -619,7 +644,7 @@ func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
 			ds, publish, err := e.parseMessageLocked(m)
 			if err != nil {
 				e.metrics.badMessages.Inc()
-				e.log.Warn("skipping a malformed SQL message", "lsn", lsnText(m.LSN), "prefix", m.Prefix, "err", err)
+				e.logLater(slog.LevelWarn, "skipping a malformed SQL message", "lsn", lsnText(m.LSN), "prefix", m.Prefix, "err", err)
 				continue
 			}
 			if publish != nil {
@@ -703,7 +728,7 @@ func (e *Engine) tooLargeLocked(t *winTxn, tables []string) {
 	}
 	slices.Sort(t.tooLarge)
 	t.size = 64
-	e.log.Warn("a transaction is over database.max_tx_bytes: its subscribers must refetch", "xid", t.xid, "lsn", lsnText(t.lsn), "models", t.tooLarge, "max_tx_bytes", e.cfg.MaxTxBytes)
+	e.logLater(slog.LevelWarn, "a transaction is over database.max_tx_bytes: its subscribers must refetch", "xid", t.xid, "lsn", lsnText(t.lsn), "models", t.tooLarge, "max_tx_bytes", e.cfg.MaxTxBytes)
 	e.metrics.tooLarge.Inc()
 	if len(t.tooLarge) == 0 {
 		return
