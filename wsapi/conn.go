@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -36,15 +37,25 @@ type conn struct {
 	closing    closeStatus
 	flush      bool
 	readerDone bool
+	// writing says who holds the socket for writing: the writer goroutine,
+	// or a write-through (writethrough.go). rest is the unwritten tail of a
+	// write-through, which the writer writes before anything queued; its
+	// first restFrame bytes complete a frame already started on the wire.
+	writing   bool
+	rest      []byte
+	restFrame int
+	raw       syscall.RawConn // nil: no write-through (TLS)
 
 	wake chan struct{}
 	done chan struct{} // closed when the writer has ended
 }
 
 // item is one queued frame, or a stream of frames produced by the writer.
+// A control item is a whole control frame, written as it is.
 type item struct {
-	frame  []byte
-	stream rpc.Stream
+	frame   []byte
+	stream  rpc.Stream
+	control bool
 }
 
 func newConn(h *Handler, ws *websocket.Conn) *conn {
@@ -54,6 +65,7 @@ func newConn(h *Handler, ws *websocket.Conn) *conn {
 		h:    h,
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
+		raw:  rawConn(ws.NetConn()),
 	}
 }
 
@@ -108,6 +120,9 @@ func (c *conn) Send(frame []byte) {
 		c.overflowed()
 		return
 	}
+	if c.writeThroughLocked([][]byte{frame}, len(frame)) {
+		return
+	}
 	wasEmpty := c.enqueueLocked(len(frame), now, item{frame: frame})
 	c.mu.Unlock()
 	if wasEmpty {
@@ -132,6 +147,9 @@ func (c *conn) SendMany(frames [][]byte) {
 		c.overflowLocked()
 		c.mu.Unlock()
 		c.overflowed()
+		return
+	}
+	if c.writeThroughLocked(frames, n) {
 		return
 	}
 	wasEmpty := len(c.queue) == 0
@@ -198,6 +216,9 @@ func (c *conn) SendLatest(key string, frame []byte) {
 		c.overflowed()
 		return
 	}
+	if c.writeThroughLocked([][]byte{frame}, len(frame)) {
+		return
+	}
 	if c.latest == nil {
 		c.latest = make(map[string]int)
 	}
@@ -238,6 +259,26 @@ func (c *conn) Close(code int, reason string) {
 	c.signal()
 }
 
+// sendPong queues the pong answering a ping from the peer (RFC 6455
+// §5.5.3). It goes through the queue, like every frame, so that it never
+// lands inside a frame that a write-through started; gorilla's default
+// ping handler would write it directly.
+func (c *conn) sendPong(data string) {
+	f := make([]byte, 0, 2+len(data))
+	f = append(f, 0x8A, byte(len(data))) // final pong, unmasked; len(data) ≤ 125
+	f = append(f, data...)
+	c.mu.Lock()
+	if c.closing.code != 0 || c.readerDone {
+		c.mu.Unlock()
+		return
+	}
+	wasEmpty := c.enqueueLocked(len(f), time.Now(), item{frame: f, control: true})
+	c.mu.Unlock()
+	if wasEmpty {
+		c.signal()
+	}
+}
+
 // readerGone tells the writer that the peer is gone: nothing more is
 // written.
 func (c *conn) readerGone() {
@@ -275,16 +316,24 @@ func (c *conn) writeLoop() {
 	for {
 		<-c.wake
 		c.mu.Lock()
-		frames := c.queue
+		if c.writing {
+			// A write-through holds the socket; it wakes the writer
+			// when it is done and something is left to do.
+			c.mu.Unlock()
+			continue
+		}
+		frames, rest, restFrame := c.queue, c.rest, c.restFrame
 		c.queue, c.latest, c.queued, c.since = spare[:0], nil, 0, time.Time{}
+		c.rest, c.restFrame = nil, 0
 		closing, flush, gone := c.closing, c.flush, c.readerDone
+		c.writing = true
 		c.mu.Unlock()
 
 		if gone {
 			return
 		}
-		if len(frames) > 0 && (closing.code == 0 || flush) {
-			if err := c.writeFrames(frames); err != nil {
+		if (len(frames) > 0 || rest != nil) && (closing.code == 0 || flush) {
+			if err := c.writeFrames(rest, restFrame, frames); err != nil {
 				if c.aborted.Load() {
 					c.slowConsumerClosed()
 				}
@@ -302,7 +351,7 @@ func (c *conn) writeLoop() {
 				// A slow consumer reads nothing: try the close frame
 				// briefly, then drop the connection.
 				c.slowConsumerClosed()
-				c.writeSlowClose(nil) // slowclose.go
+				c.writeSlowClose(rest[:restFrame]) // slowclose.go
 				c.ws.NetConn().Close()
 				return
 			}
@@ -321,6 +370,9 @@ func (c *conn) writeLoop() {
 				return
 			}
 		}
+		c.mu.Lock()
+		c.writing = false
+		c.mu.Unlock()
 	}
 }
 
@@ -328,11 +380,16 @@ func (c *conn) writeLoop() {
 // so that a stream never needs more than about this much buffer.
 const writeChunk = 256 << 10
 
-// writeFrames writes each frame as one unmasked text message, streams
-// frame by frame, in writes of about writeChunk bytes.
-func (c *conn) writeFrames(items []item) error {
+// writeFrames writes rest (the tail of a write-through, whose first
+// restFrame bytes complete a started frame), then each item as one
+// unmasked text message, streams frame by frame, in writes of about
+// writeChunk bytes.
+func (c *conn) writeFrames(rest []byte, restFrame int, items []item) error {
 	bp := bufPool.Get().(*[]byte)
-	buf := (*bp)[:0]
+	buf := append((*bp)[:0], rest...)
+	// head is how many bytes at the start of buf complete a frame started
+	// earlier: only the first write begins mid-frame.
+	head := restFrame
 	var scratch []byte
 	nc := c.ws.NetConn()
 	flush := func() error {
@@ -347,19 +404,26 @@ func (c *conn) writeFrames(items []item) error {
 		}
 		nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
 		if c.aborted.Load() {
-			c.writeSlowClose(nil)  // slowclose.go
-			return errSlowConsumer // overflowed before the deadline was set
+			c.writeSlowClose(buf[:head]) // slowclose.go
+			return errSlowConsumer       // overflowed before the deadline was set
 		}
 		n, err := nc.Write(buf)
 		if err != nil && c.aborted.Load() {
-			c.writeSlowClose(frameRest(buf, n)) // slowclose.go: complete the frame, then 4008
+			// slowclose.go: complete the frame, then 4008
+			if n < head {
+				c.writeSlowClose(buf[n:head])
+			} else {
+				c.writeSlowClose(frameRest(buf[head:], n-head))
+			}
 		}
-		buf = buf[:0]
+		buf, head = buf[:0], 0
 		return err
 	}
 	var err error
 	for _, it := range items {
-		if it.stream == nil {
+		if it.control {
+			buf = append(buf, it.frame...)
+		} else if it.stream == nil {
 			buf = appendFrameHeader(buf, len(it.frame))
 			buf = append(buf, it.frame...)
 			c.h.metrics.countOut(it.frame)
