@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -30,22 +31,31 @@ type conn struct {
 	// exempt says the queue began with a stream, which counts for neither
 	// bytes nor lag: it is what the writer takes next.
 	since time.Time
-	// closeCode is set once the connection is closing; the writer then
-	// sends a close frame and ends. flush says whether queued frames are
-	// written first.
-	closeCode   int
-	closeReason string
-	flush       bool
-	readerDone  bool
+	// closing is set once the connection is closing; the writer then
+	// sends its close frame and ends. flush says whether queued frames are
+	// written first (false only for a slow consumer).
+	closing    closeStatus
+	flush      bool
+	readerDone bool
+	// writing says who holds the socket for writing: the writer goroutine,
+	// or a write-through (writethrough.go). rest is the unwritten tail of a
+	// write-through, which the writer writes before anything queued; its
+	// first restFrame bytes complete a frame already started on the wire.
+	writing   bool
+	rest      []byte
+	restFrame int
+	raw       syscall.RawConn // nil: no write-through (TLS)
 
 	wake chan struct{}
 	done chan struct{} // closed when the writer has ended
 }
 
 // item is one queued frame, or a stream of frames produced by the writer.
+// A control item is a whole control frame, written as it is.
 type item struct {
-	frame  []byte
-	stream rpc.Stream
+	frame   []byte
+	stream  rpc.Stream
+	control bool
 }
 
 func newConn(h *Handler, ws *websocket.Conn) *conn {
@@ -55,6 +65,7 @@ func newConn(h *Handler, ws *websocket.Conn) *conn {
 		h:    h,
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
+		raw:  rawConn(ws.NetConn()),
 	}
 }
 
@@ -99,14 +110,17 @@ func (c *conn) enqueueLocked(n int, now time.Time, items ...item) (wasEmpty bool
 func (c *conn) Send(frame []byte) {
 	now := time.Now()
 	c.mu.Lock()
-	if c.closeCode != 0 {
+	if c.closing.code != 0 {
 		c.mu.Unlock()
 		return
 	}
 	if c.behindLocked(len(frame), now) {
 		c.overflowLocked()
 		c.mu.Unlock()
-		c.abortWrite()
+		c.overflowed()
+		return
+	}
+	if c.writeThroughLocked([][]byte{frame}, len(frame)) {
 		return
 	}
 	wasEmpty := c.enqueueLocked(len(frame), now, item{frame: frame})
@@ -125,14 +139,17 @@ func (c *conn) SendMany(frames [][]byte) {
 	}
 	now := time.Now()
 	c.mu.Lock()
-	if c.closeCode != 0 {
+	if c.closing.code != 0 {
 		c.mu.Unlock()
 		return
 	}
 	if c.behindLocked(n, now) {
 		c.overflowLocked()
 		c.mu.Unlock()
-		c.abortWrite()
+		c.overflowed()
+		return
+	}
+	if c.writeThroughLocked(frames, n) {
 		return
 	}
 	wasEmpty := len(c.queue) == 0
@@ -155,14 +172,14 @@ func (c *conn) SendMany(frames [][]byte) {
 func (c *conn) SendStream(s rpc.Stream) {
 	now := time.Now()
 	c.mu.Lock()
-	if c.closeCode != 0 {
+	if c.closing.code != 0 {
 		c.mu.Unlock()
 		return
 	}
 	if c.behindLocked(0, now) {
 		c.overflowLocked()
 		c.mu.Unlock()
-		c.abortWrite()
+		c.overflowed()
 		return
 	}
 	wasEmpty := c.enqueueLocked(0, now, item{stream: s})
@@ -177,7 +194,7 @@ func (c *conn) SendStream(s rpc.Stream) {
 func (c *conn) SendLatest(key string, frame []byte) {
 	now := time.Now()
 	c.mu.Lock()
-	if c.closeCode != 0 {
+	if c.closing.code != 0 {
 		c.mu.Unlock()
 		return
 	}
@@ -187,7 +204,7 @@ func (c *conn) SendLatest(key string, frame []byte) {
 		if c.queued > c.h.cfg.SendQueueBytes {
 			c.overflowLocked()
 			c.mu.Unlock()
-			c.abortWrite()
+			c.overflowed()
 			return
 		}
 		c.mu.Unlock()
@@ -196,7 +213,10 @@ func (c *conn) SendLatest(key string, frame []byte) {
 	if c.behindLocked(len(frame), now) {
 		c.overflowLocked()
 		c.mu.Unlock()
-		c.abortWrite()
+		c.overflowed()
+		return
+	}
+	if c.writeThroughLocked([][]byte{frame}, len(frame)) {
 		return
 	}
 	if c.latest == nil {
@@ -210,29 +230,53 @@ func (c *conn) SendLatest(key string, frame []byte) {
 	}
 }
 
-// abortWrite wakes the writer, ending a write blocked on a full socket at
-// once: a slow consumer is dropped without waiting for the write timeout.
-func (c *conn) abortWrite() {
+// overflowed is called, without the lock, after overflowLocked. It counts
+// the slow consumer and wakes the writer, ending a write blocked on a full
+// socket at once: a slow consumer is dropped without waiting for the write
+// timeout.
+func (c *conn) overflowed() {
+	c.h.metrics.slowConsumers.Inc()
 	c.aborted.Store(true)
 	c.ws.NetConn().SetWriteDeadline(time.Now())
 	c.signal()
 }
 
+// overflowLocked marks the connection a slow consumer and drops its queue.
+// It neither logs nor touches the socket: the caller unlocks, then calls
+// abortWrite, and the writer goroutine logs (off the broadcast path).
 func (c *conn) overflowLocked() {
-	c.closeCode, c.closeReason, c.flush = rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer, false
+	c.closing, c.flush = slowConsumer, false
 	c.queue, c.latest, c.queued, c.since = nil, nil, 0, time.Time{}
-	c.h.metrics.slowConsumers.Inc()
-	c.h.log.Warn("closing slow consumer", "conn", c.id, "send_queue_bytes", c.h.cfg.SendQueueBytes)
 }
 
 // Close asks the writer to write what is queued, then a close frame.
 func (c *conn) Close(code int, reason string) {
 	c.mu.Lock()
-	if c.closeCode == 0 {
-		c.closeCode, c.closeReason, c.flush = code, reason, true
+	if c.closing.code == 0 {
+		c.closing, c.flush = closeStatus{code, reason}, true
 	}
 	c.mu.Unlock()
 	c.signal()
+}
+
+// sendPong queues the pong answering a ping from the peer (RFC 6455
+// §5.5.3). It goes through the queue, like every frame, so that it never
+// lands inside a frame that a write-through started; gorilla's default
+// ping handler would write it directly.
+func (c *conn) sendPong(data string) {
+	f := make([]byte, 0, 2+len(data))
+	f = append(f, 0x8A, byte(len(data))) // final pong, unmasked; len(data) ≤ 125
+	f = append(f, data...)
+	c.mu.Lock()
+	if c.closing.code != 0 || c.readerDone {
+		c.mu.Unlock()
+		return
+	}
+	wasEmpty := c.enqueueLocked(len(f), time.Now(), item{frame: f, control: true})
+	c.mu.Unlock()
+	if wasEmpty {
+		c.signal()
+	}
 }
 
 // readerGone tells the writer that the peer is gone: nothing more is
@@ -252,6 +296,12 @@ func (c *conn) queuedBytes() int {
 	return c.queued
 }
 
+// slowConsumerClosed logs the end of a slow consumer, from the writer
+// goroutine as it drops the connection.
+func (c *conn) slowConsumerClosed() {
+	c.h.log.Warn("closing slow consumer", "conn", c.id, "send_queue_bytes", c.h.cfg.SendQueueBytes)
+}
+
 // pingFrame is a final, unmasked ping frame without payload (RFC 6455).
 var pingFrame = []byte{0x89, 0x00}
 
@@ -266,16 +316,27 @@ func (c *conn) writeLoop() {
 	for {
 		<-c.wake
 		c.mu.Lock()
-		frames := c.queue
+		if c.writing {
+			// A write-through holds the socket; it wakes the writer
+			// when it is done and something is left to do.
+			c.mu.Unlock()
+			continue
+		}
+		frames, rest, restFrame := c.queue, c.rest, c.restFrame
 		c.queue, c.latest, c.queued, c.since = spare[:0], nil, 0, time.Time{}
-		code, reason, flush, gone := c.closeCode, c.closeReason, c.flush, c.readerDone
+		c.rest, c.restFrame = nil, 0
+		closing, flush, gone := c.closing, c.flush, c.readerDone
+		c.writing = true
 		c.mu.Unlock()
 
 		if gone {
 			return
 		}
-		if len(frames) > 0 && (code == 0 || flush) {
-			if err := c.writeFrames(frames); err != nil {
+		if (len(frames) > 0 || rest != nil) && (closing.code == 0 || flush) {
+			if err := c.writeFrames(rest, restFrame, frames); err != nil {
+				if c.aborted.Load() {
+					c.slowConsumerClosed()
+				}
 				c.ws.NetConn().Close()
 				return
 			}
@@ -285,16 +346,16 @@ func (c *conn) writeLoop() {
 		if cap(spare) > 1024 {
 			spare = nil // do not keep a burst's slice for an idle connection
 		}
-		if code != 0 {
-			msg := websocket.FormatCloseMessage(code, reason)
+		if closing.code != 0 {
 			if !flush {
 				// A slow consumer reads nothing: try the close frame
 				// briefly, then drop the connection.
-				c.writeSlowClose(nil) // slowclose.go
+				c.slowConsumerClosed()
+				c.writeSlowClose(rest[:restFrame]) // slowclose.go
 				c.ws.NetConn().Close()
 				return
 			}
-			_ = c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(c.h.cfg.WriteTimeout))
+			_ = c.ws.WriteControl(websocket.CloseMessage, closing.message(), time.Now().Add(c.h.cfg.WriteTimeout))
 			// The reader sees the peer's close reply (or the timeout) and ends.
 			c.ws.NetConn().SetReadDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
 			return
@@ -309,6 +370,9 @@ func (c *conn) writeLoop() {
 				return
 			}
 		}
+		c.mu.Lock()
+		c.writing = false
+		c.mu.Unlock()
 	}
 }
 
@@ -316,11 +380,16 @@ func (c *conn) writeLoop() {
 // so that a stream never needs more than about this much buffer.
 const writeChunk = 256 << 10
 
-// writeFrames writes each frame as one unmasked text message, streams
-// frame by frame, in writes of about writeChunk bytes.
-func (c *conn) writeFrames(items []item) error {
+// writeFrames writes rest (the tail of a write-through, whose first
+// restFrame bytes complete a started frame), then each item as one
+// unmasked text message, streams frame by frame, in writes of about
+// writeChunk bytes.
+func (c *conn) writeFrames(rest []byte, restFrame int, items []item) error {
 	bp := bufPool.Get().(*[]byte)
-	buf := (*bp)[:0]
+	buf := append((*bp)[:0], rest...)
+	// head is how many bytes at the start of buf complete a frame started
+	// earlier: only the first write begins mid-frame.
+	head := restFrame
 	var scratch []byte
 	nc := c.ws.NetConn()
 	flush := func() error {
@@ -335,19 +404,26 @@ func (c *conn) writeFrames(items []item) error {
 		}
 		nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
 		if c.aborted.Load() {
-			c.writeSlowClose(nil)  // slowclose.go
-			return errSlowConsumer // overflowed before the deadline was set
+			c.writeSlowClose(buf[:head]) // slowclose.go
+			return errSlowConsumer       // overflowed before the deadline was set
 		}
 		n, err := nc.Write(buf)
 		if err != nil && c.aborted.Load() {
-			c.writeSlowClose(frameRest(buf, n)) // slowclose.go: complete the frame, then 4008
+			// slowclose.go: complete the frame, then 4008
+			if n < head {
+				c.writeSlowClose(buf[n:head])
+			} else {
+				c.writeSlowClose(frameRest(buf[head:], n-head))
+			}
 		}
-		buf = buf[:0]
+		buf, head = buf[:0], 0
 		return err
 	}
 	var err error
 	for _, it := range items {
-		if it.stream == nil {
+		if it.control {
+			buf = append(buf, it.frame...)
+		} else if it.stream == nil {
 			buf = appendFrameHeader(buf, len(it.frame))
 			buf = append(buf, it.frame...)
 			c.h.metrics.countOut(it.frame)

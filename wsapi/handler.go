@@ -184,6 +184,7 @@ func (c *conn) serve() {
 func (c *conn) readLoop() {
 	h := c.h
 	c.ws.SetReadLimit(h.cfg.MaxMessageBytes)
+	c.ws.SetPingHandler(func(data string) error { c.sendPong(data); return nil })
 	wait := 2*h.cfg.PingInterval + h.cfg.WriteTimeout
 	if h.cfg.PingInterval > 0 {
 		c.ws.SetReadDeadline(time.Now().Add(wait))

@@ -8,6 +8,21 @@ import (
 	"github.com/snorkyhq/snorky/sync/rpc"
 )
 
+// closeStatus is a WebSocket close code with its reason: they travel
+// together from whoever closes a connection to the writer that sends the
+// close frame.
+type closeStatus struct {
+	code   int
+	reason string
+}
+
+// slowConsumer is the close status of a connection whose send queue
+// overflowed (spec §1.9).
+var slowConsumer = closeStatus{rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer}
+
+// message is the close frame's payload (RFC 6455 §5.5.1).
+func (s closeStatus) message() []byte { return websocket.FormatCloseMessage(s.code, s.reason) }
+
 // slowCloseTimeout bounds the writing of a slow consumer's close frame. The
 // queue is already dropped; this is the last chance for a peer that reads
 // late to learn why it was closed (4008) rather than see the connection
@@ -28,7 +43,7 @@ func (c *conn) writeSlowClose(rest []byte) {
 	if len(rest) > maxFrameRest {
 		return
 	}
-	msg := websocket.FormatCloseMessage(rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer)
+	msg := slowConsumer.message()
 	out := make([]byte, 0, len(rest)+2+len(msg))
 	out = append(out, rest...)
 	out = append(out, 0x88, byte(len(msg))) // final close frame, unmasked; len(msg) < 126

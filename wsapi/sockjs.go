@@ -181,12 +181,12 @@ type sockConn struct {
 	identity atomic.Pointer[rpc.Identity]
 	lim      connLimits // idle and authentication deadlines (idle.go)
 
-	mu          sync.Mutex
-	queue       [][]byte
-	queued      int
-	closeCode   int // set once closing
-	closeReason string
-	ended       bool // the session ended: the writer stops
+	mu         sync.Mutex
+	queue      [][]byte
+	queued     int
+	closing    closeStatus // set once closing
+	overflowed bool        // closing because the queue overflowed
+	ended      bool        // the session ended: the writer stops
 
 	wake chan struct{}
 	done chan struct{} // closed when the writer has ended
@@ -232,16 +232,16 @@ func (c *sockConn) SendMany(frames [][]byte) {
 		n += len(f)
 	}
 	c.mu.Lock()
-	if c.closeCode != 0 || c.ended {
+	if c.closing.code != 0 || c.ended {
 		c.mu.Unlock()
 		return
 	}
 	if c.queued+n > c.s.h.cfg.SendQueueBytes {
-		c.closeCode, c.closeReason = rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer
+		// Logged by the writer, off the broadcast path.
+		c.closing, c.overflowed = slowConsumer, true
 		c.queue, c.queued = nil, 0
 		c.mu.Unlock()
 		c.s.h.metrics.slowConsumers.Inc()
-		c.s.log.Warn("closing slow consumer", "conn", c.id, "send_queue_bytes", c.s.h.cfg.SendQueueBytes)
 		c.signal()
 		return
 	}
@@ -254,8 +254,8 @@ func (c *sockConn) SendMany(frames [][]byte) {
 // Close sends what is queued, then closes the session with code.
 func (c *sockConn) Close(code int, reason string) {
 	c.mu.Lock()
-	if c.closeCode == 0 {
-		c.closeCode, c.closeReason = code, reason
+	if c.closing.code == 0 {
+		c.closing = closeStatus{code, reason}
 	}
 	c.mu.Unlock()
 	c.signal()
@@ -275,7 +275,7 @@ func (c *sockConn) writeLoop() {
 	defer close(c.done)
 	for range c.wake {
 		c.mu.Lock()
-		q, code, reason, ended := c.queue, c.closeCode, c.closeReason, c.ended
+		q, closing, overflowed, ended := c.queue, c.closing, c.overflowed, c.ended
 		c.queue, c.queued = nil, 0
 		c.mu.Unlock()
 		if !ended {
@@ -285,8 +285,11 @@ func (c *sockConn) writeLoop() {
 				}
 			}
 		}
-		if code != 0 {
-			_ = c.sess.Close(uint32(code), reason)
+		if closing.code != 0 {
+			if overflowed {
+				c.s.log.Warn("closing slow consumer", "conn", c.id, "send_queue_bytes", c.s.h.cfg.SendQueueBytes)
+			}
+			_ = c.sess.Close(uint32(closing.code), closing.reason)
 			return
 		}
 		if ended {

@@ -230,7 +230,7 @@ func serverState(srv *server, err error) error {
 }
 
 func printPubsub(w io.Writer, r *pubsubResult) {
-	mode := "saturate"
+	mode := r.Mode // saturate, window N
 	if r.Mode == "rate" {
 		mode = fmt.Sprintf("rate %.0f/s", r.TargetRate)
 	}

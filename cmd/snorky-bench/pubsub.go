@@ -27,13 +27,17 @@ type pubsubConfig struct {
 	Size        int           // bytes of each published message (its JSON text)
 	Via         string        // "backend" (HTTP POST) or "ws" (a publishing WebSocket)
 	Inflight    int           // concurrent publish calls (HTTP requests or publisher sockets)
-	Window      int           // Saturate: publishes not yet delivered to every subscriber
-	Drain       time.Duration // how long to wait for the last deliveries
-	Channel     string
-	Service     string // frontend PubSub service name
-	BackendSvc  string // backend PubSub service name
-	DialConc    int    // concurrent dials while connecting subscribers
-	PerAddr     int    // connections per loopback source address
+	// Window bounds the publishes not yet delivered to every subscriber:
+	// with Saturate (default 32), or alone, as the windowed mode (a
+	// publisher that keeps at most Window messages in flight).
+	Window     int
+	Windowed   bool          // set by Validate: the windowed mode
+	Drain      time.Duration // how long to wait for the last deliveries
+	Channel    string
+	Service    string // frontend PubSub service name
+	BackendSvc string // backend PubSub service name
+	DialConc   int    // concurrent dials while connecting subscribers
+	PerAddr    int    // connections per loopback source address
 }
 
 func (c *pubsubConfig) register(fs *flag.FlagSet) {
@@ -44,7 +48,7 @@ func (c *pubsubConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.Size, "size", 100, "bytes of each published message")
 	fs.StringVar(&c.Via, "via", "backend", "publish through the backend HTTP API (backend) or a WebSocket (ws)")
 	fs.IntVar(&c.Inflight, "inflight", 8, "concurrent publish calls")
-	fs.IntVar(&c.Window, "window", 32, "with --saturate: publishes allowed ahead of full delivery")
+	fs.IntVar(&c.Window, "window", 0, "publishes allowed ahead of full delivery: alone, the windowed mode (at most N messages in flight); with --saturate, its bound (default 32)")
 	fs.DurationVar(&c.Drain, "drain", 5*time.Second, "how long to wait for outstanding deliveries after publishing")
 	fs.StringVar(&c.Channel, "channel", "bench", "channel name")
 	fs.StringVar(&c.Service, "service", "pubsub", "frontend PubSub service name")
@@ -53,13 +57,23 @@ func (c *pubsubConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.PerAddr, "per-source-addr", 5000, "client connections per loopback source address")
 }
 
-// Validate checks the scenario's bounds.
+// windowed reports the windowed mode: --window without --rate or
+// --saturate.
+func (c *pubsubConfig) windowed() bool { return c.Window > 0 && !c.Saturate && c.Rate == 0 }
+
+// Validate checks the scenario's bounds and applies the windowed mode:
+// it publishes as --saturate does, bounded by --window.
 func (c *pubsubConfig) Validate() error {
+	if c.windowed() {
+		c.Saturate, c.Windowed = true, true
+	} else if c.Window == 0 {
+		c.Window = 32
+	}
 	switch {
 	case c.Subscribers < 1 || c.Subscribers > 19000:
 		return fmt.Errorf("--subscribers: got %d, want 1..19000 (one process, 20,000 descriptors)", c.Subscribers)
 	case c.Saturate == (c.Rate > 0):
-		return errors.New("give exactly one of --rate R (R > 0) and --saturate")
+		return errors.New("give exactly one of --rate R (R > 0), --saturate and --window N")
 	case c.Duration <= 0 || c.Duration > time.Hour:
 		return fmt.Errorf("--duration: got %v, want (0, 1h]", c.Duration)
 	case c.Size < 40 || c.Size > 1<<20:
@@ -447,6 +461,9 @@ func runPubsub(ctx context.Context, cfg pubsubConfig, srv *server, logf func(str
 	}
 	if cfg.Saturate {
 		res.Mode = "saturate"
+		if cfg.Windowed {
+			res.Mode = fmt.Sprintf("window %d", cfg.Window)
+		}
 	}
 	u0, err := sampleUsage(srv)
 	if err != nil {

@@ -14,4 +14,9 @@
 // Each delta is encoded at most once per shape (the update itself, the
 // insert and the delete it becomes for subscriptions entering or leaving the
 // match), and the same bytes are queued for every subscription of that shape.
+//
+// engine.go holds the engine's state and applies transactions (turning
+// changes into deltas, the stream position, the replay window's input);
+// route.go matches deltas to subscriptions and queues each connection's
+// share.
 package datasync

@@ -57,6 +57,10 @@ type Engine struct {
 	// open is a transaction whose chunks are arriving (cdc.Txn.Partial).
 	open *openTxn
 
+	// after holds what must not run under mu (logging, closing
+	// connections): the holder of mu adds to it and unlock runs it.
+	after []func()
+
 	// Scratch state of one routing pass, reused.
 	marks map[uint64]uint8
 	outs  map[rpc.Conn]*connOut
@@ -171,6 +175,27 @@ func randomEpoch() string {
 	return hex.EncodeToString(b[:])
 }
 
+// unlock releases mu, then runs what was left for after it.
+func (e *Engine) unlock() {
+	after := e.after
+	e.after = nil
+	e.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
+}
+
+// logLater logs once mu is released (unlock).
+func (e *Engine) logLater(level slog.Level, msg string, args ...any) {
+	e.after = append(e.after, func() { e.log.Log(context.Background(), level, msg, args...) })
+}
+
+// closeLater closes c with 4008 once mu is released (unlock). The caller
+// has already removed what c held, so nothing more is routed to it.
+func (e *Engine) closeLater(c rpc.Conn) {
+	e.after = append(e.after, func() { c.Close(rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer) })
+}
+
 // Subscriptions returns the number of live subscriptions.
 func (e *Engine) Subscriptions() int {
 	e.mu.Lock()
@@ -282,189 +307,6 @@ type delta struct {
 	old   json.RawMessage // update: oldData
 }
 
-const (
-	inOld = 1 << iota
-	inNew
-)
-
-// matchLocked marks in e.marks every acquired subscription that d reaches,
-// with how (spec §3.2).
-func (e *Engine) matchLocked(d *delta) {
-	clear(e.marks)
-	ds := e.byModel[d.model.name]
-	items := 0
-	for _, dl := range ds {
-		items += dl.Len()
-	}
-	if items == 0 {
-		return // nobody to route to: do not even parse the row
-	}
-	switch d.typ {
-	case typeTruncate:
-		for _, dl := range ds {
-			dl.All(func(sub uint64) { e.marks[sub] = inNew })
-		}
-	case typeInsert, typeDelete:
-		row := dealers.NewRowValid(d.data)
-		for _, dl := range ds {
-			dl.Match(row, func(sub uint64) { e.marks[sub] = inNew })
-		}
-	case typeUpdate:
-		newRow, oldRow := dealers.NewRowValid(d.data), dealers.NewRowValid(d.old)
-		for _, dl := range ds {
-			dl.Match(oldRow, func(sub uint64) { e.marks[sub] |= inOld })
-			dl.Match(newRow, func(sub uint64) { e.marks[sub] |= inNew })
-		}
-	}
-}
-
-// deliverLocked routes the deltas [from, to) of t to the acquired
-// subscriptions and queues each connection's share contiguously: as frames
-// encoded once and shared when the transaction is small, as a stream the
-// connection's writer encodes when it is large (spec §3.10).
-func (e *Engine) deliverLocked(t *winTxn, from, to int) {
-	for i := from; i < to; i++ {
-		d := &t.deltas[i]
-		e.matchLocked(d)
-		if len(e.marks) == 0 {
-			continue
-		}
-		e.metrics.deltas.Inc()
-		for seq, mark := range e.marks {
-			s := e.subs[seq]
-			if s == nil || s.snap != nil && t.db && s.snap.visible(t.xid) {
-				continue
-			}
-			e.metrics.deliveries.Inc()
-			o := e.outs[s.owner]
-			if o == nil {
-				o = e.spareOut()
-				e.outs[s.owner] = o
-				e.order = append(e.order, s.owner)
-			}
-			o.add(t, uint32(i), mark)
-		}
-	}
-	if len(e.order) == 0 {
-		return
-	}
-	small := t.size <= smallTxnBytes
-	var cache frameCache
-	for _, c := range e.order {
-		o := e.outs[c]
-		switch {
-		case o.n == 1:
-			p := &o.parts[0]
-			c.Send(cache.frame(e, t, p.runs[0].start, p.runs[0].mark, small))
-		case small:
-			frames := make([][]byte, 0, o.n)
-			for _, p := range o.parts {
-				for _, r := range p.runs {
-					for k := uint32(0); k < r.n; k++ {
-						frames = append(frames, cache.frame(e, t, r.start+k, r.mark, true))
-					}
-				}
-			}
-			rpc.SendMany(c, frames)
-		default:
-			rpc.SendStream(c, &txnStream{e: e, parts: o.parts})
-			o = nil // the stream keeps its runs
-		}
-		delete(e.outs, c)
-		if o != nil {
-			o.reset()
-			e.spare = append(e.spare, o)
-		}
-	}
-	clear(e.order)
-	e.order = e.order[:0]
-}
-
-// spareOut returns a reset connOut, reused when one is spare.
-func (e *Engine) spareOut() *connOut {
-	if n := len(e.spare); n > 0 {
-		o := e.spare[n-1]
-		e.spare = e.spare[:n-1]
-		return o
-	}
-	return &connOut{}
-}
-
-// smallTxnBytes is the size up to which a transaction's frames are
-// encoded once and shared; larger ones are streamed (spec §3.10).
-const smallTxnBytes = 128 << 10
-
-// frameCache shares a small transaction's encoded frames among the
-// connections it goes to, by delta index and mark.
-type frameCache struct {
-	frames [][4][]byte
-}
-
-func (fc *frameCache) frame(e *Engine, t *winTxn, i uint32, mark uint8, keep bool) []byte {
-	if !keep {
-		return e.encode(nil, t, i, mark)
-	}
-	if fc.frames == nil {
-		fc.frames = make([][4][]byte, len(t.deltas))
-	}
-	f := fc.frames[i][mark]
-	if f == nil {
-		f = e.encode(nil, t, i, mark)
-		fc.frames[i][mark] = f
-	}
-	return f
-}
-
-// encode appends the notification frame of delta i of t as seen by a
-// subscription with the given mark (spec §3.2: update, or the insert or
-// delete it becomes).
-func (e *Engine) encode(b []byte, t *winTxn, i uint32, mark uint8) []byte {
-	d := &t.deltas[i]
-	typ, data := d.typ, d.data
-	if d.typ == typeUpdate {
-		switch mark {
-		case inNew:
-			typ = typeInsert
-		case inOld:
-			typ, data = typeDelete, d.old
-		}
-	}
-	if b == nil {
-		b = make([]byte, 0, 128+len(e.name)+len(d.model.quoted)+len(data)+len(d.old))
-	}
-	b = append(b, `{"service":`...)
-	b = append(b, e.name...)
-	b = append(b, `,"message":{"type":"delta","delta":{"type":"`...)
-	b = append(b, typeNames[typ]...)
-	b = append(b, `","model":`...)
-	b = append(b, d.model.quoted...)
-	switch typ {
-	case typeInsert, typeDelete:
-		b = append(b, `,"data":`...)
-		b = append(b, data...)
-	case typeUpdate:
-		b = append(b, `,"newData":`...)
-		b = append(b, d.data...)
-		b = append(b, `,"oldData":`...)
-		b = append(b, d.old...)
-	}
-	if u := t.unchanged[i]; len(u) > 0 && (typ == typeUpdate || typ == typeInsert) {
-		u, _ := json.Marshal(u)
-		b = append(b, `,"unchanged":`...)
-		b = append(b, u...)
-	}
-	b = append(b, `,"offset":"`...)
-	b = appendOffset(b, t.pos.lsn, t.pos.batch, i)
-	b = append(b, '"')
-	if t.db {
-		b = append(b, `,"lsn":"`...)
-		b = fmt.Appendf(b, "%X/%X", t.lsn>>32, uint32(t.lsn))
-		b = append(b, `","xid":`...)
-		b = fmt.Appendf(b, "%d", t.xid)
-	}
-	return append(b, "}}}"...)
-}
-
 // Position returns the offset prefix of the current stream position: the
 // offset a subscription authorised now starts after.
 func (e *Engine) Position() string {
@@ -493,11 +335,11 @@ func (e *Engine) advanceLocked(p pos) {
 func (e *Engine) StartStream(epoch string, from uint64, horizon string) error {
 	h, _ := parseSnapshot(horizon)
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	e.open = nil // a new session sends an unfinished transaction again
 	if epoch == "" {
 		if e.epoch == "" {
-			e.log.Warn("the snorky schema is absent: resume positions will not survive a restart (run `snorky migrate` or set database.migrate: true)")
+			e.logLater(slog.LevelWarn, "the snorky schema is absent: resume positions will not survive a restart (run `snorky migrate` or set database.migrate: true)")
 			epoch = randomEpoch()
 		} else {
 			epoch = e.epoch
@@ -510,7 +352,7 @@ func (e *Engine) StartStream(epoch string, from uint64, horizon string) error {
 		e.setHorizonLocked(h)
 		e.advanceLocked(pos{from, 0})
 	case epoch != e.epoch:
-		e.log.Error("the replication stream was reset (new epoch): every resumable client must refetch", "old_epoch", e.epoch, "epoch", epoch)
+		e.logLater(slog.LevelError, "the replication stream was reset (new epoch): every resumable client must refetch", "old_epoch", e.epoch, "epoch", epoch)
 		e.epoch = epoch
 		e.window.reset(pos{max(from, e.pos.lsn), 0})
 		e.setHorizonLocked(h)
@@ -544,12 +386,12 @@ func (e *Engine) ConfirmLimit() (lsn uint64, limited bool) {
 // owns txn: it releases its changes as it converts them.
 func (e *Engine) Apply(txn *cdc.Txn) error {
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if !e.started {
 		e.epoch, e.started = randomEpoch(), true
 	}
 	if o := e.open; o != nil && o.t.xid != txn.Xid {
-		e.log.Warn("discarding an unfinished transaction", "xid", o.t.xid, "next_xid", txn.Xid)
+		e.logLater(slog.LevelWarn, "discarding an unfinished transaction", "xid", o.t.xid, "next_xid", txn.Xid)
 		e.open = nil
 	}
 	o := e.open
@@ -584,7 +426,7 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 		from = p.at
 		if err := e.cfg.Publish(p.Channel, p.Message); err != nil {
 			e.metrics.badMessages.Inc()
-			e.log.Warn("skipping a malformed SQL publish", "lsn", lsnText(t.lsn), "err", err)
+			e.logLater(slog.LevelWarn, "skipping a malformed SQL publish", "lsn", lsnText(t.lsn), "err", err)
 		}
 	}
 	e.deliverLocked(t, from, len(t.deltas))
@@ -619,7 +461,7 @@ func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
 			ds, publish, err := e.parseMessageLocked(m)
 			if err != nil {
 				e.metrics.badMessages.Inc()
-				e.log.Warn("skipping a malformed SQL message", "lsn", lsnText(m.LSN), "prefix", m.Prefix, "err", err)
+				e.logLater(slog.LevelWarn, "skipping a malformed SQL message", "lsn", lsnText(m.LSN), "prefix", m.Prefix, "err", err)
 				continue
 			}
 			if publish != nil {
@@ -703,7 +545,7 @@ func (e *Engine) tooLargeLocked(t *winTxn, tables []string) {
 	}
 	slices.Sort(t.tooLarge)
 	t.size = 64
-	e.log.Warn("a transaction is over database.max_tx_bytes: its subscribers must refetch", "xid", t.xid, "lsn", lsnText(t.lsn), "models", t.tooLarge, "max_tx_bytes", e.cfg.MaxTxBytes)
+	e.logLater(slog.LevelWarn, "a transaction is over database.max_tx_bytes: its subscribers must refetch", "xid", t.xid, "lsn", lsnText(t.lsn), "models", t.tooLarge, "max_tx_bytes", e.cfg.MaxTxBytes)
 	e.metrics.tooLarge.Inc()
 	if len(t.tooLarge) == 0 {
 		return
@@ -757,40 +599,6 @@ func (m *model) keyJSON(cols []cdc.Column) json.RawMessage {
 		}
 	}
 	return m.rowJSON(keep, nil)
-}
-
-// marksFor evaluates one subscription's items against a delta.
-func (e *Engine) marksFor(s *subscription, d *delta) uint8 {
-	var mark uint8
-	var oldRow, newRow *dealers.Row
-	for _, it := range s.items {
-		if it.d.Model() != d.model.name {
-			continue
-		}
-		switch d.typ {
-		case typeTruncate:
-			mark |= inNew
-		case typeInsert, typeDelete:
-			if newRow == nil {
-				newRow, _ = dealers.NewRow(d.data)
-			}
-			if newRow != nil && it.d.MatchQuery(it.q, newRow) {
-				mark |= inNew
-			}
-		case typeUpdate:
-			if newRow == nil {
-				newRow, _ = dealers.NewRow(d.data)
-				oldRow, _ = dealers.NewRow(d.old)
-			}
-			if oldRow != nil && it.d.MatchQuery(it.q, oldRow) {
-				mark |= inOld
-			}
-			if newRow != nil && it.d.MatchQuery(it.q, newRow) {
-				mark |= inNew
-			}
-		}
-	}
-	return mark
 }
 
 func lsnText(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }

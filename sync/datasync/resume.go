@@ -167,8 +167,8 @@ func (e *Engine) refetchFrame(reason string, models []string) []byte {
 }
 
 // refetchAllLocked ends every subscription: opted-in connections get
-// mustRefetch (models null), the others are closed with 4008 so that they
-// cannot miss it silently. Unacquired subscriptions end too.
+// mustRefetch (models null), the others are closed with 4008 (once mu is
+// released) so that they cannot miss it silently. Unacquired subscriptions end too.
 func (e *Engine) refetchAllLocked(reason string) {
 	frame := e.refetchFrame(reason, nil)
 	for c, subs := range e.byConn {
@@ -178,7 +178,7 @@ func (e *Engine) refetchAllLocked(reason string) {
 		if _, ok := e.resumable[c]; ok {
 			c.Send(frame)
 		} else {
-			c.Close(rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer)
+			e.closeLater(c)
 		}
 		e.metrics.refetches.Inc()
 	}
@@ -209,7 +209,7 @@ func (e *Engine) refetchModelsLocked(models []string, reason string) {
 		if _, ok := e.resumable[c]; ok {
 			c.Send(e.refetchFrame(reason, hit))
 		} else {
-			c.Close(rpc.CloseSlowConsumer, rpc.ReasonSlowConsumer)
+			e.closeLater(c)
 		}
 		e.metrics.refetches.Inc()
 	}

@@ -1,0 +1,130 @@
+package wsapi
+
+import (
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The write-through fast path (issue 15). When a connection has nothing
+// queued and its writer is not writing, the goroutine that delivers a
+// message (the DataSync engine, a PubSub publisher) writes the frame itself
+// with one non-blocking write system call: no writer wake-up, no queue.
+// Whatever the socket does not take at once (EAGAIN, a partial write) goes
+// to the writer goroutine, ahead of anything queued after it, so the bytes
+// on the wire stay in order and a transaction's frames stay contiguous. The
+// delivering goroutine never waits for the socket.
+//
+// Only a plain TCP (or Unix) socket qualifies: a TLS connection must encrypt
+// through crypto/tls, so its frames always go through the writer.
+//
+// The socket has one writer at a time: conn.writing is claimed, under
+// conn.mu, by the writer goroutine for its writes and by a fast-path write
+// for its one system call (made after unlocking). A writer woken while a
+// fast path holds the claim waits; the fast path wakes it on release when
+// there is something to do.
+
+// maxWriteThrough is the largest batch of framed bytes a fast path writes;
+// larger ones are queued as usual.
+const maxWriteThrough = 32 << 10
+
+var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// rawConn returns the socket's syscall.RawConn when a non-blocking write of
+// WebSocket frames directly on it is correct: plain TCP or Unix sockets.
+func rawConn(nc net.Conn) syscall.RawConn {
+	var sc syscall.Conn
+	switch x := nc.(type) {
+	case *net.TCPConn:
+		sc = x
+	case *net.UnixConn:
+		sc = x
+	default:
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// tryWrite makes one non-blocking write of b and returns how many bytes the
+// socket took (0 on EAGAIN or any error: the writer then meets the error
+// itself). It never waits for the socket to become writable.
+//
+// It uses RawConn.Control, not RawConn.Write: Write refuses to run once a
+// write deadline the writer set has passed, and the claim (conn.writing)
+// already makes this the socket's only writer. The socket is non-blocking
+// (the runtime's poller owns it), so the system call returns at once.
+func tryWrite(rc syscall.RawConn, b []byte) int {
+	n := 0
+	err := rc.Control(func(fd uintptr) {
+		for {
+			m, err := syscall.Write(int(fd), b)
+			if err == syscall.EINTR {
+				continue
+			}
+			if m > 0 {
+				n = m
+			}
+			return
+		}
+	})
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// writeThroughLocked tries the fast path for frames (n bytes of payload).
+// It is called with c.mu held and the bounds checked. When the fast path
+// applies it writes (or hands to the writer) every frame, releases c.mu
+// and reports true; otherwise it reports false with c.mu still held, and
+// the caller queues the frames.
+func (c *conn) writeThroughLocked(frames [][]byte, n int) bool {
+	if c.raw == nil || c.writing || len(c.queue) > 0 || c.rest != nil || c.readerDone ||
+		n+10*len(frames) > maxWriteThrough {
+		return false
+	}
+	c.writing = true
+	c.mu.Unlock()
+
+	bp := writeBufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	for _, f := range frames {
+		buf = appendFrameHeader(buf, len(f))
+		buf = append(buf, f...)
+	}
+	w := tryWrite(c.raw, buf)
+	var rest []byte
+	restFrame := 0
+	if w < len(buf) {
+		rest = append([]byte(nil), buf[w:]...)
+		restFrame = len(frameRest(buf, w)) // 0 when w is on a frame boundary
+	}
+	*bp = buf
+	writeBufPool.Put(bp)
+	c.h.metrics.countOut(frames...)
+
+	c.mu.Lock()
+	c.writing = false
+	if rest != nil && !c.aborted.Load() {
+		c.rest, c.restFrame = rest, restFrame
+		c.queued += len(rest)
+		if c.since.IsZero() {
+			c.since = time.Now()
+		}
+	} else if rest != nil && restFrame > 0 {
+		// Overflowed meanwhile: only the started frame is completed,
+		// before the close frame (slowclose.go).
+		c.rest, c.restFrame = rest[:restFrame], restFrame
+	}
+	wake := c.rest != nil || len(c.queue) > 0 || c.closing.code != 0 || c.readerDone || c.pingDue.Load()
+	c.mu.Unlock()
+	if wake {
+		c.signal()
+	}
+	return true
+}
