@@ -127,7 +127,7 @@ func TestConfigValidate(t *testing.T) {
 		{"duplicate table", Config{URL: "postgres://x/y", Tables: []TableConfig{{Name: "t"}, {Name: "public.t"}}}, "database.tables[1]: public.t is also database.tables[0]"},
 		{"bad name", Config{URL: "postgres://x/y", Tables: []TableConfig{{Name: "a.b.c"}}}, "database.tables[0]"},
 		{"bad timezone", Config{URL: "postgres://x/y", TimeZone: "UTC'; DROP"}, "database.timezone"},
-		{"receive timeout", Config{URL: "postgres://x/y", StatusInterval: 10e9, ReceiveTimeout: 1e9}, "database.receive_timeout"},
+		{"receive timeout", Config{URL: "postgres://x/y", StatusInterval: 10e9, ReceiveTimeout: 1e9}, "database.dead_link_timeout"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -49,9 +49,16 @@ type Config struct {
 	// StatusInterval is the period of standby status updates (confirmed
 	// position, liveness). Default 5s.
 	StatusInterval time.Duration
-	// ReceiveTimeout: a replication connection from which nothing arrives
-	// for this long (replies are requested every StatusInterval) is
-	// considered dead and replaced. Default 20s.
+	// ReceiveTimeout (config key database.dead_link_timeout): a
+	// replication connection from which nothing arrives for this long is
+	// considered dead (a blackholed network, a hung PostgreSQL) and
+	// replaced, with the usual backoff. A live link is never silent that
+	// long: a reply is requested whenever a status period passes without a
+	// message. It also bounds connecting (unless the URL sets
+	// connect_timeout) and sets the TCP keepalives of the reader's
+	// connections, and is the idle_session_timeout of the owner lock's
+	// session. Default 4 × StatusInterval (20s); at least 2 ×
+	// StatusInterval.
 	ReceiveTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the exponential, jittered delay
 	// between reconnection attempts. Defaults 250ms and 30s.
@@ -97,7 +104,7 @@ func (c Config) withDefaults() Config {
 		c.StatusInterval = 5 * time.Second
 	}
 	if c.ReceiveTimeout == 0 {
-		c.ReceiveTimeout = 20 * time.Second
+		c.ReceiveTimeout = 4 * c.StatusInterval
 	}
 	if c.MinBackoff == 0 {
 		c.MinBackoff = 250 * time.Millisecond
@@ -143,8 +150,8 @@ func (c Config) Validate() error {
 	if c.StatusInterval < 0 {
 		errs = append(errs, fmt.Errorf("database.status_interval: %v is negative", c.StatusInterval))
 	}
-	if c.ReceiveTimeout < c.StatusInterval {
-		errs = append(errs, fmt.Errorf("database.receive_timeout: %v is shorter than status_interval %v", c.ReceiveTimeout, c.StatusInterval))
+	if c.ReceiveTimeout < 2*c.StatusInterval {
+		errs = append(errs, fmt.Errorf("database.dead_link_timeout: %v is shorter than twice status_interval (%v): a live link could be taken for dead", c.ReceiveTimeout, c.StatusInterval))
 	}
 	if c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff {
 		errs = append(errs, fmt.Errorf("database.max_backoff: need 0 < min_backoff (%v) <= max_backoff (%v)", c.MinBackoff, c.MaxBackoff))

@@ -3,6 +3,8 @@ package cdc
 import (
 	"context"
 	"fmt"
+	"net"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -29,6 +31,7 @@ func connConfig(cfg Config, replication bool) (*pgconn.Config, error) {
 	if pc.RuntimeParams["application_name"] == "" {
 		pc.RuntimeParams["application_name"] = "snorky"
 	}
+	boundLink(pc, cfg)
 	if replication {
 		pc.RuntimeParams["replication"] = "database"
 		for k, v := range pinnedParams(cfg.TimeZone) {
@@ -36,6 +39,27 @@ func connConfig(cfg Config, replication bool) (*pgconn.Config, error) {
 		}
 	}
 	return pc, nil
+}
+
+// boundLink bounds how long a dead network keeps the reader's connections
+// hanging: connecting gives up after the dead-link timeout (unless the URL
+// sets connect_timeout), and TCP keepalives probe an idle socket so that a
+// peer that vanished is noticed within about that timeout too.
+func boundLink(pc *pgconn.Config, cfg Config) {
+	t := cfg.withDefaults().ReceiveTimeout
+	if t <= 0 {
+		return
+	}
+	if pc.ConnectTimeout == 0 {
+		pc.ConnectTimeout = t
+	}
+	d := &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
+		Enable:   true,
+		Idle:     max(t/2, time.Second),
+		Interval: max(t/6, time.Second),
+		Count:    3,
+	}}
+	pc.DialFunc = d.DialContext
 }
 
 // connectSQL opens a normal (non-replication) connection.
@@ -47,6 +71,7 @@ func connectSQL(ctx context.Context, cfg Config) (*pgx.Conn, error) {
 	if pcfg.RuntimeParams["application_name"] == "" {
 		pcfg.RuntimeParams["application_name"] = "snorky"
 	}
+	boundLink(&pcfg.Config, cfg)
 	conn, err := pgx.ConnectConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to PostgreSQL: %w", err)

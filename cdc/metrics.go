@@ -13,6 +13,7 @@ type Metrics struct {
 	transactions prometheus.Counter
 	changes      prometheus.Counter
 	reconnects   prometheus.Counter
+	deadLinks    prometheus.Counter
 	handoffWait  prometheus.Counter
 	heartbeats   prometheus.Counter
 
@@ -41,6 +42,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		transactions: c("transactions_total", "Transactions handed to the sink."),
 		changes:      c("changes_total", "Row changes handed to the sink."),
 		reconnects:   c("reconnects_total", "Replication sessions that ended with an error and were retried."),
+		deadLinks:    c("dead_links_total", "Replication connections given up as dead: nothing received within database.dead_link_timeout."),
 		handoffWait:  c("handoff_wait_seconds_total", "Time the reader waited for the sink to take a transaction."),
 		heartbeats:   c("heartbeats_received_total", "Non-transactional logical messages (heartbeats) received; their position is confirmed when nothing is in flight."),
 
@@ -53,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.receivedLSN, m.confirmedLSN, m.lagBytes, m.retainedWAL, m.connected,
-			m.transactions, m.changes, m.reconnects, m.handoffWait, m.heartbeats,
+			m.transactions, m.changes, m.reconnects, m.deadLinks, m.handoffWait, m.heartbeats,
 			m.walStatus, m.safeWAL, m.invalidations, m.standby)
 	}
 	return m

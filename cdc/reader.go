@@ -442,7 +442,10 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 		default:
 		}
 		now := time.Now()
-		if now.Sub(lastRecv) > r.cfg.ReceiveTimeout {
+		if silent := now.Sub(lastRecv); silent >= r.cfg.ReceiveTimeout {
+			r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.deadLinks }, 1)
+			r.log.Warn("cdc: dead replication link: nothing received from PostgreSQL within database.dead_link_timeout; reconnecting",
+				"silent_for", silent.Round(time.Millisecond), "dead_link_timeout", r.cfg.ReceiveTimeout)
 			return fmt.Errorf("%w (%v)", errDeadLink, r.cfg.ReceiveTimeout)
 		}
 		if !now.Before(nextStatus) {
@@ -451,12 +454,18 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 			}
 			nextStatus = now.Add(interval)
 		}
-		if recv.ctx == nil || !recv.deadline.Equal(nextStatus) {
+		// Wake for the next status update or when the link would count
+		// as dead, whichever comes first.
+		wake := nextStatus
+		if dead := lastRecv.Add(r.cfg.ReceiveTimeout); dead.Before(wake) {
+			wake = dead
+		}
+		if recv.ctx == nil || !recv.deadline.Equal(wake) {
 			if recv.cancel != nil {
 				recv.cancel()
 			}
-			recv.ctx, recv.cancel = context.WithDeadline(ctx, nextStatus)
-			recv.deadline = nextStatus
+			recv.ctx, recv.cancel = context.WithDeadline(ctx, wake)
+			recv.deadline = wake
 		}
 		msg, err := conn.ReceiveMessage(recv.ctx)
 		if err != nil {

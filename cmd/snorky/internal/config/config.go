@@ -59,6 +59,13 @@ type DatabaseConfig struct {
 	// (negative disables it).
 	StatusInterval    time.Duration `koanf:"status_interval"`
 	HeartbeatInterval time.Duration `koanf:"heartbeat_interval"`
+	// DeadLinkTimeout: a replication connection silent this long is dead
+	// (a blackholed network, a hung PostgreSQL) and is replaced, with the
+	// reconnect backoff; it also bounds connecting and sets the TCP
+	// keepalives. 0 (the default): 4 × status_interval (20s); at least 2 ×
+	// status_interval. Keep it at or below PostgreSQL's wal_sender_timeout
+	// (60s by default) so that both sides give up on a dead link alike.
+	DeadLinkTimeout time.Duration `koanf:"dead_link_timeout"`
 }
 
 // DataSyncConfig tunes resume (spec §3.9).

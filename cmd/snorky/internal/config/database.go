@@ -18,7 +18,8 @@ import (
 func (c *Config) CDCConfig() (cdc.Config, error) {
 	d := c.Database
 	out := cdc.Config{URL: d.URL, Slot: d.Slot, Publication: d.Publication, TimeZone: d.TimeZone,
-		StatusInterval: d.StatusInterval, HeartbeatInterval: d.HeartbeatInterval, MaxTxBytes: int(d.MaxTxBytes)}
+		StatusInterval: d.StatusInterval, HeartbeatInterval: d.HeartbeatInterval, MaxTxBytes: int(d.MaxTxBytes),
+		ReceiveTimeout: d.DeadLinkTimeout}
 	for _, name := range slices.Sorted(maps.Keys(c.Models)) {
 		m := c.Models[name]
 		if m.Table == "" {
