@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 	"github.com/snorkyhq/snorky/sync/jsonval"
 	"github.com/snorkyhq/snorky/sync/rpc"
 )

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/snorkyhq/snorky/cdc"
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 	"github.com/snorkyhq/snorky/sync/rpc"
 )
 
