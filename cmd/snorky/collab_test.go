@@ -21,27 +21,7 @@ func identityToken(t testing.TB, s *server, identity any) string {
 
 func dialToken(t testing.TB, s *server, tok string) *wsClient {
 	t.Helper()
-	u := s.frontendURL() + "?token=" + url.QueryEscape(tok)
-	orig := s.cfg.Frontend.Path
-	_ = orig
-	ws, _, err := websocket.DefaultDialer.Dial(u, nil)
-	if err != nil {
-		t.Fatalf("dial: %v", err)
-	}
-	c := &wsClient{t: t, ws: ws, msgs: make(chan []byte, 1000), done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		for {
-			_, m, err := ws.ReadMessage()
-			if err != nil {
-				c.closeErr = err
-				return
-			}
-			c.msgs <- m
-		}
-	}()
-	t.Cleanup(func() { ws.Close() })
-	return c
+	return dialURL(t, s.frontendURL()+"?token="+url.QueryEscape(tok), nil)
 }
 
 // TestIdentityChatOverWebSocket: identity from the URL token and from

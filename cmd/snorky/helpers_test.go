@@ -102,7 +102,13 @@ type wsClient struct {
 
 func dial(t testing.TB, s *server, header http.Header) *wsClient {
 	t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial(s.frontendURL(), header)
+	return dialURL(t, s.frontendURL(), header)
+}
+
+// dialURL opens a wsClient on the WebSocket URL u; cleanup closes it.
+func dialURL(t testing.TB, u string, header http.Header) *wsClient {
+	t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(u, header)
 	if err != nil {
 		status := 0
 		if resp != nil {
