@@ -132,7 +132,9 @@ func closeCode(t testing.TB, ws *websocket.Conn, within time.Duration) *websocke
 // timeout"; one holding something, one with an identity, and one that keeps
 // sending are not.
 func TestIdleTimeout(t *testing.T) {
-	const idle = 600 * time.Millisecond
+	// The chatty client sends every idle/20: a starved CPU would have to
+	// pause it for 1.9 s to make it look idle.
+	const idle = 2 * time.Second
 	_, url, mreg := limitServer(t, Config{IdleTimeout: idle})
 	start := time.Now()
 	idleWS := dial(t, url, nil)
@@ -149,7 +151,7 @@ func TestIdleTimeout(t *testing.T) {
 			case <-stop:
 				chattyDone <- nil
 				return
-			case <-time.After(idle / 3):
+			case <-time.After(idle / 20):
 			}
 			if r := call(t, chatty, "hold", "echo", `{}`); r["type"] != "response" {
 				chattyDone <- fmt.Errorf("echo: got %v", r)
@@ -158,13 +160,15 @@ func TestIdleTimeout(t *testing.T) {
 		}
 	}()
 
-	ce := closeCode(t, idleWS, 10*time.Second)
+	ce := closeCode(t, idleWS, 60*time.Second)
 	took := time.Since(start)
 	if ce.Code != rpc.CloseIdle || ce.Text != rpc.ReasonIdle {
 		t.Fatalf("idle connection: got close %d %q, want 4002 %q", ce.Code, ce.Text, rpc.ReasonIdle)
 	}
-	if took < idle-50*time.Millisecond || took > idle+2*time.Second {
-		t.Errorf("idle connection closed after %v, want about %v", took, idle)
+	// Not before its deadline; how long after it depends on the machine's
+	// load, so it is logged, not asserted.
+	if took < idle-50*time.Millisecond {
+		t.Errorf("idle connection closed after %v, before its idle timeout %v", took, idle)
 	}
 	t.Logf("idle connection closed after %v (idle_timeout %v)", took, idle)
 	time.Sleep(2 * idle)
@@ -179,7 +183,7 @@ func TestIdleTimeout(t *testing.T) {
 	}
 	// Once it drops what it held, the connection is idle again.
 	call(t, holding, "hold", "drop", `{}`)
-	if ce := closeCode(t, holding, 10*time.Second); ce.Code != rpc.CloseIdle {
+	if ce := closeCode(t, holding, 60*time.Second); ce.Code != rpc.CloseIdle {
 		t.Fatalf("after drop: got close %d, want 4002", ce.Code)
 	}
 	// The idle one, the one that dropped, and the chatty one once it
@@ -196,8 +200,8 @@ func TestIdleTimeoutNonReadingPeer(t *testing.T) {
 	dial(t, url, nil)
 	start := time.Now()
 	for h.Len() > 0 {
-		if time.Since(start) > 5*time.Second {
-			t.Fatal("connection still open 5 s after its idle deadline")
+		if time.Since(start) > 60*time.Second { // a bound for a hang, not a target
+			t.Fatal("connection still open 60 s after its idle deadline")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -449,7 +453,7 @@ func testBurstyAbuse(t *testing.T, perCycle int) {
 	start := time.Now()
 	var ce *websocket.CloseError
 loop:
-	for time.Since(start) < grace+5*time.Second {
+	for time.Since(start) < grace+60*time.Second { // a bound for a hang, not a target
 		cycle := time.Now()
 		for range perCycle { // the "on" phase, then "off" until 70 ms
 			if ws.WriteMessage(websocket.TextMessage, msg) != nil {
@@ -473,11 +477,9 @@ loop:
 	if ce == nil || ce.Code != rpc.CloseRateLimited {
 		t.Fatalf("after %v and %d messages: got %v, want close 4029", took, sent, ce)
 	}
-	// T18's target is grace + 2 s (measured: see the log); the bound
-	// leaves room for a loaded CI machine.
-	if took > grace+4*time.Second {
-		t.Errorf("closed after %v, want within grace (%v) + 2 s", took, grace)
-	}
+	// T18's target is grace + 2 s: measured, see the log. A test does not
+	// assert on wall-clock speed (style.md §22): a starved CPU slows the
+	// abuser as much as the server.
 	secs := took.Seconds()
 	if max := int64(repliesPerSecond*(secs+1)) + 5; errorsSeen.Load() > max {
 		t.Errorf("%d rate-limit errors answered in %.1f s, want at most %d", errorsSeen.Load(), secs, max)

@@ -116,8 +116,8 @@ func TestT17TokenAndKeyAbuse(t *testing.T) {
 	if m := owner.next(); m["message"].(map[string]any)["type"] != "delta" {
 		t.Fatalf("owner: got %v, want its delta", m)
 	}
-	attacker.quiet(300 * time.Millisecond)
-	owner.quiet(100 * time.Millisecond)
+	attacker.nothingQueued()
+	owner.nothingQueued()
 
 	// 10,000 wrong API keys: correct-prefix and random keys interleaved,
 	// each timed. All refused.

@@ -106,7 +106,11 @@ func TestCDCDeltasOverWebSocket(t *testing.T) {
 	if got != want {
 		t.Fatalf("owner 7:\n got %s\nwant %s", got, want)
 	}
-	owner7.quiet(100 * time.Millisecond)
+	// Nothing more for owner 7: its next delta is the next commit's.
+	e.exec(t, `INSERT INTO tasks (id, title, owner) VALUES (100, 'end', 7)`)
+	if d := owner7.delta(); d["type"] != "insert" || fmt.Sprint(d["data"].(map[string]any)["id"]) != "100" {
+		t.Fatalf("owner 7: got %v, want the insert of 100 and nothing before it", d)
+	}
 }
 
 // TestServeStartsWhileDatabaseDown: serve starts, /readyz answers 503 with

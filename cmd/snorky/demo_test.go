@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
+	"github.com/snorkyhq/snorky/wsapi/client/nodetest"
 )
 
 // startDemo runs the demo on free ports until the test ends, and fails the
@@ -162,28 +162,18 @@ func TestDemoArguments(t *testing.T) {
 // file for the screenshot, relative to the repository root (default: a
 // temporary file).
 func TestDemoInBrowser(t *testing.T) {
-	const chromium = "/usr/bin/chromium"
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
 	}
 	e2e := filepath.Join(root, "examples", "todomvc", "e2e")
-	if _, err := os.Stat(chromium); err != nil {
-		t.Skipf("%s not found; install it with: apt-get install chromium", chromium)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node not found; install it with: apt-get install nodejs npm")
-	}
-	if _, err := os.Stat(filepath.Join(e2e, "node_modules", "playwright-core")); err != nil {
-		t.Skip("playwright-core not installed; install it with: npm ci --prefix examples/todomvc/e2e")
-	}
+	chromium := nodetest.Chromium(t)
+	nodetest.Node(t)
+	nodetest.Modules(t, e2e, "examples/todomvc/e2e", "playwright-core")
 	info := startDemo(t)
 	psql := filepath.Join(info.BinDir, "psql")
 	if _, err := os.Stat(psql); err != nil {
-		if psql, err = exec.LookPath("psql"); err != nil {
-			t.Skip("psql not found; install it with: apt-get install postgresql-client")
-		}
+		psql = nodetest.Psql(t)
 	}
 	shot := os.Getenv("SNORKY_TEST_SCREENSHOT")
 	if shot == "" {
@@ -192,25 +182,13 @@ func TestDemoInBrowser(t *testing.T) {
 		shot = filepath.Join(root, shot)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=tap", filepath.Join(e2e, "todomvc.test.mjs"))
-	cmd.Dir = e2e
-	cmd.Env = append(os.Environ(),
+	nodetest.Run(t, nodetest.Options{Dir: e2e, Env: append(os.Environ(),
 		"TODOMVC_URL="+info.PageURL,
 		"TODOMVC_DATABASE_URL="+info.DatabaseURL,
 		"TODOMVC_PSQL="+psql,
 		"TODOMVC_SCREENSHOT="+shot,
 		"CHROMIUM="+chromium,
-	)
-	out, err := cmd.CombinedOutput()
-	t.Logf("node --test:\n%s", out)
-	if err != nil {
-		t.Fatalf("node --test: %v", err)
-	}
-	if !strings.Contains(string(out), "# fail 0") || !strings.Contains(string(out), "# skipped 0") || strings.Contains(string(out), "# pass 0") {
-		t.Fatal("node --test did not run every test (see its output above)")
-	}
+	)}, filepath.Join(e2e, "todomvc.test.mjs"))
 	if st, err := os.Stat(shot); err != nil || st.Size() == 0 {
 		t.Errorf("no screenshot at %s: %v", shot, err)
 	}

@@ -140,7 +140,13 @@ type wsClient struct {
 
 func dial(t testing.TB, s *server, header http.Header) *wsClient {
 	t.Helper()
-	ws, resp, err := websocket.DefaultDialer.Dial(s.frontendURL(), header)
+	return dialURL(t, s.frontendURL(), header)
+}
+
+// dialURL opens a wsClient on the WebSocket URL u; cleanup closes it.
+func dialURL(t testing.TB, u string, header http.Header) *wsClient {
+	t.Helper()
+	ws, resp, err := websocket.DefaultDialer.Dial(u, header)
 	if err != nil {
 		status := 0
 		if resp != nil {
@@ -261,16 +267,19 @@ func (c *wsClient) fails(service, command string, params any, want string) {
 	}
 }
 
-// quiet fails if a message arrives within d.
-func (c *wsClient) quiet(d time.Duration) {
+// nothingQueued fails if anything reached c, or was queued for it on the
+// server, before a round trip made now: a connection's queue is first in,
+// first out, so the reply to a request sent now comes after everything
+// queued before (for example by a backend call that has returned). It
+// waits for no clock.
+func (c *wsClient) nothingQueued() {
 	c.t.Helper()
 	if len(c.stashed) > 0 {
 		c.t.Fatalf("unexpected message %v", c.stashed[0])
 	}
-	select {
-	case m := <-c.msgs:
+	c.sendRaw(`{"service":"pubsub","message":{"command":"no such command","params":{},"callId":"barrier"}}`)
+	if m := c.nextRaw(); !strings.Contains(m, `"callId":"barrier"`) {
 		c.t.Fatalf("unexpected message %s", m)
-	case <-time.After(d):
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -67,8 +66,13 @@ func TestSQLPublish(t *testing.T) {
 	if _, msg := obj.pubsubMessage(); msg != "obj" {
 		t.Fatalf("object channel: got %s, want obj", msg)
 	}
-	sub.quiet(100 * time.Millisecond)
-	both.quiet(0)
+	// Nothing more: the next message of each is the next commit's.
+	e.exec(t, `SELECT snorky.publish('"orders"', '"end"')`)
+	for _, c := range []*wsClient{sub, both} {
+		if ch, msg := c.pubsubMessage(); ch != "orders" || msg != "end" {
+			t.Fatalf("got %s %s, want orders end and nothing before it", ch, msg)
+		}
+	}
 }
 
 // TestSQLPublishDelta: snorky.publish_delta reaches exactly the
@@ -110,8 +114,16 @@ func TestSQLPublishDelta(t *testing.T) {
 	if d := owner8.delta(); d["type"] != "insert" || fmt.Sprint(d["data"].(map[string]any)["owner"]) != "8" {
 		t.Fatalf("owner 8: got %v, want the insert of 11", d)
 	}
-	owner7.quiet(100 * time.Millisecond)
-	owner8.quiet(0)
+	// Nothing more: the next delta of each is the next commit's.
+	e.exec(t, `BEGIN;
+		SELECT snorky.publish_delta('Task', 'insert', '{"id":97,"title":"end","owner":7}');
+		SELECT snorky.publish_delta('Task', 'insert', '{"id":98,"title":"end","owner":8}');
+		COMMIT`)
+	for c, want := range map[*wsClient]string{owner7: "97", owner8: "98"} {
+		if d := c.delta(); d["type"] != "insert" || fmt.Sprint(d["data"].(map[string]any)["id"]) != want {
+			t.Fatalf("got %v, want the insert of %s and nothing before it", d, want)
+		}
+	}
 }
 
 // TestSQLPublishMalformed: malformed messages are skipped and counted, and
@@ -138,7 +150,11 @@ func TestSQLPublishMalformed(t *testing.T) {
 	if !e.s.reader.Ready() {
 		t.Fatal("replication stopped after malformed messages")
 	}
-	all.quiet(100 * time.Millisecond)
+	// Nothing more: the next delta is the next commit's.
+	e.exec(t, `INSERT INTO tasks (id, title, owner) VALUES (22, 'end', 1)`)
+	if d := all.delta(); d["type"] != "insert" || fmt.Sprint(d["data"].(map[string]any)["id"]) != "22" {
+		t.Fatalf("got %v, want the insert of 22 and nothing before it", d)
+	}
 }
 
 // rejected scrapes snorky_datasync_sql_messages_rejected_total from the
@@ -291,5 +307,9 @@ $$`)
 	if ch, msg := sub.pubsubMessage(); ch != "map[customer:42]" || msg != "map[from:new order:1 to:shipped]" {
 		t.Fatalf("got %s %s, want the status change new → shipped on channel {customer: 42}", ch, msg)
 	}
-	sub.quiet(100 * time.Millisecond)
+	// Nothing more: the next message is the next commit's.
+	e.exec(t, `SELECT snorky.publish('{"customer":42}', '"end"')`)
+	if _, msg := sub.pubsubMessage(); msg != "end" {
+		t.Fatalf("got %s, want end and nothing before it", msg)
+	}
 }

@@ -1,7 +1,6 @@
 package chat_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/snorkyhq/snorky/backendapi/handofftest"
 	"github.com/snorkyhq/snorky/examples/chat"
+	"github.com/snorkyhq/snorky/wsapi/client/nodetest"
 )
 
 func TestMain(m *testing.M) { os.Exit(handofftest.Main(m)) }
@@ -81,21 +80,13 @@ func TestIdentityEndpoint(t *testing.T) {
 // --prefix examples/chat/e2e). SNORKY_TEST_SCREENSHOT names a file for a
 // screenshot, relative to the repository root.
 func TestChatInBrowser(t *testing.T) {
-	const chromium = "/usr/bin/chromium"
 	e2e, err := filepath.Abs("e2e")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(chromium); err != nil {
-		t.Skipf("%s not found; install it with: apt-get install chromium", chromium)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node not found; install it with: apt-get install nodejs npm")
-	}
-	if _, err := os.Stat(filepath.Join(e2e, "node_modules", "playwright-core")); err != nil {
-		t.Skip("playwright-core not installed; install it with: npm ci --prefix examples/chat/e2e")
-	}
+	chromium := nodetest.Chromium(t)
+	nodetest.Node(t)
+	nodetest.Modules(t, e2e, "examples/chat/e2e", "playwright-core")
 	pageAddr := handofftest.FreeAddr(t)
 	srv := handofftest.StartServer(t, handofftest.Options{Frontend: fmt.Sprintf("allowed_origins: [%q]", "http://"+pageAddr)})
 	h, err := chat.New(chat.Config{BackendURL: srv.BackendURL, APIKey: handofftest.APIKey, WebSocketURL: srv.WebSocketURL})
@@ -116,17 +107,7 @@ func TestChatInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=tap", filepath.Join(e2e, "chat.test.mjs"))
-	cmd.Dir = e2e
-	cmd.Env = handofftest.Env("CHAT_URL="+(&url.URL{Scheme: "http", Host: pageAddr}).String(), "CHROMIUM="+chromium, "CHAT_SCREENSHOT="+shot)
-	out, err := cmd.CombinedOutput()
-	t.Logf("node --test:\n%s", out)
-	if err != nil {
-		t.Fatalf("node --test: %v", err)
-	}
-	if !strings.Contains(string(out), "# fail 0") || !strings.Contains(string(out), "# skipped 0") || strings.Contains(string(out), "# pass 0") {
-		t.Fatal("node --test did not run every test (see its output above)")
-	}
+	nodetest.Run(t, nodetest.Options{Dir: e2e, Timeout: 3 * time.Minute,
+		Env: handofftest.Env("CHAT_URL="+(&url.URL{Scheme: "http", Host: pageAddr}).String(), "CHROMIUM="+chromium, "CHAT_SCREENSHOT="+shot)},
+		filepath.Join(e2e, "chat.test.mjs"))
 }

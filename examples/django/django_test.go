@@ -2,7 +2,6 @@ package django_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -241,25 +240,7 @@ func TestSubscribe(t *testing.T) {
 func TestHandoff(t *testing.T) {
 	a := startApp(t, "")
 	w := handofftest.StartWriter(t, a.srv.DatabaseURL, 500, 60)
-	client := &http.Client{Timeout: 30 * time.Second}
-	res := handofftest.Check(t, a.srv, w, 1000, 8, func(ctx context.Context) ([]handofftest.Row, string, error) {
-		req, _ := http.NewRequestWithContext(ctx, "GET", a.url+"/api/items", nil)
-		req.Header.Set("X-Snorky", "Subscribe")
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			return nil, "", fmt.Errorf("GET /api/items: %d %.300s", resp.StatusCode, body)
-		}
-		var rows []handofftest.Row
-		if err := json.Unmarshal(body, &rows); err != nil {
-			return nil, "", fmt.Errorf("GET /api/items: %w", err)
-		}
-		return rows, resp.Header.Get("X-Subscription-Token"), nil
-	})
+	res := handofftest.Check(t, a.srv, w, 1000, 8, handofftest.ListOverHTTP(a.url+"/api/items"))
 	w.Stop(t)
 	handofftest.VerifyTable(t, a.srv.DatabaseURL, w)
 	t.Log(res)

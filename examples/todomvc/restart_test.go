@@ -8,12 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/wsapi/client/nodetest"
 )
 
 // TestPageSurvivesRestart runs e2e/restart.test.mjs in Debian's Chromium:
@@ -22,27 +22,11 @@ import (
 // reload, and shows what changed meanwhile. The script runs the server
 // (built from cmd/snorky) with the configuration written here.
 func TestPageSurvivesRestart(t *testing.T) {
-	const chromium = "/usr/bin/chromium"
-	if _, err := os.Stat(chromium); err != nil {
-		t.Skipf("%s not found; install it with: apt-get install chromium", chromium)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node not found; install it with: apt-get install nodejs npm")
-	}
+	chromium := nodetest.Chromium(t)
+	nodetest.Node(t)
 	e2e, _ := filepath.Abs("e2e")
-	if _, err := os.Stat(filepath.Join(e2e, "node_modules", "playwright-core")); err != nil {
-		t.Skip("playwright-core not installed; install it with: npm ci --prefix examples/todomvc/e2e")
-	}
-	psql := "psql"
-	if dir, err := pglocal.FindBinDir(); err == nil {
-		if _, err := os.Stat(filepath.Join(dir, "psql")); err == nil {
-			psql = filepath.Join(dir, "psql")
-		}
-	}
-	if _, err := exec.LookPath(psql); err != nil {
-		t.Skip("psql not found; install it with: apt-get install postgresql-client")
-	}
+	nodetest.Modules(t, e2e, "examples/todomvc/e2e", "playwright-core")
+	psql := nodetest.Psql(t)
 	bin := filepath.Join(t.TempDir(), "snorky")
 	if out, err := exec.Command("go", "build", "-o", bin, "github.com/snorkyhq/snorky/cmd/snorky").CombinedOutput(); err != nil {
 		t.Fatalf("building snorky: %v\n%s", err, out)
@@ -85,11 +69,7 @@ shutdown: {timeout: 5s}
 		t.Fatal(err)
 	}
 
-	tctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(tctx, node, "--test", "--test-reporter=tap", filepath.Join(e2e, "restart.test.mjs"))
-	cmd.Dir = e2e
-	cmd.Env = append(os.Environ(),
+	nodetest.Run(t, nodetest.Options{Dir: e2e, AllowSkips: true, Env: append(os.Environ(),
 		"TODOMVC_URL="+page.URL,
 		"TODOMVC_DATABASE_URL="+dbURL,
 		"TODOMVC_PSQL="+psql,
@@ -97,15 +77,7 @@ shutdown: {timeout: 5s}
 		"TODOMVC_SNORKY_CONFIG="+cfg,
 		"TODOMVC_SNORKY_READY=http://"+back+"/readyz",
 		"CHROMIUM="+chromium,
-	)
-	out, err := cmd.CombinedOutput()
-	t.Logf("node --test:\n%s", out)
-	if err != nil {
-		t.Fatalf("node --test: %v", err)
-	}
-	if !strings.Contains(string(out), "# fail 0") || strings.Contains(string(out), "# pass 0") {
-		t.Fatal("node --test did not pass (see its output above)")
-	}
+	)}, filepath.Join(e2e, "restart.test.mjs"))
 }
 
 // freeAddr returns a 127.0.0.1 address whose port was free a moment ago.

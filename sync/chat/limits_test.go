@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 )
 
 // TestMembersCapped: a join reply lists at most MaxMembers identities and

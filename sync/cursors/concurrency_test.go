@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 )
 
 // TestConcurrentConnections drives many connections from several

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
 	"github.com/snorkyhq/snorky/sync/jsonval"
 	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 )
 
 type env struct {

@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 )
 
 // TestHandleLength: a private handle longer than MaxHandleBytes (canonical

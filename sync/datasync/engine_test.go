@@ -8,8 +8,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/snorkyhq/snorky/cdc"
 	"github.com/snorkyhq/snorky/dealers"
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
 	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 	"github.com/snorkyhq/snorky/sync/token"
 )
 

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
 	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 )
 
 // TestLimits: a connection may hold at most MaxSubscriptions; a token

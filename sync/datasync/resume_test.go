@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/snorkyhq/snorky/cdc"
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
 	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 )
 
 // insertTxn is a transaction inserting rows (id, owner) into public.tasks.

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/snorkyhq/snorky/cdc"
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 )
 
 func TestParseSnapshot(t *testing.T) {

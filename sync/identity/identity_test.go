@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
 	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 	"github.com/snorkyhq/snorky/sync/token"
 )
 

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 )
 
 // TestSizeLimits: an identity over MaxIdentityBytes is not issued; a token

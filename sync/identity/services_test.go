@@ -8,8 +8,8 @@ import (
 	"github.com/snorkyhq/snorky/sync/chat"
 	"github.com/snorkyhq/snorky/sync/cursors"
 	"github.com/snorkyhq/snorky/sync/identity"
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
 	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 	"github.com/snorkyhq/snorky/sync/token"
 )
 

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/snorkyhq/snorky/sync/internal/rpctest"
 	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 )
 
 // TestLimits (T18): subscriptions over the per-connection limit and channel

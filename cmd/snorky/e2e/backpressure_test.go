@@ -88,17 +88,7 @@ datasync: {position_interval: 500ms}
 			t.Fatalf("client %d: resume: %s", i, errText)
 		}
 		next.waitDeltas(seq-got, 60*time.Second)
-		all := append(c.received(), next.received()...)
-		prev := ""
-		for _, d := range all {
-			if d.Offset <= prev {
-				t.Fatalf("client %d: offset %s after %s: a duplicate or disorder", i, d.Offset, prev)
-			}
-			prev = d.Offset
-		}
-		if len(all) != seq {
-			t.Errorf("client %d: got %d rows, want %d", i, len(all), seq)
-		}
+		checkDelivery(t, fmt.Sprintf("client %d, across its two connections", i), append(c.received(), next.received()...), "seq", seqRange(0, int64(seq-1)))
 	}
 }
 

@@ -56,14 +56,10 @@ func (app *handoffApp) apply(t *testing.T, name string, ds []delta, want map[int
 			problems = append(problems, fmt.Sprintf(format, args...))
 		}
 	}
-	prev := ""
+	checkOffsets(t, name, ds)
 	for i := range ds {
 		d := &ds[i]
 		c.deltas++
-		if d.Offset <= prev {
-			t.Errorf("%s: offset %s after %s, want strictly increasing", name, d.Offset, prev)
-		}
-		prev = d.Offset
 		switch d.Type {
 		case "insert":
 			r := rowOf(d.Data)

@@ -4,20 +4,14 @@
 package backend_test
 
 import (
-	"context"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/snorkyhq/snorky/backendapi/handofftest"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/wsapi/client/nodetest"
 )
 
 func TestMain(m *testing.M) { os.Exit(handofftest.Main(m)) }
@@ -26,30 +20,14 @@ func TestMain(m *testing.M) { os.Exit(handofftest.Main(m)) }
 // (npm ci --prefix wsapi/client/backend/test).
 func needNode(t *testing.T) string {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node not found; install it with: apt-get install nodejs npm")
-	}
-	if _, err := os.Stat(filepath.Join("test", "node_modules", "pg")); err != nil {
-		t.Skip("node-postgres not installed; install it with: npm ci --prefix wsapi/client/backend/test")
-	}
+	node := nodetest.Node(t)
+	nodetest.Modules(t, "test", "wsapi/client/backend/test", "pg")
 	return node
 }
 
 func TestNodeUnit(t *testing.T) {
-	node := needNode(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "--test", "--test-reporter=tap", "test/backend.test.mjs")
-	cmd.Env = handofftest.Env("DATABASE_URL=" + pglocal.NewDatabase(t))
-	out, err := cmd.CombinedOutput()
-	t.Logf("node --test:\n%s", out)
-	if err != nil {
-		t.Fatalf("node --test: %v", err)
-	}
-	if !strings.Contains(string(out), "# fail 0") || !strings.Contains(string(out), "# skipped 0") || strings.Contains(string(out), "# pass 0") {
-		t.Fatal("node --test did not run every test (see its output above)")
-	}
+	needNode(t)
+	nodetest.Run(t, nodetest.Options{Timeout: 2 * time.Minute, Env: handofftest.Env("DATABASE_URL=" + pglocal.NewDatabase(t))}, "test/backend.test.mjs")
 }
 
 // TestHandoff is D8 through the Node helper: an application built on
@@ -67,25 +45,7 @@ func TestHandoff(t *testing.T) {
 	app.WaitHTTP(t, "http://"+addr+"/", 30*time.Second)
 
 	w := handofftest.StartWriter(t, srv.DatabaseURL, 500, 200)
-	client := &http.Client{Timeout: 30 * time.Second}
-	res := handofftest.Check(t, srv, w, 1000, 4, func(ctx context.Context) ([]handofftest.Row, string, error) {
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/api/items", nil)
-		req.Header.Set("X-Snorky", "Subscribe")
-		resp, err := client.Do(req)
-		if err != nil {
-			return nil, "", err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
-			return nil, "", fmt.Errorf("GET /api/items: %d %.300s", resp.StatusCode, body)
-		}
-		var rows []handofftest.Row
-		if err := json.Unmarshal(body, &rows); err != nil {
-			return nil, "", fmt.Errorf("GET /api/items: %w", err)
-		}
-		return rows, resp.Header.Get("X-Subscription-Token"), nil
-	})
+	res := handofftest.Check(t, srv, w, 1000, 4, handofftest.ListOverHTTP("http://"+addr+"/api/items"))
 	w.Stop(t)
 	handofftest.VerifyTable(t, srv.DatabaseURL, w)
 	t.Log(res)
