@@ -203,7 +203,7 @@ func distinctSeqs(ds []delta) (seqs []int64, dups int) {
 	return seqs, dups
 }
 
-// delivery is what checkDelivery found.
+// delivery is what checkTableDelivery found.
 type delivery struct {
 	delivered, duplicates int
 	// ambiguous: INSERTs that reported an error although they committed
@@ -212,11 +212,11 @@ type delivery struct {
 	ambiguous int
 }
 
-// checkDelivery compares what a subscriber received (deduplicated) with
+// checkTableDelivery compares what a subscriber received (deduplicated) with
 // the table: every committed row delivered, in commit (seq) order, nothing
 // else; every INSERT that returned success committed; every failed INSERT
 // either absent from both or committed (ambiguous) and delivered.
-func checkDelivery(t testing.TB, who string, ds []delta, table, ok, failed []int64) delivery {
+func checkTableDelivery(t testing.TB, who string, ds []delta, table, ok, failed []int64) delivery {
 	t.Helper()
 	got, dups := distinctSeqs(ds)
 	inTable := map[int64]bool{}
@@ -387,7 +387,7 @@ func TestT3PostgresCrashDuringBurst(t *testing.T) {
 	caughtUp := waitAllDelivered(t, sub, url, 2*time.Minute)
 	table := tableSeqs(t, url)
 	ok, failed := w.outcome()
-	d := checkDelivery(t, "T3", sub.received(), table, ok, failed)
+	d := checkTableDelivery(t, "T3", sub.received(), table, ok, failed)
 	g := p.goroutinesBack(base)
 
 	resumed := readyAt.Sub(upAt)
@@ -460,7 +460,7 @@ func TestT4BlackholeToPostgres(t *testing.T) {
 	})
 	caughtUp := waitAllDelivered(t, sub, url, 90*time.Second)
 	table := tableSeqs(t, url)
-	d := checkDelivery(t, "T4", sub.received(), table, table, nil)
+	d := checkTableDelivery(t, "T4", sub.received(), table, table, nil)
 	slotInUse := strings.Count(p.log.String(), "slot in use by another connection")
 	detected := detectedAt.Sub(downAt)
 	resumed := readyAt.Sub(healAt)
@@ -522,7 +522,7 @@ func TestT5ServerPaused(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond) // a late duplicate would show now
 	table := tableSeqs(t, url)
-	d := checkDelivery(t, "T5", sub.received(), table, table, nil)
+	d := checkTableDelivery(t, "T5", sub.received(), table, table, nil)
 	recovery := caughtUp.Sub(contAt)
 	figure(t, "T5: server stopped %v; the 500 rows written during the pause delivered %v after SIGCONT; %d rows, %d duplicates; %d dead-link reconnects",
 		contAt.Sub(stoppedAt).Round(time.Millisecond), recovery.Round(time.Millisecond), d.delivered, d.duplicates,
@@ -604,7 +604,7 @@ func TestClientBlackhole(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	all := append(c.received(), c2.received()...)
 	table := tableSeqs(t, url)
-	d := checkDelivery(t, "client", all, table, table, nil)
+	d := checkTableDelivery(t, "client", all, table, table, nil)
 	if d.duplicates != 0 {
 		t.Errorf("%d duplicate deltas across the resume, want 0", d.duplicates)
 	}
