@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -184,15 +183,21 @@ func openCDCDatabase(ctx context.Context, cfg cdcConfig, logf func(string, ...an
 }
 
 // findPGBin returns dir (--pg-bin) if it holds postgres, else the
-// PostgreSQL binaries pglocal finds.
+// PostgreSQL binaries pglocal finds; either resolved to the directory the
+// postgres binary really is in, where pg_recvlogical is too (a PATH
+// directory may hold links to initdb and postgres only).
 func findPGBin(dir string) (string, error) {
 	if dir == "" {
-		return pglocal.FindBinDir()
+		var err error
+		if dir, err = pglocal.FindBinDir(); err != nil {
+			return "", err
+		}
 	}
-	if _, err := os.Stat(filepath.Join(dir, "postgres")); err != nil {
+	p, err := filepath.EvalSymlinks(filepath.Join(dir, "postgres"))
+	if err != nil {
 		return "", fmt.Errorf("--pg-bin: %w", err)
 	}
-	return dir, nil
+	return filepath.Dir(p), nil
 }
 
 // startPG starts a throwaway PostgreSQL for the scenario (cdc/pglocal:
