@@ -458,7 +458,7 @@ func (e *Engine) encode(b []byte, t *winTxn, i uint32, mark uint8) []byte {
 	b = append(b, '"')
 	if t.db {
 		b = append(b, `,"lsn":"`...)
-		b = fmt.Appendf(b, "%X/%X", t.lsn>>32, uint32(t.lsn))
+		b = append(b, t.lsn.String()...)
 		b = append(b, `","xid":`...)
 		b = fmt.Appendf(b, "%d", t.xid)
 	}
@@ -490,7 +490,7 @@ func (e *Engine) advanceLocked(p pos) {
 // horizon ("" for none) replaces the snapshot horizon when the stream is
 // new to this process (first start, a takeover by a standby, a reset): the
 // engine then sees every transaction it did not see.
-func (e *Engine) StartStream(epoch string, from uint64, horizon string) error {
+func (e *Engine) StartStream(epoch string, from cdc.LSN, horizon string) error {
 	h, _ := parseSnapshot(horizon)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -525,7 +525,7 @@ func (e *Engine) StartStream(epoch string, from uint64, horizon string) error {
 // (R2/R3): the end of the newest transaction no longer held in the window,
 // so that after a restart PostgreSQL sends the window again. limited is
 // false when the window holds nothing.
-func (e *Engine) ConfirmLimit() (lsn uint64, limited bool) {
+func (e *Engine) ConfirmLimit() (lsn cdc.LSN, limited bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.window.trim(e.cfg.Now())
@@ -584,7 +584,7 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 		from = p.at
 		if err := e.cfg.Publish(p.Channel, p.Message); err != nil {
 			e.metrics.badMessages.Inc()
-			e.log.Warn("skipping a malformed SQL publish", "lsn", lsnText(t.lsn), "err", err)
+			e.log.Warn("skipping a malformed SQL publish", "lsn", t.lsn.String(), "err", err)
 		}
 	}
 	e.deliverLocked(t, from, len(t.deltas))
@@ -619,7 +619,7 @@ func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
 			ds, publish, err := e.parseMessageLocked(m)
 			if err != nil {
 				e.metrics.badMessages.Inc()
-				e.log.Warn("skipping a malformed SQL message", "lsn", lsnText(m.LSN), "prefix", m.Prefix, "err", err)
+				e.log.Warn("skipping a malformed SQL message", "lsn", m.LSN.String(), "prefix", m.Prefix, "err", err)
 				continue
 			}
 			if publish != nil {
@@ -703,7 +703,7 @@ func (e *Engine) tooLargeLocked(t *winTxn, tables []string) {
 	}
 	slices.Sort(t.tooLarge)
 	t.size = 64
-	e.log.Warn("a transaction is over database.max_tx_bytes: its subscribers must refetch", "xid", t.xid, "lsn", lsnText(t.lsn), "models", t.tooLarge, "max_tx_bytes", e.cfg.MaxTxBytes)
+	e.log.Warn("a transaction is over database.max_tx_bytes: its subscribers must refetch", "xid", t.xid, "lsn", t.lsn.String(), "models", t.tooLarge, "max_tx_bytes", e.cfg.MaxTxBytes)
 	e.metrics.tooLarge.Inc()
 	if len(t.tooLarge) == 0 {
 		return
@@ -792,8 +792,6 @@ func (e *Engine) marksFor(s *subscription, d *delta) uint8 {
 	}
 	return mark
 }
-
-func lsnText(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }
 
 // MessagePrefix is the prefix of the logical messages the engine takes
 // (pg_logical_emit_message(true, 'snorky', …), written by the functions of
