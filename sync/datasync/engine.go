@@ -259,20 +259,6 @@ func (e *Engine) disconnect(c rpc.Conn) {
 	delete(e.resumable, c)
 }
 
-// deltaType is a delta's type (spec §3.6).
-type deltaType uint8
-
-const (
-	typeInsert deltaType = iota + 1
-	typeUpdate
-	typeDelete
-	typeTruncate
-)
-
-var typeNames = [...]string{typeInsert: "insert", typeUpdate: "update", typeDelete: "delete", typeTruncate: "truncate"}
-
-func (t deltaType) String() string { return typeNames[t] }
-
 // delta is one delta of a transaction; its offset is its transaction's
 // position and its index.
 type delta struct {
@@ -826,8 +812,9 @@ func (e *Engine) parseMessageLocked(m *cdc.Message) ([]delta, *sqlPublish, error
 		return nil, &sqlPublish{Channel: ch, Message: msg}, nil
 	case "delta":
 		in := map[string]json.RawMessage{"type": o["type"], "model": o["model"]}
-		typ, _ := rpc.String(o["type"])
-		if typ == "update" {
+		var typ deltaType
+		_ = typ.UnmarshalJSON(o["type"]) // checked with the other fields below
+		if typ == typeUpdate {
 			in["newData"], in["oldData"] = o["data"], o["old_data"]
 		} else {
 			in["data"] = o["data"]
