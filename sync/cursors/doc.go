@@ -12,9 +12,9 @@
 // Processing: the memberships are a membership.Set, whose state per
 // document is its cursors and per connection the cursors it created. The
 // Set has one mutex; each command, and each disconnect, runs under it and
-// queues its notifications (rpc.Conn.Send never blocks)
-// before Handle returns, so the registry queues the response after them.
-// Each notification is encoded once and shared by its recipients.
+// queues its notifications (rpc.Conn.Send never blocks) before Handle
+// returns, so the registry queues the response after them. Each
+// notification is encoded once and shared by its recipients.
 // cursorUpdated goes through rpc.Conn.SendLatest with a key unique to the
 // cursor, so a lagging connection gets only the newest position. The
 // Service starts no goroutines.
