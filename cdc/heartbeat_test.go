@@ -148,7 +148,7 @@ func TestStreamMarkers(t *testing.T) {
 	tests := []struct {
 		name string
 		msgs [][]byte
-		want uint64
+		want LSN
 	}{
 		{"heartbeat", [][]byte{msgLogical(false, 0x900, HeartbeatPrefix)}, 0x900},
 		{"latest of two", [][]byte{msgLogical(false, 0x900, HeartbeatPrefix), msgLogical(false, 0xA00, "other")}, 0xA00},
@@ -180,10 +180,10 @@ func TestFlushPositionIdle(t *testing.T) {
 	tests := []struct {
 		name    string
 		taken   uint64
-		idle    uint64
+		idle    LSN
 		pending int64
 		inTxn   bool
-		want    uint64
+		want    LSN
 	}{
 		{"idle", 0x100, 0x200, 0, false, 0x200},
 		{"waiting for the sink", 0x100, 0x200, 1, false, 0x100},

@@ -42,7 +42,7 @@ func (p *Pool) get() (*pgxpool.Pool, error) {
 // Emit writes a transactional logical message with prefix and payload in a
 // transaction of its own, and returns the message's LSN once committed:
 // the reader hands its transaction on with an end LSN above it.
-func (p *Pool) Emit(ctx context.Context, prefix string, payload []byte) (uint64, error) {
+func (p *Pool) Emit(ctx context.Context, prefix string, payload []byte) (LSN, error) {
 	pool, err := p.get()
 	if err != nil {
 		return 0, err
@@ -51,8 +51,7 @@ func (p *Pool) Emit(ctx context.Context, prefix string, payload []byte) (uint64,
 	if err := pool.QueryRow(ctx, `SELECT pg_logical_emit_message(true, $1, $2::bytea)::text`, prefix, payload).Scan(&lsn); err != nil {
 		return 0, fmt.Errorf("writing a logical message: %w", err)
 	}
-	l, err := pglogrepl.ParseLSN(lsn)
-	return uint64(l), err
+	return pglogrepl.ParseLSN(lsn)
 }
 
 // CurrentSnapshot returns pg_current_snapshot() as text.

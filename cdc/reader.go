@@ -45,12 +45,12 @@ type Reader struct {
 
 	// Owned by the Run goroutine.
 	st        *stream
-	handed    uint64 // EndLSN of the latest transaction handed to the applier
-	serverEnd uint64 // latest server WAL end seen
+	handed    LSN // EndLSN of the latest transaction handed to the applier
+	serverEnd LSN // latest server WAL end seen
 	// idleEnd is the latest position known to hold no transaction not yet
 	// received: a keepalive's WAL end or a non-transactional message
 	// (heartbeat). It is confirmed only when nothing is in flight.
-	idleEnd     uint64
+	idleEnd     LSN
 	queue       chan handoff
 	applyErr    chan error
 	stopApply   chan struct{}
@@ -61,14 +61,14 @@ type Reader struct {
 // transaction that only advances the position.
 type handoff struct {
 	txn *Txn
-	end uint64
+	end LSN
 	// start, when set, tells a StreamStarter sink where a session starts.
 	start *streamStart
 }
 
 type streamStart struct {
 	epoch   string
-	from    uint64
+	from    LSN
 	horizon string
 }
 
@@ -94,10 +94,10 @@ func (r *Reader) OnSession(f func(ctx context.Context, conn *pgx.Conn) error) { 
 func (r *Reader) Ready() bool { return r.ready.Load() }
 
 // TakenLSN is the end LSN of the latest transaction the sink took.
-func (r *Reader) TakenLSN() uint64 { return r.taken.Load() }
+func (r *Reader) TakenLSN() LSN { return LSN(r.taken.Load()) }
 
 // ConfirmedLSN is the flush position last sent to PostgreSQL.
-func (r *Reader) ConfirmedLSN() uint64 { return r.confirmed.Load() }
+func (r *Reader) ConfirmedLSN() LSN { return LSN(r.confirmed.Load()) }
 
 // Epoch is the stream's epoch: the random id recorded in snorky.stream when
 // the slot was created, read at the start of each session. It is "" when the
@@ -212,7 +212,7 @@ func (r *Reader) applier() {
 			}
 			if h.txn != nil {
 				if err := r.sink.Apply(h.txn); err != nil {
-					r.applyErr <- fmt.Errorf("%w: xid %d at %s: %w", errSink, h.txn.Xid, pglogrepl.LSN(h.txn.CommitLSN), err)
+					r.applyErr <- fmt.Errorf("%w: xid %d at %s: %w", errSink, h.txn.Xid, h.txn.CommitLSN, err)
 					return
 				}
 				if !h.txn.Partial {
@@ -221,7 +221,7 @@ func (r *Reader) applier() {
 				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.changes }, float64(len(h.txn.Changes)))
 			}
 			if h.end != 0 {
-				r.taken.Store(h.end)
+				r.taken.Store(uint64(h.end))
 			}
 			r.pending.Add(-1)
 		}
@@ -298,7 +298,7 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 
 	// Resume after what was handed on in this process (the applier still
 	// holds it); on a fresh process from the slot's confirmed position.
-	start := pglogrepl.LSN(r.handed)
+	start := r.handed
 	from := r.handed
 	if from == 0 {
 		var text string
@@ -309,7 +309,7 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("reading the slot's confirmed position: %w", err)
 		}
-		from = uint64(lsn)
+		from = lsn
 	}
 	if _, ok := r.sink.(StreamStarter); ok {
 		// The horizon: this process owns the slot, whose position stays
@@ -367,7 +367,7 @@ func (r *Reader) shutdown(repl *pgconn.PgConn) {
 		r.log.Warn("cdc: final status update failed", "err", err)
 		return
 	}
-	r.log.Info("cdc: final status update sent", "lsn", pglogrepl.LSN(r.confirmed.Load()))
+	r.log.Info("cdc: final status update sent", "lsn", r.ConfirmedLSN())
 }
 
 // flushPosition is the position safe to confirm: the end of the latest
@@ -379,8 +379,8 @@ func (r *Reader) shutdown(repl *pgconn.PgConn) {
 // the position at its limit, so that PostgreSQL resends what it holds
 // after a restart; pastLimit lifts that cap while nothing is in flight
 // (see the keepalive handling in stream).
-func (r *Reader) flushPosition(pastLimit bool) uint64 {
-	pos := r.taken.Load()
+func (r *Reader) flushPosition(pastLimit bool) LSN {
+	pos := r.TakenLSN()
 	idle := !r.st.inTxn() && r.pending.Load() == 0
 	if idle && r.idleEnd > pos {
 		pos = r.idleEnd
@@ -395,19 +395,19 @@ func (r *Reader) flushPosition(pastLimit bool) uint64 {
 
 func (r *Reader) sendStatus(ctx context.Context, conn *pgconn.PgConn, replyRequested, pastLimit bool) error {
 	pos := r.flushPosition(pastLimit)
-	if c := r.confirmed.Load(); pos < c {
+	if c := r.ConfirmedLSN(); pos < c {
 		pos = c // never move backwards
 	}
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
-		WALWritePosition: pglogrepl.LSN(pos),
-		WALFlushPosition: pglogrepl.LSN(pos),
-		WALApplyPosition: pglogrepl.LSN(pos),
+		WALWritePosition: pos,
+		WALFlushPosition: pos,
+		WALApplyPosition: pos,
 		ReplyRequested:   replyRequested,
 	})
 	if err != nil {
 		return fmt.Errorf("sending standby status: %w", err)
 	}
-	r.confirmed.Store(pos)
+	r.confirmed.Store(uint64(pos))
 	r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.confirmedLSN }, float64(pos))
 	if r.serverEnd > pos {
 		r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.lagBytes }, float64(r.serverEnd-pos))
@@ -489,8 +489,8 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				if err != nil {
 					return fmt.Errorf("%w: %v", ErrMalformed, err)
 				}
-				r.noteServerEnd(uint64(pkm.ServerWALEnd))
-				r.idleEnd = max(r.idleEnd, uint64(pkm.ServerWALEnd))
+				r.noteServerEnd(pkm.ServerWALEnd)
+				r.idleEnd = max(r.idleEnd, pkm.ServerWALEnd)
 				if pkm.ReplyRequested {
 					// PostgreSQL asks for a reply when it has heard nothing
 					// for half of wal_sender_timeout, and, repeatedly, when
@@ -511,7 +511,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 				if err != nil {
 					return fmt.Errorf("%w: %v", ErrMalformed, err)
 				}
-				r.noteServerEnd(uint64(xld.ServerWALEnd))
+				r.noteServerEnd(xld.ServerWALEnd)
 				r.metrics.setGauge(func(m *Metrics) prometheus.Gauge { return m.receivedLSN }, float64(xld.WALStart))
 				if r.tap != nil {
 					r.tap(xld.WALData)
@@ -544,7 +544,7 @@ func (r *Reader) stream(ctx context.Context, conn *pgconn.PgConn) error {
 	}
 }
 
-func (r *Reader) noteServerEnd(lsn uint64) {
+func (r *Reader) noteServerEnd(lsn LSN) {
 	if lsn > r.serverEnd {
 		r.serverEnd = lsn
 	}

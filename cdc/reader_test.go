@@ -68,7 +68,7 @@ func TestChangesInCommitOrder(t *testing.T) {
 	if len(txns) != len(want) {
 		t.Fatalf("transactions: got %d, want %d", len(txns), len(want))
 	}
-	var prev uint64
+	var prev LSN
 	for i, txn := range txns {
 		var got []string
 		for _, c := range txn.Changes {
@@ -78,7 +78,7 @@ func TestChangesInCommitOrder(t *testing.T) {
 			t.Errorf("txn %d:\ngot  %q\nwant %q", i, got, want[i])
 		}
 		if txn.EndLSN <= prev || txn.CommitLSN >= txn.EndLSN {
-			t.Errorf("txn %d: CommitLSN %s EndLSN %s after previous end %s: want increasing", i, pglogrepl.LSN(txn.CommitLSN), pglogrepl.LSN(txn.EndLSN), pglogrepl.LSN(prev))
+			t.Errorf("txn %d: CommitLSN %s EndLSN %s after previous end %s: want increasing", i, txn.CommitLSN, txn.EndLSN, prev)
 		}
 		if txn.CommitTime.IsZero() || txn.Xid == 0 {
 			t.Errorf("txn %d: CommitTime %v, Xid %d: want both set", i, txn.CommitTime, txn.Xid)
@@ -117,13 +117,13 @@ func TestConfirmedNeverPassesTaken(t *testing.T) {
 	r := startReader(t, cfg, sink)
 	t.Cleanup(func() { close(gate) })
 
-	slotConfirmed := func() uint64 {
+	slotConfirmed := func() LSN {
 		s := queryString(t, url, `SELECT coalesce(confirmed_flush_lsn, '0/0')::text FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot)
 		lsn, err := pglogrepl.ParseLSN(s)
 		if err != nil {
 			t.Fatalf("parsing %q: %v", s, err)
 		}
-		return uint64(lsn)
+		return lsn
 	}
 	before := slotConfirmed()
 	for i := 1; i <= 3; i++ {
@@ -135,7 +135,7 @@ func TestConfirmedNeverPassesTaken(t *testing.T) {
 	eventually(t, 30*time.Second, "reader waiting on the sink", func() bool { return r.pending.Load() >= 2 })
 	for range 20 {
 		if got := slotConfirmed(); got > r.TakenLSN() && got > before {
-			t.Fatalf("confirmed_flush_lsn %s passed what the sink took (%s)", pglogrepl.LSN(got), pglogrepl.LSN(r.TakenLSN()))
+			t.Fatalf("confirmed_flush_lsn %s passed what the sink took (%s)", got, r.TakenLSN())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -147,8 +147,8 @@ func TestConfirmedNeverPassesTaken(t *testing.T) {
 	eventually(t, 30*time.Second, "slot confirmed up to the last transaction", func() bool {
 		return slotConfirmed() >= sink.snapshot()[2].EndLSN && r.ConfirmedLSN() >= sink.snapshot()[2].EndLSN
 	})
-	if last := sink.snapshot()[2].EndLSN; last > uint64(endLSN) {
-		t.Errorf("last EndLSN %s beyond the WAL end %s after the commits", pglogrepl.LSN(last), endLSN)
+	if last := sink.snapshot()[2].EndLSN; last > endLSN {
+		t.Errorf("last EndLSN %s beyond the WAL end %s after the commits", last, endLSN)
 	}
 }
 

@@ -41,7 +41,7 @@ type stream struct {
 	// PostgreSQL decodes in WAL order and sends a transaction whole at its
 	// commit, so every transaction that committed before a marker has been
 	// received when the marker arrives.
-	marker uint64
+	marker LSN
 }
 
 func newStream(lookup typeLookup, prefix string) *stream {
@@ -67,7 +67,7 @@ func (s *stream) takeChunk() *Txn {
 
 // takeMarker returns the position of the latest non-transactional message
 // received since the last call, or 0.
-func (s *stream) takeMarker() uint64 {
+func (s *stream) takeMarker() LSN {
 	m := s.marker
 	s.marker = 0
 	return m
@@ -88,7 +88,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 		if s.txn != nil {
 			return nil, fmt.Errorf("%w: begin of xid %d inside xid %d", ErrMalformed, m.Xid, s.txn.Xid)
 		}
-		s.txn = &Txn{Xid: m.Xid, CommitTime: m.CommitTime, CommitLSN: uint64(m.FinalLSN)}
+		s.txn = &Txn{Xid: m.Xid, CommitTime: m.CommitTime, CommitLSN: m.FinalLSN}
 	case *pglogrepl.CommitMessage:
 		if s.txn == nil {
 			return nil, fmt.Errorf("%w: commit without begin", ErrMalformed)
@@ -99,8 +99,8 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			slices.Sort(txn.Tables)
 			txn.Tables = slices.Compact(txn.Tables)
 		}
-		txn.CommitLSN = uint64(m.CommitLSN)
-		txn.EndLSN = uint64(m.TransactionEndLSN)
+		txn.CommitLSN = m.CommitLSN
+		txn.EndLSN = m.TransactionEndLSN
 		txn.CommitTime = m.CommitTime
 		return txn, nil
 	case *pglogrepl.RelationMessage:
@@ -163,7 +163,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 	case *pglogrepl.LogicalDecodingMessage:
 		if !m.Transactional {
 			if s.txn == nil {
-				s.marker = max(s.marker, uint64(m.LSN))
+				s.marker = max(s.marker, m.LSN)
 			}
 			return nil, nil
 		}
@@ -176,7 +176,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 				Index:   len(s.txn.Changes),
 				Prefix:  m.Prefix,
 				Content: m.Content,
-				LSN:     uint64(m.LSN),
+				LSN:     m.LSN,
 			})
 		}
 	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage:

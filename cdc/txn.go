@@ -3,7 +3,14 @@ package cdc
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/jackc/pglogrepl"
 )
+
+// LSN is a WAL position: pglogrepl's type, whose String is PostgreSQL's
+// text form ("16/B374D848"). Packages that must not import pglogrepl
+// (sync/...) name it cdc.LSN.
+type LSN = pglogrepl.LSN
 
 // Op is the kind of a row change.
 type Op uint8
@@ -63,17 +70,17 @@ type Message struct {
 	Index   int
 	Prefix  string
 	Content []byte
-	LSN     uint64
+	LSN     LSN
 }
 
 // Txn is one committed transaction, handed on whole and in commit order.
 type Txn struct {
 	Xid uint32
 	// CommitLSN is the LSN of the commit record.
-	CommitLSN uint64
+	CommitLSN LSN
 	// EndLSN is the end of the transaction (pgoutput's TransactionEndLSN):
 	// the position that is safe to confirm once the Txn has been taken.
-	EndLSN     uint64
+	EndLSN     LSN
 	CommitTime time.Time
 	Changes    []Change
 	Messages   []Message
@@ -111,12 +118,12 @@ type Sink interface {
 // once this process owned the slot and before it streamed: every
 // transaction the horizon did not see will be streamed.
 type StreamStarter interface {
-	StartStream(epoch string, from uint64, horizon string) error
+	StartStream(epoch string, from LSN, horizon string) error
 }
 
 // ConfirmLimiter is implemented by a sink that holds transactions it took
 // (a replay window): the reader never confirms past lsn while limited, so
 // that after a restart PostgreSQL sends them again (R2, R3).
 type ConfirmLimiter interface {
-	ConfirmLimit() (lsn uint64, limited bool)
+	ConfirmLimit() (lsn LSN, limited bool)
 }

@@ -12,4 +12,3 @@ func TestNewRowInvalid(t *testing.T) {
 		}
 	}
 }
-

@@ -126,14 +126,20 @@ func New(name string, cfg Config) (*Service, error) {
 	}, nil
 }
 
-// Handle implements rpc.Service. Every command names a channel; send
-// also has a body.
+// The params of the commands: every one names a channel; send also has a
+// body.
+var (
+	channelParams = []string{"channel"}
+	sendParams    = []string{"channel", "body"}
+)
+
+// Handle implements rpc.Service.
 func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
-	want := []string{"channel"}
+	want := channelParams
 	switch req.Command {
 	case "join", "leave", "read":
 	case "send":
-		want = append(want, "body")
+		want = sendParams
 	default:
 		return nil, rpc.ErrUnknownCommand
 	}

@@ -8,8 +8,9 @@
 // (jsonval.Canonical); notifications repeat a channel as the acting
 // connection gave it.
 //
-// Processing: the Service has one mutex; each command, and each disconnect,
-// runs under it, and queues its notifications (rpc.Conn.Send never blocks)
+// Processing: the memberships are a membership.Set, whose state per
+// channel is its presence (identity → connections). The Set has one mutex;
+// each command, and each disconnect, runs under it, and queues its notifications (rpc.Conn.Send never blocks)
 // before Handle returns, so the registry queues the response after them.
 // Each notification is encoded once and the same bytes go to every
 // recipient. The Service starts no goroutines.

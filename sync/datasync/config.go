@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/snorkyhq/snorky/cdc"
 	"github.com/snorkyhq/snorky/dealers"
 	"github.com/snorkyhq/snorky/sync/token"
 )
@@ -65,7 +66,7 @@ type Config struct {
 	// as a transactional logical message (prefix MessagePrefix) and returns
 	// the message's LSN; the batch is delivered when the reader takes it.
 	// Nil: batches are delivered from memory.
-	PublishWAL func(ctx context.Context, payload []byte) (lsn uint64, err error)
+	PublishWAL func(ctx context.Context, payload []byte) (lsn cdc.LSN, err error)
 	// CurrentSnapshot returns pg_current_snapshot() of the server's own
 	// connection, to refuse snapshots from the future. Nil: only the
 	// transactions seen are used.

@@ -284,20 +284,6 @@ func (e *Engine) disconnect(c rpc.Conn) {
 	delete(e.resumable, c)
 }
 
-// deltaType is a delta's type (spec §3.6).
-type deltaType uint8
-
-const (
-	typeInsert deltaType = iota + 1
-	typeUpdate
-	typeDelete
-	typeTruncate
-)
-
-var typeNames = [...]string{typeInsert: "insert", typeUpdate: "update", typeDelete: "delete", typeTruncate: "truncate"}
-
-func (t deltaType) String() string { return typeNames[t] }
-
 // delta is one delta of a transaction; its offset is its transaction's
 // position and its index.
 type delta struct {
@@ -332,7 +318,7 @@ func (e *Engine) advanceLocked(p pos) {
 // horizon ("" for none) replaces the snapshot horizon when the stream is
 // new to this process (first start, a takeover by a standby, a reset): the
 // engine then sees every transaction it did not see.
-func (e *Engine) StartStream(epoch string, from uint64, horizon string) error {
+func (e *Engine) StartStream(epoch string, from cdc.LSN, horizon string) error {
 	h, _ := parseSnapshot(horizon)
 	e.mu.Lock()
 	defer e.unlock()
@@ -367,7 +353,7 @@ func (e *Engine) StartStream(epoch string, from uint64, horizon string) error {
 // (R2/R3): the end of the newest transaction no longer held in the window,
 // so that after a restart PostgreSQL sends the window again. limited is
 // false when the window holds nothing.
-func (e *Engine) ConfirmLimit() (lsn uint64, limited bool) {
+func (e *Engine) ConfirmLimit() (lsn cdc.LSN, limited bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.window.trim(e.cfg.Now())
@@ -426,7 +412,7 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 		from = p.at
 		if err := e.cfg.Publish(p.Channel, p.Message); err != nil {
 			e.metrics.badMessages.Inc()
-			e.logLater(slog.LevelWarn, "skipping a malformed SQL publish", "lsn", lsnText(t.lsn), "err", err)
+			e.logLater(slog.LevelWarn, "skipping a malformed SQL publish", "lsn", t.lsn.String(), "err", err)
 		}
 	}
 	e.deliverLocked(t, from, len(t.deltas))
@@ -461,7 +447,7 @@ func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
 			ds, publish, err := e.parseMessageLocked(m)
 			if err != nil {
 				e.metrics.badMessages.Inc()
-				e.logLater(slog.LevelWarn, "skipping a malformed SQL message", "lsn", lsnText(m.LSN), "prefix", m.Prefix, "err", err)
+				e.logLater(slog.LevelWarn, "skipping a malformed SQL message", "lsn", m.LSN.String(), "prefix", m.Prefix, "err", err)
 				continue
 			}
 			if publish != nil {
@@ -545,7 +531,7 @@ func (e *Engine) tooLargeLocked(t *winTxn, tables []string) {
 	}
 	slices.Sort(t.tooLarge)
 	t.size = 64
-	e.logLater(slog.LevelWarn, "a transaction is over database.max_tx_bytes: its subscribers must refetch", "xid", t.xid, "lsn", lsnText(t.lsn), "models", t.tooLarge, "max_tx_bytes", e.cfg.MaxTxBytes)
+	e.logLater(slog.LevelWarn, "a transaction is over database.max_tx_bytes: its subscribers must refetch", "xid", t.xid, "lsn", t.lsn.String(), "models", t.tooLarge, "max_tx_bytes", e.cfg.MaxTxBytes)
 	e.metrics.tooLarge.Inc()
 	if len(t.tooLarge) == 0 {
 		return
@@ -601,8 +587,6 @@ func (m *model) keyJSON(cols []cdc.Column) json.RawMessage {
 	return m.rowJSON(keep, nil)
 }
 
-func lsnText(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }
-
 // MessagePrefix is the prefix of the logical messages the engine takes
 // (pg_logical_emit_message(true, 'snorky', …), written by the functions of
 // the snorky schema and by publishDeltas).
@@ -636,8 +620,9 @@ func (e *Engine) parseMessageLocked(m *cdc.Message) ([]delta, *sqlPublish, error
 		return nil, &sqlPublish{Channel: ch, Message: msg}, nil
 	case "delta":
 		in := map[string]json.RawMessage{"type": o["type"], "model": o["model"]}
-		typ, _ := rpc.String(o["type"])
-		if typ == "update" {
+		var typ deltaType
+		_ = typ.UnmarshalJSON(o["type"]) // checked with the other fields below
+		if typ == typeUpdate {
 			in["newData"], in["oldData"] = o["data"], o["old_data"]
 		} else {
 			in["data"] = o["data"]

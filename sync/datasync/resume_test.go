@@ -14,7 +14,7 @@ import (
 )
 
 // insertTxn is a transaction inserting rows (id, owner) into public.tasks.
-func insertTxn(xid uint32, end uint64, rows ...[2]int) *cdc.Txn {
+func insertTxn(xid uint32, end cdc.LSN, rows ...[2]int) *cdc.Txn {
 	txn := &cdc.Txn{Xid: xid, CommitLSN: end - 0x30, EndLSN: end}
 	for _, r := range rows {
 		txn.Changes = append(txn.Changes, cdc.Change{Table: "public.tasks", Op: cdc.Insert,
@@ -133,7 +133,7 @@ func TestResumeMustRefetch(t *testing.T) {
 	e.StartStream("ep1", 0x1000, "")
 	_, res := acquireResumable(t, e, reg, `[{"dealer":"All","query":null}]`)
 	for i := range 10 {
-		e.Apply(insertTxn(uint32(900+i), uint64(0x2000+0x100*i), [2]int{i, 1}))
+		e.Apply(insertTxn(uint32(900+i), cdc.LSN(0x2000+0x100*i), [2]int{i, 1}))
 	}
 	for _, tc := range []struct {
 		name, cred, epoch, offset, want string
@@ -308,7 +308,7 @@ func TestAcquireReplaysFromTheWindow(t *testing.T) {
 	}
 	tok2 := mustTokenItems(t, e, `[{"dealer":"ByOwner","query":7}]`)
 	for i := range 20 {
-		e.Apply(insertTxn(uint32(20+i), uint64(0x3000+0x100*i), [2]int{i, 7}))
+		e.Apply(insertTxn(uint32(20+i), cdc.LSN(0x3000+0x100*i), [2]int{i, 7}))
 	}
 	q, _ = json.Marshal(tok2)
 	r = rpctest.Call(t, reg, rpctest.NewConn(), "datasync", "acquireSubscription", `{"token":`+string(q)+`}`)
@@ -347,7 +347,7 @@ func TestConfirmLimit(t *testing.T) {
 		t.Fatalf("one held: got %X %v, want 1000 true", lsn, limited)
 	}
 	for i := range 5 {
-		e.Apply(insertTxn(uint32(2+i), uint64(0x3000+0x1000*i), [2]int{i, 1}))
+		e.Apply(insertTxn(uint32(2+i), cdc.LSN(0x3000+0x1000*i), [2]int{i, 1}))
 	}
 	lsn, limited := e.ConfirmLimit()
 	w := e.Window()

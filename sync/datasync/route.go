@@ -191,7 +191,7 @@ func (e *Engine) encode(b []byte, t *winTxn, i uint32, mark uint8) []byte {
 	b = append(b, '"')
 	if t.db {
 		b = append(b, `,"lsn":"`...)
-		b = fmt.Appendf(b, "%X/%X", t.lsn>>32, uint32(t.lsn))
+		b = append(b, t.lsn.String()...)
 		b = append(b, `","xid":`...)
 		b = fmt.Appendf(b, "%d", t.xid)
 	}

@@ -461,22 +461,21 @@ func (e *Engine) checkDeltaLocked(w *wireDelta, d *delta) error {
 	if !ok {
 		return ErrModelNotString
 	}
-	typ, _ := rpc.String(w.Type)
-	switch typ {
-	case "insert", "delete":
+	_ = d.typ.UnmarshalJSON(w.Type) // an invalid type is zero
+	switch d.typ {
+	case typeInsert, typeDelete:
 		if w.Data == nil {
 			return ErrMissingField
 		}
 		d.data = compact(w.Data)
-	case "update":
+	case typeUpdate:
 		if w.NewData == nil || w.OldData == nil {
 			return ErrMissingField
 		}
 		d.data, d.old = compact(w.NewData), compact(w.OldData)
-	default:
+	default: // truncate is not for publishDeltas
 		return ErrInvalidDeltaType
 	}
-	d.typ = map[string]deltaType{"insert": typeInsert, "update": typeUpdate, "delete": typeDelete}[typ]
 	m := e.models[name]
 	if m == nil {
 		return rpc.Error("Unknown model '" + name + "'")

@@ -57,7 +57,7 @@ func TestSnapshotHandoff(t *testing.T) {
 	}
 	insert := func(xid uint32, id int) {
 		t.Helper()
-		lsn := uint64(xid) * 100
+		lsn := cdc.LSN(xid) * 100
 		if err := e.Apply(&cdc.Txn{Xid: xid, CommitLSN: lsn, EndLSN: lsn + 8, Changes: []cdc.Change{
 			{Table: "public.tasks", Op: cdc.Insert, New: cols("id", strconv.Itoa(id), "owner", "7")},
 		}}); err != nil {
@@ -109,7 +109,7 @@ func TestSnapshotTooOld(t *testing.T) {
 	e, _ := newTestEngineDB(t, 1) // forgets every transaction at once
 	e.SetHorizon("100:100:")
 	for xid := uint32(100); xid < 110; xid++ {
-		e.Apply(&cdc.Txn{Xid: xid, CommitLSN: uint64(xid), EndLSN: uint64(xid) + 1, Changes: []cdc.Change{
+		e.Apply(&cdc.Txn{Xid: xid, CommitLSN: cdc.LSN(xid), EndLSN: cdc.LSN(xid) + 1, Changes: []cdc.Change{
 			{Table: "public.tasks", Op: cdc.Insert, New: cols("id", "1", "owner", "7")},
 		}})
 	}

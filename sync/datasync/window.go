@@ -3,13 +3,15 @@ package datasync
 import (
 	"sort"
 	"time"
+
+	"github.com/snorkyhq/snorky/cdc"
 )
 
 // pos is a stream position (spec §3.6): the end LSN of the last PostgreSQL
 // transaction taken, and the publishDeltas batches accepted since it (only
 // without a database: with one, batches are transactions of their own).
 type pos struct {
-	lsn   uint64
+	lsn   cdc.LSN
 	batch uint32
 }
 
@@ -53,7 +55,7 @@ func (o offset) cmp(p offset) int {
 const hexDigits = "0123456789ABCDEF"
 
 // appendOffset appends the 32 upper-case hex digits of an offset.
-func appendOffset(b []byte, lsn uint64, batch, idx uint32) []byte {
+func appendOffset(b []byte, lsn cdc.LSN, batch, idx uint32) []byte {
 	for s := 60; s >= 0; s -= 4 {
 		b = append(b, hexDigits[lsn>>uint(s)&0xF])
 	}
@@ -101,7 +103,7 @@ func parseOffset(s string) (offset, bool) {
 	if !ok1 || !ok2 {
 		return offset{}, false
 	}
-	o := offset{pos{l, uint32(b)}, lastIdx}
+	o := offset{pos{cdc.LSN(l), uint32(b)}, lastIdx}
 	if len(s) == 32 {
 		i, ok := parseHex(s[24:])
 		if !ok {
@@ -117,9 +119,9 @@ func parseOffset(s string) (offset, bool) {
 // lock.
 type winTxn struct {
 	pos pos
-	db  bool   // from PostgreSQL: xid and lsn are set
-	xid uint32 // transaction ID (32-bit, as logical decoding gives it)
-	lsn uint64 // commit LSN
+	db  bool    // from PostgreSQL: xid and lsn are set
+	xid uint32  // transaction ID (32-bit, as logical decoding gives it)
+	lsn cdc.LSN // commit LSN
 	at  time.Time
 	// deltas are the transaction's deltas of configured models, in order.
 	deltas []delta
@@ -252,7 +254,7 @@ type WindowStats struct {
 	// offset of the newest position.
 	Floor, Newest string
 
-	floorLSN, newestLSN uint64
+	floorLSN, newestLSN cdc.LSN
 }
 
 // Window describes the replay window.

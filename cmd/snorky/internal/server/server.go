@@ -108,7 +108,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		dsCfg.HistoryMaxBytes = int(cfg.Database.History.MaxBytes)
 		dsCfg.MaxTxBytes = int(cfg.Database.MaxTxBytes)
 		s.pool = cdc.NewPool(cfg.Database.URL)
-		dsCfg.PublishWAL = func(ctx context.Context, payload []byte) (uint64, error) {
+		dsCfg.PublishWAL = func(ctx context.Context, payload []byte) (cdc.LSN, error) {
 			return s.pool.Emit(ctx, datasync.MessagePrefix, payload)
 		}
 		dsCfg.CurrentSnapshot = s.pool.CurrentSnapshot
