@@ -25,6 +25,17 @@ import (
 // fast path holds the claim waits; the fast path wakes it on release when
 // there is something to do.
 
+// writeThroughIdle is how long a connection must have had nothing written
+// for a write-through. A connection that gets messages more often than
+// this is left to its writer, which writes whatever has queued meanwhile in
+// one system call: for a busy broadcast (PubSub at tens of messages per
+// second per connection) one write per message from the publisher costs
+// more than the writers' wake-ups they save (measured in BENCHMARKS.md).
+// Deliveries that reach a connection rarely (a DataSync delta to one of
+// many subscriptions, CDC at low rates, PubSub at a few messages per
+// second) write through.
+const writeThroughIdle = 50 * time.Millisecond
+
 // maxWriteThrough is the largest batch of framed bytes a fast path writes;
 // larger ones are queued as usual.
 const maxWriteThrough = 32 << 10
@@ -78,16 +89,18 @@ func tryWrite(rc syscall.RawConn, b []byte) int {
 	return n
 }
 
-// writeThroughLocked tries the fast path for frames (n bytes of payload).
+// writeThroughLocked tries the fast path for frames (n bytes of payload)
+// at now.
 // It is called with c.mu held and the bounds checked. When the fast path
 // applies it writes (or hands to the writer) every frame, releases c.mu
 // and reports true; otherwise it reports false with c.mu still held, and
 // the caller queues the frames.
-func (c *conn) writeThroughLocked(frames [][]byte, n int) bool {
+func (c *conn) writeThroughLocked(frames [][]byte, n int, now time.Time) bool {
 	if c.raw == nil || c.writing || len(c.queue) > 0 || c.rest != nil || c.readerDone ||
-		n+10*len(frames) > maxWriteThrough {
+		n+10*len(frames) > maxWriteThrough || now.Sub(c.lastWrite) < c.wtIdle {
 		return false
 	}
+	c.lastWrite = now
 	c.writing = true
 	c.mu.Unlock()
 

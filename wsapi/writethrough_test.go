@@ -183,6 +183,7 @@ func TestWriteThroughPartial(t *testing.T) {
 	}
 	defer ws.Close()
 	c := <-conns
+	c.wtIdle = 0 // write through back to back
 	defer c.readerGone()
 
 	frame := func(i int) []byte {
