@@ -34,7 +34,7 @@ import (
 // Deliveries that reach a connection rarely (a DataSync delta to one of
 // many subscriptions, CDC at low rates, PubSub at a few messages per
 // second) write through.
-const writeThroughIdle = 50 * time.Millisecond
+const writeThroughIdle = 200 * time.Millisecond
 
 // maxWriteThrough is the largest batch of framed bytes a fast path writes;
 // larger ones are queued as usual.
