@@ -125,9 +125,6 @@ func (c *conn) Send(frame []byte) {
 		c.overflowed()
 		return
 	}
-	if c.writeThroughLocked([][]byte{frame}, len(frame), now) {
-		return
-	}
 	wasEmpty := c.enqueueLocked(len(frame), now, item{frame: frame})
 	c.mu.Unlock()
 	if wasEmpty {
@@ -137,7 +134,14 @@ func (c *conn) Send(frame []byte) {
 
 // SendMany queues frames with nothing between them; if they do not all fit,
 // the connection is a slow consumer.
-func (c *conn) SendMany(frames [][]byte) {
+func (c *conn) SendMany(frames [][]byte) { c.sendMany(frames, false) }
+
+// SendImmediate is SendMany, but writes the frames at once from the
+// caller's goroutine when the connection is idle (rpc.ImmediateSender,
+// writethrough.go).
+func (c *conn) SendImmediate(frames ...[]byte) { c.sendMany(frames, true) }
+
+func (c *conn) sendMany(frames [][]byte, through bool) {
 	n := 0
 	for _, f := range frames {
 		n += len(f)
@@ -154,7 +158,7 @@ func (c *conn) SendMany(frames [][]byte) {
 		c.overflowed()
 		return
 	}
-	if c.writeThroughLocked(frames, n, now) {
+	if through && c.writeThroughLocked(frames, n, now) {
 		return
 	}
 	wasEmpty := len(c.queue) == 0
@@ -219,9 +223,6 @@ func (c *conn) SendLatest(key string, frame []byte) {
 		c.overflowLocked()
 		c.mu.Unlock()
 		c.overflowed()
-		return
-	}
-	if c.writeThroughLocked([][]byte{frame}, len(frame), now) {
 		return
 	}
 	if c.latest == nil {

@@ -8,9 +8,13 @@ import (
 )
 
 // The write-through fast path (issue 15). When a connection has nothing
-// queued and its writer is not writing, the goroutine that delivers a
-// message (the DataSync engine, a PubSub publisher) writes the frame itself
-// with one non-blocking write system call: no writer wake-up, no queue.
+// queued, its writer is not writing and nothing was written to it lately,
+// SendImmediate (rpc.ImmediateSender: the DataSync engine's deliveries)
+// writes the frames from the caller's goroutine with one non-blocking
+// write system call: no writer wake-up, no queue. Send, SendMany and
+// SendLatest always queue: a broadcast (PubSub) costs less per delivery
+// when each writer batches what arrived while it woke (measured in
+// BENCHMARKS.md).
 // Whatever the socket does not take at once (EAGAIN, a partial write) goes
 // to the writer goroutine, ahead of anything queued after it, so the bytes
 // on the wire stay in order and a transaction's frames stay contiguous. The
@@ -28,12 +32,7 @@ import (
 // writeThroughIdle is how long a connection must have had nothing written
 // for a write-through. A connection that gets messages more often than
 // this is left to its writer, which writes whatever has queued meanwhile in
-// one system call: for a busy broadcast (PubSub at tens of messages per
-// second per connection) one write per message from the publisher costs
-// more than the writers' wake-ups they save (measured in BENCHMARKS.md).
-// Deliveries that reach a connection rarely (a DataSync delta to one of
-// many subscriptions, CDC at low rates, PubSub at a few messages per
-// second) write through.
+// one system call.
 const writeThroughIdle = 200 * time.Millisecond
 
 // maxWriteThrough is the largest batch of framed bytes a fast path writes;

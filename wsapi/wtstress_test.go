@@ -81,10 +81,10 @@ func TestWriteThroughManyConns(t *testing.T) {
 				f := []byte(fmt.Sprintf(`{"c":%d,"k":%d,"pad":"%s"}`, i, k, strings.Repeat("y", r.IntN(3000))))
 				want[i].Add(1)
 				if k%7 == 0 {
-					server[i].SendMany([][]byte{f, f})
+					server[i].SendImmediate(f, f)
 					want[i].Add(1)
 				} else {
-					server[i].Send(f)
+					server[i].SendImmediate(f)
 				}
 				if k%100 == 0 {
 					time.Sleep(time.Millisecond)
