@@ -89,8 +89,7 @@ func tryWrite(rc syscall.RawConn, b []byte) int {
 }
 
 // writeThroughLocked tries the fast path for frames (n bytes of payload)
-// at now.
-// It is called with c.mu held and the bounds checked. When the fast path
+// at now. It is called with c.mu held and the bounds checked. When the fast path
 // applies it writes (or hands to the writer) every frame, releases c.mu
 // and reports true; otherwise it reports false with c.mu still held, and
 // the caller queues the frames.
