@@ -56,7 +56,7 @@ func TestWriteThroughManyConns(t *testing.T) {
 				if k%500 == 0 {
 					time.Sleep(time.Duration(i%5) * time.Millisecond)
 				}
-				ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+				ws.SetReadDeadline(time.Now().Add(60 * time.Second))
 				_, m, err := ws.ReadMessage()
 				if err != nil {
 					return
