@@ -45,6 +45,10 @@ type conn struct {
 	rest      []byte
 	restFrame int
 	raw       syscall.RawConn // nil: no write-through (TLS)
+	// lastWrite is when the writer last took frames, or the last
+	// write-through (writethrough.go: writeThroughIdle).
+	lastWrite time.Time
+	wtIdle    time.Duration // writeThroughIdle (tests change it)
 
 	wake chan struct{}
 	done chan struct{} // closed when the writer has ended
@@ -60,12 +64,13 @@ type item struct {
 
 func newConn(h *Handler, ws *websocket.Conn) *conn {
 	return &conn{
-		id:   rpc.NewConnID(),
-		ws:   ws,
-		h:    h,
-		wake: make(chan struct{}, 1),
-		done: make(chan struct{}),
-		raw:  rawConn(ws.NetConn()),
+		id:     rpc.NewConnID(),
+		ws:     ws,
+		h:      h,
+		wake:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		raw:    rawConn(ws.NetConn()),
+		wtIdle: writeThroughIdle,
 	}
 }
 
@@ -120,9 +125,6 @@ func (c *conn) Send(frame []byte) {
 		c.overflowed()
 		return
 	}
-	if c.writeThroughLocked([][]byte{frame}, len(frame)) {
-		return
-	}
 	wasEmpty := c.enqueueLocked(len(frame), now, item{frame: frame})
 	c.mu.Unlock()
 	if wasEmpty {
@@ -132,7 +134,14 @@ func (c *conn) Send(frame []byte) {
 
 // SendMany queues frames with nothing between them; if they do not all fit,
 // the connection is a slow consumer.
-func (c *conn) SendMany(frames [][]byte) {
+func (c *conn) SendMany(frames [][]byte) { c.sendMany(frames, false) }
+
+// SendImmediate is SendMany, but writes the frames at once from the
+// caller's goroutine when the connection is idle (rpc.ImmediateSender,
+// writethrough.go).
+func (c *conn) SendImmediate(frames ...[]byte) { c.sendMany(frames, true) }
+
+func (c *conn) sendMany(frames [][]byte, through bool) {
 	n := 0
 	for _, f := range frames {
 		n += len(f)
@@ -149,7 +158,7 @@ func (c *conn) SendMany(frames [][]byte) {
 		c.overflowed()
 		return
 	}
-	if c.writeThroughLocked(frames, n) {
+	if through && c.writeThroughLocked(frames, n, now) {
 		return
 	}
 	wasEmpty := len(c.queue) == 0
@@ -214,9 +223,6 @@ func (c *conn) SendLatest(key string, frame []byte) {
 		c.overflowLocked()
 		c.mu.Unlock()
 		c.overflowed()
-		return
-	}
-	if c.writeThroughLocked([][]byte{frame}, len(frame)) {
 		return
 	}
 	if c.latest == nil {
@@ -327,6 +333,9 @@ func (c *conn) writeLoop() {
 		c.rest, c.restFrame = nil, 0
 		closing, flush, gone := c.closing, c.flush, c.readerDone
 		c.writing = true
+		if len(frames) > 0 || rest != nil {
+			c.lastWrite = time.Now()
+		}
 		c.mu.Unlock()
 
 		if gone {

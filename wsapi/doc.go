@@ -11,9 +11,15 @@
 //   - Conn.Send never blocks. The queue is bounded in bytes; a connection
 //     whose queue would pass the bound is closed with 4008 "slow consumer"
 //     and its queued frames are dropped. Nobody else waits for it.
-//   - Only the writer goroutine writes data frames; it also sends the pings,
-//     which a shared ticker asks for (one timer for all connections). The
-//     reader's deadline is refreshed by every message and pong.
+//   - One writer at a time: the writer goroutine, or a write-through
+//     (writethrough.go: a sender writing to an idle plain-TCP connection
+//     with one non-blocking system call, the rest left to the writer),
+//     claimed under the connection's lock. The writer also sends the pings,
+//     which a shared ticker asks for (one timer for all connections), and
+//     the pongs, queued by the reader. The reader's deadline is refreshed
+//     by every message and pong.
+//   - Nothing logs or touches a socket under a connection's lock; a slow
+//     consumer is logged by its writer, off the broadcast path.
 //   - Registry.Disconnect runs exactly once per connection, after its last
 //     message has been handled.
 //   - Every resource a client controls is bounded (limits.go, idle.go,
@@ -30,7 +36,7 @@
 // Data frames are written by the writer directly to the network connection
 // (unmasked server frames: a header and the payload), so that many queued
 // messages leave in one write; gorilla/websocket does the handshake, reading,
-// and control frames.
+// and the close frame.
 //
 // Beside the WebSocket endpoint, the package serves the JavaScript client
 // (client.go: /snorky.js, /snorky.mjs, embedded from client/) and the SockJS

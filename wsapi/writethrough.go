@@ -8,9 +8,13 @@ import (
 )
 
 // The write-through fast path (issue 15). When a connection has nothing
-// queued and its writer is not writing, the goroutine that delivers a
-// message (the DataSync engine, a PubSub publisher) writes the frame itself
-// with one non-blocking write system call: no writer wake-up, no queue.
+// queued, its writer is not writing and nothing was written to it lately,
+// SendImmediate (rpc.ImmediateSender: the DataSync engine's deliveries)
+// writes the frames from the caller's goroutine with one non-blocking
+// write system call: no writer wake-up, no queue. Send, SendMany and
+// SendLatest always queue: a broadcast (PubSub) costs less per delivery
+// when each writer batches what arrived while it woke (measured in
+// BENCHMARKS.md).
 // Whatever the socket does not take at once (EAGAIN, a partial write) goes
 // to the writer goroutine, ahead of anything queued after it, so the bytes
 // on the wire stay in order and a transaction's frames stay contiguous. The
@@ -24,6 +28,12 @@ import (
 // for its one system call (made after unlocking). A writer woken while a
 // fast path holds the claim waits; the fast path wakes it on release when
 // there is something to do.
+
+// writeThroughIdle is how long a connection must have had nothing written
+// for a write-through. A connection that gets messages more often than
+// this is left to its writer, which writes whatever has queued meanwhile in
+// one system call.
+const writeThroughIdle = 200 * time.Millisecond
 
 // maxWriteThrough is the largest batch of framed bytes a fast path writes;
 // larger ones are queued as usual.
@@ -78,16 +88,17 @@ func tryWrite(rc syscall.RawConn, b []byte) int {
 	return n
 }
 
-// writeThroughLocked tries the fast path for frames (n bytes of payload).
-// It is called with c.mu held and the bounds checked. When the fast path
+// writeThroughLocked tries the fast path for frames (n bytes of payload)
+// at now. It is called with c.mu held and the bounds checked. When the fast path
 // applies it writes (or hands to the writer) every frame, releases c.mu
 // and reports true; otherwise it reports false with c.mu still held, and
 // the caller queues the frames.
-func (c *conn) writeThroughLocked(frames [][]byte, n int) bool {
+func (c *conn) writeThroughLocked(frames [][]byte, n int, now time.Time) bool {
 	if c.raw == nil || c.writing || len(c.queue) > 0 || c.rest != nil || c.readerDone ||
-		n+10*len(frames) > maxWriteThrough {
+		n+10*len(frames) > maxWriteThrough || now.Sub(c.lastWrite) < c.wtIdle {
 		return false
 	}
+	c.lastWrite = now
 	c.writing = true
 	c.mu.Unlock()
 

@@ -18,7 +18,7 @@ import (
 )
 
 // flood sends, from several goroutines at once, frames of varied sizes,
-// each sender in sequence, some as batches (SendMany). It answers once every frame is queued or written.
+// each sender in sequence, some as batches, through SendImmediate. It answers once every frame is queued or written.
 type flood struct{}
 
 func (flood) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
@@ -35,11 +35,11 @@ func (flood) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 			}
 			for i := 1; i <= p.N; i++ {
 				if i%5 == 0 && i < p.N {
-					rpc.SendMany(c, [][]byte{frame(i), frame(i + 1)})
+					rpc.SendImmediate(c, frame(i), frame(i+1))
 					i++
 					continue
 				}
-				c.Send(frame(i))
+				rpc.SendImmediate(c, frame(i))
 			}
 		}()
 	}
@@ -183,6 +183,7 @@ func TestWriteThroughPartial(t *testing.T) {
 	}
 	defer ws.Close()
 	c := <-conns
+	c.wtIdle = 0 // write through back to back
 	defer c.readerGone()
 
 	frame := func(i int) []byte {
@@ -197,10 +198,10 @@ func TestWriteThroughPartial(t *testing.T) {
 			t.Fatal("100,000 frames-throughs never filled the socket")
 		}
 		if i%3 == 0 {
-			c.SendMany([][]byte{frame(i), frame(i + 1)})
+			c.SendImmediate(frame(i), frame(i+1))
 			i++
 		} else {
-			c.Send(frame(i))
+			c.SendImmediate(frame(i))
 		}
 	}
 	if c.rest == nil {

@@ -7,9 +7,12 @@
 //
 // One mutex (Engine.mu) guards everything: subscriptions, dealers, pending
 // buffers and the stream position. Routing runs under it and only queues
-// frames (rpc.Conn.Send never blocks), so a transaction's deltas reach every
-// connection contiguously and in commit order, and acquire flushes a
-// subscription's pending deltas before its response with nothing in between.
+// frames, or writes them to an idle connection with one non-blocking system
+// call (rpc.SendImmediate: neither ever blocks), so a transaction's deltas
+// reach every connection contiguously and in commit order, and acquire
+// flushes a subscription's pending deltas before its response with nothing
+// in between. Logging and closing connections wait until mu is released
+// (Engine.unlock).
 //
 // Each delta is encoded at most once per shape (the update itself, the
 // insert and the delete it becomes for subscriptions entering or leaving the

@@ -88,7 +88,7 @@ func (e *Engine) deliverLocked(t *winTxn, from, to int) {
 		switch {
 		case o.n == 1:
 			p := &o.parts[0]
-			c.Send(cache.frame(e, t, p.runs[0].start, p.runs[0].mark, small))
+			rpc.SendImmediate(c, cache.frame(e, t, p.runs[0].start, p.runs[0].mark, small))
 		case small:
 			frames := make([][]byte, 0, o.n)
 			for _, p := range o.parts {
@@ -98,7 +98,7 @@ func (e *Engine) deliverLocked(t *winTxn, from, to int) {
 					}
 				}
 			}
-			rpc.SendMany(c, frames)
+			rpc.SendImmediate(c, frames...)
 		default:
 			rpc.SendStream(c, &txnStream{e: e, parts: o.parts})
 			o = nil // the stream keeps its runs

@@ -48,6 +48,31 @@ func SendMany(c Conn, frames [][]byte) {
 	}
 }
 
+// ImmediateSender is implemented by connections that can write frames at
+// once, from the caller's goroutine, when nothing is queued for them (a
+// write-through). It saves waking the connection's writer, at the cost of
+// a system call made by the caller; it never blocks. It suits deliveries
+// that reach a connection rarely (a delta routed to one of many
+// subscriptions). A broadcast should queue (Send): each writer then batches
+// what arrives while it wakes, which costs less per message.
+type ImmediateSender interface {
+	SendImmediate(frames ...[]byte)
+}
+
+// SendImmediate sends frames on c contiguously, written at once when c
+// supports it and is idle, else queued as SendMany does.
+func SendImmediate(c Conn, frames ...[]byte) {
+	if s, ok := c.(ImmediateSender); ok {
+		s.SendImmediate(frames...)
+		return
+	}
+	if len(frames) == 1 {
+		c.Send(frames[0])
+		return
+	}
+	SendMany(c, frames)
+}
+
 // Stream is a sequence of frames produced on demand by the writer of a
 // connection. A large transaction reaches a connection as a Stream, so that
 // its frames are never held once per connection and it need not fit in the
