@@ -38,6 +38,18 @@
 // guard against a walsender that outlives its owner; it is retried at least
 // every 5 s.
 //
+// A dead link (a blackholed network, a hung PostgreSQL: the socket stays
+// open but nothing arrives) is found by the receive deadline: a replication
+// connection silent for ReceiveTimeout (database.dead_link_timeout; a live
+// one answers within a status interval) is logged, counted in
+// snorky_cdc_dead_links_total and replaced with the usual backoff.
+// Connecting is bounded by the same timeout (unless the URL sets
+// connect_timeout) and the reader's sockets carry TCP keepalives derived
+// from it, which find a vanished peer on an idle socket; a setup query in
+// flight when the network dies is still bounded only by the kernel's
+// retransmission timeout. The old walsender may still hold the slot
+// afterwards (until wal_sender_timeout): that is the 55006 retry above.
+//
 // A slot PostgreSQL invalidated (wal_status lost, max_slot_wal_keep_size;
 // SQLSTATE 55000 on reading it) cannot be resumed (R4, invalidation.go):
 // the owner logs one error naming the fix, drops the slot and creates it

@@ -410,7 +410,41 @@ func TestT3PostgresCrashDuringBurst(t *testing.T) {
 // written meanwhile directly to PostgreSQL, and not spin while the link is
 // down.
 func TestT4BlackholeToPostgres(t *testing.T) {
-	pg := pglocal.StartTB(t, pglocal.Options{Settings: map[string]string{"wal_sender_timeout": "10s"}})
+	b := testBlackholeToPostgres(t, "T4", 10*time.Second, 30*time.Second, 1000)
+	if b.detected > 25*time.Second {
+		t.Errorf("dead link detected after %v, want ≤ 25 s", b.detected)
+	}
+	if b.resumed > 45*time.Second {
+		t.Errorf("replication resumed %v after the heal; want ≤ 15 s (asserted ≤ 45 s)", b.resumed)
+	}
+	if b.cpuShare >= 0.20 {
+		t.Errorf("server CPU while the link was down: %.1f%% of a core, want < 20%% (no busy loop)", 100*b.cpuShare)
+	}
+}
+
+// TestT4SlotActiveAfterHeal is T4 with the walsender outliving the dead
+// link: wal_sender_timeout 30 s, a 15 s blackhole. The server gives the link
+// up after 10 s and, once the network heals, finds the slot still held by
+// the old walsender (55006 "slot active"): it retries, as a standby, until
+// PostgreSQL ends that walsender, then streams again, losing nothing.
+func TestT4SlotActiveAfterHeal(t *testing.T) {
+	b := testBlackholeToPostgres(t, "T4 (walsender outlives the link)", 30*time.Second, 15*time.Second, 500)
+	if b.resumed > 90*time.Second {
+		t.Errorf("replication resumed %v after the heal; want within wal_sender_timeout and a retry (asserted ≤ 90 s)", b.resumed)
+	}
+}
+
+// blackholeFigures are what testBlackholeToPostgres measured.
+type blackholeFigures struct {
+	detected, resumed time.Duration
+	cpuShare          float64
+}
+
+// testBlackholeToPostgres runs the blackhole scenario: PostgreSQL with
+// walSenderTimeout, the server's link to it silent for outage while rows
+// are written directly to PostgreSQL.
+func testBlackholeToPostgres(t *testing.T, name string, walSenderTimeout, outage time.Duration, rows int) blackholeFigures {
+	pg := pglocal.StartTB(t, pglocal.Options{Settings: map[string]string{"wal_sender_timeout": fmt.Sprintf("%ds", int(walSenderTimeout.Seconds()))}})
 	url := pglocal.NewDatabaseAt(t, pg.URL("postgres"))
 	mustExec(t, dbConnect(t, url), faultTable)
 	px := startProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port()))
@@ -422,21 +456,22 @@ func TestT4BlackholeToPostgres(t *testing.T) {
 	sub.waitDeltas(100, 60*time.Second)
 	dead0, _ := p.metric("snorky_cdc_dead_links_total")
 
-	const outage = 30 * time.Second
 	cpu0 := p.cpuTime()
 	downAt := time.Now()
 	px.Blackhole()
-	// 1,000 rows during the outage, directly to PostgreSQL: 100
-	// transactions of 10 over about 25 s.
+	// The rows during the outage, directly to PostgreSQL: transactions
+	// of 10, spread over all but the last 5 s of it.
 	wrote := make(chan error, 1)
 	go func() {
-		for i := range 100 {
+		txns := rows / 10
+		gap := (outage - 5*time.Second) / time.Duration(txns)
+		for i := range txns {
 			first := 1000 + i*10
 			if _, err := db.Exec(context.Background(), `INSERT INTO rows (seq, phase) SELECT g, 'outage' FROM generate_series($1::int, $2::int) g`, first, first+9); err != nil {
 				wrote <- err
 				return
 			}
-			time.Sleep(250 * time.Millisecond)
+			time.Sleep(gap)
 		}
 		wrote <- nil
 	}()
@@ -453,33 +488,23 @@ func TestT4BlackholeToPostgres(t *testing.T) {
 	px.Heal()
 	healAt := time.Now()
 	var readyAt time.Time
-	waitFor(t, 90*time.Second, "the server streaming again (/readyz 200)", func() bool {
+	waitFor(t, 2*time.Minute, "the server streaming again (/readyz 200)", func() bool {
 		_, up, ok := watch.readyAgainAfter(healAt.Add(-time.Second))
 		readyAt = up
 		return ok
 	})
 	caughtUp := waitAllDelivered(t, sub, url, 90*time.Second)
 	table := tableSeqs(t, url)
-	d := checkTableDelivery(t, "T4", sub.received(), table, table, nil)
+	d := checkTableDelivery(t, name, sub.received(), table, table, nil)
 	slotInUse := strings.Count(p.log.String(), "slot in use by another connection")
-	detected := detectedAt.Sub(downAt)
-	resumed := readyAt.Sub(healAt)
-	cpuShare := float64(cpu) / float64(wall)
+	b := blackholeFigures{detected: detectedAt.Sub(downAt), resumed: readyAt.Sub(healAt), cpuShare: float64(cpu) / float64(wall)}
 
-	figure(t, "T4: dead link detected %v after the blackhole began (dead_link_timeout 10s, wal_sender_timeout 10s)", detected.Round(time.Millisecond))
-	figure(t, "T4: replication resumed (/readyz 200) %v after the heal; all 1,000 outage rows delivered %v after the heal; %d retries on slot in use (55006)",
-		resumed.Round(time.Millisecond), caughtUp.Sub(healAt).Round(time.Millisecond), slotInUse)
-	figure(t, "T4: server CPU while the link was down: %v over %v = %.1f%% of one core", cpu, wall.Round(time.Millisecond), 100*cpuShare)
-	figure(t, "T4: %d rows committed, %d delivered, %d duplicates; proxy connections accepted/open: %s", len(table), d.delivered, d.duplicates, proxyStats(px))
-	if detected > 25*time.Second {
-		t.Errorf("dead link detected after %v, want ≤ 25 s", detected)
-	}
-	if resumed > 45*time.Second {
-		t.Errorf("replication resumed %v after the heal; want ≤ 15 s (asserted ≤ 45 s)", resumed)
-	}
-	if cpuShare >= 0.20 {
-		t.Errorf("server CPU while the link was down: %.1f%% of a core, want < 20%% (no busy loop)", 100*cpuShare)
-	}
+	figure(t, "%s: blackhole %v; dead link detected %v after it began (dead_link_timeout 10s, wal_sender_timeout %v)", name, outage, b.detected.Round(time.Millisecond), walSenderTimeout)
+	figure(t, "%s: replication resumed (/readyz 200) %v after the heal; all %d outage rows delivered %v after the heal; %d retries on slot in use (55006)",
+		name, b.resumed.Round(time.Millisecond), rows, caughtUp.Sub(healAt).Round(time.Millisecond), slotInUse)
+	figure(t, "%s: server CPU while the link was down: %v over %v = %.1f%% of one core", name, cpu, wall.Round(time.Millisecond), 100*b.cpuShare)
+	figure(t, "%s: %d rows committed, %d delivered, %d duplicates; proxy connections accepted/open: %s", name, len(table), d.delivered, d.duplicates, proxyStats(px))
+	return b
 }
 
 func proxyStats(px *netfault.Proxy) string {
