@@ -334,12 +334,9 @@ flood:
 	if !errors.As(err, &ce) || ce.Code != rpc.CloseRateLimited {
 		t.Fatalf("abuser after %v and %d messages: got %v, want close 4029", took, sent, err)
 	}
-	// T18 asks for grace + 2 s (wsapi's TestRateLimitBurstyAbuse asserts
-	// it); here, with 100 other clients on a shared machine, the assertion
-	// is a generous bound and the figure is reported.
-	if took > grace+15*time.Second {
-		t.Errorf("abuser closed after %v, want within rate_limit_grace (%v) + 2 s", took, grace)
-	}
+	// T18 asks for grace + 2 s: the figure is reported (style.md §22: no
+	// assertion on wall-clock speed; waitClose bounds a hang).
+	t.Logf("abuser closed %v after the abuse began (rate_limit_grace %v)", took.Round(time.Millisecond), grace)
 	time.Sleep(2 * time.Second) // chat goes on after the abuse
 	close(stopChat)
 	chatWG.Wait()
