@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 func withUser(t *testing.T, raw, user string) string {
@@ -30,14 +31,14 @@ func problemsText(ps []Problem) string {
 }
 
 func TestCheck(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url,
 		`CREATE TABLE tasks (id int PRIMARY KEY, title text)`,
 		`CREATE TABLE nokey (v text)`,
 		`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'snorky_norepl') THEN CREATE ROLE snorky_norepl LOGIN; END IF; END $$`,
 	)
 	t.Cleanup(func() { execSQL(t, url, `DROP ROLE IF EXISTS snorky_norepl`) })
-	replica := pglocal.StartTB(t, pglocal.Options{WALLevel: "replica"})
+	replica := pgtest.StartTB(t, pglocal.Options{WALLevel: "replica"})
 
 	tests := []struct {
 		name   string
@@ -84,7 +85,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestCheckTables(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url,
 		`CREATE TABLE nokey (v text)`,
 		`CREATE TABLE parted (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k)`,

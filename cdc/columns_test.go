@@ -12,11 +12,11 @@ import (
 	neturl "net/url"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 func TestCheckUses(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url,
 		`CREATE TABLE keyed (id int PRIMARY KEY, title text)`,
 		`CREATE TABLE keyless (id int, v text)`,
@@ -71,7 +71,7 @@ func TestCheckUses(t *testing.T) {
 }
 
 func TestWarningsForgery(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
 	if w := Warnings(ctx, Config{URL: url}); len(w) != 0 {
 		t.Fatalf("without the snorky schema: got %q, want no warning", w)
@@ -88,7 +88,7 @@ func TestWarningsForgery(t *testing.T) {
 // The session hook runs on every session; an error that is not a
 // prerequisite is retried with backoff, and a prerequisite stops Run.
 func TestOnSession(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url, `CREATE TABLE tasks (id int PRIMARY KEY)`)
 
 	t.Run("retried then streaming", func(t *testing.T) {
@@ -135,7 +135,7 @@ func TestOnSession(t *testing.T) {
 // A database that does not exist cannot appear by retrying: Run stops with
 // the fix.
 func TestRunMissingDatabase(t *testing.T) {
-	cfg := testConfig(withDatabase(t, pglocal.AdminURL(t), "no_such_database_snorky"), "tasks")
+	cfg := testConfig(withDatabase(t, pgtest.AdminURL(t), "no_such_database_snorky"), "tasks")
 	done := make(chan error, 1)
 	go func() { done <- NewReader(cfg, &collector{}, nil, nil).Run(context.Background()) }()
 	select {

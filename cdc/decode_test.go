@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // pack joins messages as [uint32 length][message]… (the FuzzDecode input).
@@ -163,7 +163,7 @@ func FuzzDecode(f *testing.F) {
 // SNORKY_CAPTURE_FUZZ=1, writes the messages to testdata/fuzz/FuzzDecode.
 // It always checks that the captured stream decodes without error offline.
 func TestCaptureFuzzCorpus(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url,
 		`CREATE TABLE f (id int PRIMARY KEY, n numeric, a text[], ts timestamptz, big text)`,
 		`ALTER TABLE f ALTER COLUMN big SET STORAGE EXTERNAL`,

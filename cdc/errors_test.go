@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 func TestTransient(t *testing.T) {
@@ -41,7 +41,7 @@ func TestTransient(t *testing.T) {
 // transient one, is not a connection problem.
 func TestConnectProblem(t *testing.T) {
 	ctx := context.Background()
-	admin := pglocal.AdminURL(t)
+	admin := pgtest.AdminURL(t)
 	u, err := url.Parse(admin)
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"github.com/snorkyhq/snorky/migrations"
 )
 
@@ -19,9 +20,9 @@ import (
 // heartbeats and keepalives confirmed with nothing in flight let the slot
 // advance, so it retains less than 16 MiB at the end.
 func TestHeartbeatReleasesWAL(t *testing.T) {
-	srv := pglocal.StartTB(t, pglocal.Options{})
-	ours := pglocal.NewDatabaseAt(t, srv.URL("postgres"))
-	other := pglocal.NewDatabaseAt(t, srv.URL("postgres"))
+	srv := pgtest.StartTB(t, pglocal.Options{})
+	ours := pgtest.NewDatabaseAt(t, srv.URL("postgres"))
+	other := pgtest.NewDatabaseAt(t, srv.URL("postgres"))
 	execSQL(t, ours, `CREATE TABLE t (id int PRIMARY KEY)`)
 	cfg := testConfig(ours, "t")
 	cfg.StatusInterval = 200 * time.Millisecond
@@ -81,14 +82,14 @@ func TestStreamEpoch(t *testing.T) {
 		return r.Epoch()
 	}
 	t.Run("without migrations", func(t *testing.T) {
-		url := pglocal.NewDatabase(t)
+		url := pgtest.NewDatabase(t)
 		execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
 		if got := run(t, testConfig(url, "t")); got != "" {
 			t.Fatalf("Epoch: got %q, want none without the snorky schema", got)
 		}
 	})
 	t.Run("with migrations", func(t *testing.T) {
-		url := pglocal.NewDatabase(t)
+		url := pgtest.NewDatabase(t)
 		execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
 		conn, err := pgx.Connect(context.Background(), url)
 		if err != nil {

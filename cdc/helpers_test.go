@@ -12,10 +12,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pglocal.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // collector is a Sink that records what it takes; while gate is non-nil
 // and open, Apply blocks until a value is sent on it.

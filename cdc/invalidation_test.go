@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"github.com/snorkyhq/snorky/migrations"
 )
 
@@ -22,7 +23,7 @@ import (
 // segments, and a slot may retain at most 4 MB.
 func smallWALCluster(t *testing.T) *pglocal.Server {
 	t.Helper()
-	return pglocal.StartTB(t, pglocal.Options{
+	return pgtest.StartTB(t, pglocal.Options{
 		InitdbArgs: []string{"--wal-segsize=1"},
 		Settings: map[string]string{
 			"max_slot_wal_keep_size": "4MB",
@@ -36,7 +37,7 @@ func smallWALCluster(t *testing.T) *pglocal.Server {
 // table filler (not published), and the snorky schema (snorky.stream).
 func migratedDatabase(t *testing.T, srv *pglocal.Server) string {
 	t.Helper()
-	url := pglocal.NewDatabaseAt(t, srv.URL("postgres"))
+	url := pgtest.NewDatabaseAt(t, srv.URL("postgres"))
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`, `CREATE TABLE filler (id serial PRIMARY KEY, pad text)`)
 	conn, err := pgx.Connect(context.Background(), url)
 	if err != nil {

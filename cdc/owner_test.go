@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // freezer is a TCP proxy to PostgreSQL that can stop forwarding, dropping
@@ -119,8 +120,8 @@ func (f *freezer) via(t *testing.T, u string) string {
 // the standby takes over. An advisory lock held on a plain idle session
 // would be held for hours and the standby would wait forever.
 func TestStandbyTakesOverFromVanishedOwner(t *testing.T) {
-	srv := pglocal.StartTB(t, pglocal.Options{Settings: map[string]string{"wal_sender_timeout": "4s"}})
-	direct := pglocal.NewDatabaseAt(t, srv.URL("postgres"))
+	srv := pgtest.StartTB(t, pglocal.Options{Settings: map[string]string{"wal_sender_timeout": "4s"}})
+	direct := pgtest.NewDatabaseAt(t, srv.URL("postgres"))
 	execSQL(t, direct, `CREATE TABLE t (id int PRIMARY KEY)`)
 	proxy := newFreezer(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(srv.Port())))
 
@@ -169,7 +170,7 @@ func TestStandbyTakesOverFromVanishedOwner(t *testing.T) {
 // at least every maxSlotInUseWait, however long its backoff has grown, so
 // it streams soon after the slot is released.
 func TestSlotInUseRetryIsBounded(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
 	cfg := testConfig(url, "t")
 	cfg.MinBackoff, cfg.MaxBackoff = time.Second, time.Minute
@@ -213,7 +214,7 @@ func TestSlotInUseRetryIsBounded(t *testing.T) {
 // creation (not a crash loop), and streams soon after that transaction
 // ends.
 func TestSlotCreationWaitsForOpenTransaction(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 func describe(c Change) string {
@@ -28,7 +29,7 @@ func describe(c Change) string {
 }
 
 func TestChangesInCommitOrder(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url,
 		`CREATE TABLE tasks (id int PRIMARY KEY, title text, done bool)`,
 		`CREATE TABLE keyed (id int PRIMARY KEY, v text)`,
@@ -96,7 +97,7 @@ func TestChangesInCommitOrder(t *testing.T) {
 }
 
 func TestLogicalMessages(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
 	sink := &collector{}
 	startReader(t, testConfig(url, "t"), sink)
@@ -109,7 +110,7 @@ func TestLogicalMessages(t *testing.T) {
 }
 
 func TestConfirmedNeverPassesTaken(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
 	gate := make(chan struct{})
 	sink := &collector{gate: gate}
@@ -153,8 +154,8 @@ func TestConfirmedNeverPassesTaken(t *testing.T) {
 }
 
 func TestReconnectAfterRestart(t *testing.T) {
-	srv := pglocal.StartTB(t, pglocal.Options{})
-	url := pglocal.NewDatabaseAt(t, srv.URL("postgres"))
+	srv := pgtest.StartTB(t, pglocal.Options{})
+	url := pgtest.NewDatabaseAt(t, srv.URL("postgres"))
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
 	sink := &collector{}
 	r := startReader(t, testConfig(url, "t"), sink)
@@ -184,7 +185,7 @@ func TestReconnectAfterRestart(t *testing.T) {
 }
 
 func TestSchemaChangesMidStream(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY, a text, b int)`)
 	sink := &collector{}
 	startReader(t, testConfig(url, "t"), sink)
@@ -213,7 +214,7 @@ func TestSchemaChangesMidStream(t *testing.T) {
 }
 
 func TestUnchangedToast(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	big := strings.Repeat("0123456789abcdef", 20*1024/16)
 	execSQL(t, url,
 		`CREATE TABLE full_t (id int PRIMARY KEY, n int, big text)`,
@@ -250,7 +251,7 @@ func TestUnchangedToast(t *testing.T) {
 // TestSlotTakeover is T19a in process: a second reader on the slot is a
 // standby that receives nothing, and takes over when the first stops.
 func TestSlotTakeover(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
 	cfg := testConfig(url, "t")
 	first := &collector{}

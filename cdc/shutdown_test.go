@@ -7,14 +7,14 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // TestFinalStatusOnShutdown: with periodic status updates out of the way
 // (one an hour), stopping the reader still confirms the end of the last
 // transaction the sink took, and not more.
 func TestFinalStatusOnShutdown(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	execSQL(t, url, `CREATE TABLE items (id int PRIMARY KEY)`)
 	cfg := testConfig(url, "items")
 	cfg.StatusInterval = time.Hour

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"github.com/snorkyhq/snorky/sync/jsonval"
 )
 
@@ -286,7 +286,7 @@ func TestTypesMatchToJSONB(t *testing.T) {
 
 func testTypesMatchToJSONB(t *testing.T, tz string, seed uint64) {
 	const rows = 1000
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := queryString(t, url, "SELECT current_database()")
 	var cols []string
 	for _, c := range typeColumns {

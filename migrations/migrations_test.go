@@ -8,10 +8,10 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pglocal.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 func connect(t *testing.T, url string) *pgx.Conn {
 	t.Helper()
@@ -25,7 +25,7 @@ func connect(t *testing.T, url string) *pgx.Conn {
 
 func TestUpDownUp(t *testing.T) {
 	ctx := context.Background()
-	conn := connect(t, pglocal.NewDatabase(t))
+	conn := connect(t, pgtest.NewDatabase(t))
 	all, err := All()
 	if err != nil || len(all) == 0 {
 		t.Fatalf("All: %v, %v", all, err)
@@ -64,7 +64,7 @@ func TestUpDownUp(t *testing.T) {
 // TestConcurrentUp: two sessions migrating at once apply each migration
 // once and both succeed.
 func TestConcurrentUp(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	conns := []*pgx.Conn{connect(t, url), connect(t, url), connect(t, url)}
 	var wg sync.WaitGroup
 	results := make([][]int, len(conns))
@@ -92,7 +92,7 @@ func TestConcurrentUp(t *testing.T) {
 
 func TestPublishDeltaRefusesBadType(t *testing.T) {
 	ctx := context.Background()
-	conn := connect(t, pglocal.NewDatabase(t))
+	conn := connect(t, pgtest.NewDatabase(t))
 	if _, err := Up(ctx, conn); err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/backendapi/client"
 	"github.com/snorkyhq/snorky/backendapi/handofftest"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 func TestMain(m *testing.M) { os.Exit(handofftest.Main(m)) }
@@ -200,7 +200,7 @@ func TestConfigValidate(t *testing.T) {
 
 func TestSnapshotNeedsRepeatableRead(t *testing.T) {
 	ctx := context.Background()
-	db, err := pgx.Connect(ctx, pglocal.NewDatabase(t))
+	db, err := pgx.Connect(ctx, pgtest.NewDatabase(t))
 	if err != nil {
 		t.Fatal(err)
 	}

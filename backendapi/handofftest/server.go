@@ -28,7 +28,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"github.com/snorkyhq/snorky/cmd/snorky/snorkytest"
 )
 
@@ -50,7 +50,7 @@ var bin struct {
 //
 //	func TestMain(m *testing.M) { os.Exit(handofftest.Main(m)) }
 func Main(m *testing.M) int {
-	code := pglocal.Main(m)
+	code := pgtest.Main(m)
 	if bin.dir != "" {
 		os.RemoveAll(bin.dir)
 	}
@@ -135,7 +135,7 @@ func StartServer(tb testing.TB, opts Options) *Server {
 		opts.Body = itemsBody
 	}
 	path := Binary(tb)
-	url := pglocal.NewDatabase(tb)
+	url := pgtest.NewDatabase(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	db, err := pgx.Connect(ctx, url)

@@ -9,9 +9,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pglocal.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 func query(t *testing.T, url, sql string) string {
 	t.Helper()
@@ -30,7 +31,7 @@ func query(t *testing.T, url, sql string) string {
 }
 
 func TestSharedLogical(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	if got := query(t, url, "SHOW wal_level"); got != "logical" {
 		t.Errorf("wal_level: got %q, want logical", got)
 	}
@@ -40,10 +41,10 @@ func TestSharedLogical(t *testing.T) {
 }
 
 func TestNewDatabaseCleanup(t *testing.T) {
-	admin := pglocal.AdminURL(t)
+	admin := pgtest.AdminURL(t)
 	var name string
 	t.Run("inner", func(t *testing.T) {
-		url := pglocal.NewDatabase(t)
+		url := pgtest.NewDatabase(t)
 		name = query(t, url, "SELECT current_database()")
 		query(t, url, "SELECT slot_name::text FROM pg_create_logical_replication_slot('leak_me', 'pgoutput')")
 	})
@@ -56,7 +57,7 @@ func TestNewDatabaseCleanup(t *testing.T) {
 }
 
 func TestOptionsAndLifecycle(t *testing.T) {
-	s := pglocal.StartTB(t, pglocal.Options{
+	s := pgtest.StartTB(t, pglocal.Options{
 		WALLevel: "replica",
 		Settings: map[string]string{"DateStyle": "SQL, DMY", "TimeZone": "America/New_York"},
 	})
@@ -108,7 +109,7 @@ func TestOptionsAndLifecycle(t *testing.T) {
 }
 
 func TestStartedStopped(t *testing.T) {
-	s := pglocal.StartTB(t, pglocal.Options{Stopped: true})
+	s := pgtest.StartTB(t, pglocal.Options{Stopped: true})
 	if s.Running() {
 		t.Fatalf("Running: got true, want false")
 	}

@@ -13,9 +13,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
-func TestMain(m *testing.M) { os.Exit(pglocal.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // cdcEnv is a fresh database with a tasks table and a server streaming it.
 type cdcEnv struct {
@@ -28,7 +29,7 @@ type cdcEnv struct {
 func startCDC(t testing.TB, extra string) *cdcEnv {
 	t.Helper()
 	ctx := context.Background()
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +117,7 @@ func TestCDCDeltasOverWebSocket(t *testing.T) {
 // TestServeStartsWhileDatabaseDown: serve starts, /readyz answers 503 with
 // the reason, and once PostgreSQL is up the server becomes ready by itself.
 func TestServeStartsWhileDatabaseDown(t *testing.T) {
-	pg := pglocal.StartTB(t, pglocal.Options{})
+	pg := pgtest.StartTB(t, pglocal.Options{})
 	url := pg.URL("postgres")
 	db, err := pgx.Connect(context.Background(), url)
 	if err != nil {

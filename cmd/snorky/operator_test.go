@@ -18,6 +18,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
 )
 
@@ -168,7 +169,7 @@ func TestOperatorMistakes(t *testing.T) {
 			setup: func(t *testing.T, db string) string {
 				role := "norepl_" + randomSuffix()
 				sqlOn(t, db, `CREATE TABLE todos (id int PRIMARY KEY)`, "CREATE ROLE "+role+" LOGIN", "ALTER TABLE todos OWNER TO "+role)
-				dropRoleAtEnd(t, pglocal.AdminURL(t), role)
+				dropRoleAtEnd(t, pgtest.AdminURL(t), role)
 				return "database: {url: " + fmt.Sprintf("%q", withUser(t, db, role, "")) + "}\n" + todoModel
 			},
 			want: []string{"REPLICATION", `ALTER ROLE "norepl_`},
@@ -176,7 +177,7 @@ func TestOperatorMistakes(t *testing.T) {
 	}
 	for _, m := range mistakes {
 		t.Run(m.name, func(t *testing.T) {
-			db := pglocal.NewDatabase(t)
+			db := pgtest.NewDatabase(t)
 			extra := m.setup(t, db)
 			dbURL := db
 			if strings.Contains(extra, "database:") {
@@ -249,7 +250,7 @@ func (s *syncBuf) String() string {
 // with the fix, while a PostgreSQL that is merely down (started late) is
 // waited for: serve retries, then becomes ready.
 func TestOperatorPasswordAndLateStart(t *testing.T) {
-	pg := pglocal.StartTB(t, pglocal.Options{Stopped: true})
+	pg := pgtest.StartTB(t, pglocal.Options{Stopped: true})
 	hba := filepath.Join(pg.DataDir(), "pg_hba.conf")
 	old, err := os.ReadFile(hba)
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -46,7 +46,7 @@ func benchSQLPublish(b *testing.B, rate int) {
 	)
 	b.ReportAllocs()
 	ctx := context.Background()
-	dbURL := pglocal.NewDatabase(b)
+	dbURL := pgtest.NewDatabase(b)
 	setup, err := pgx.Connect(ctx, dbURL)
 	if err != nil {
 		b.Fatal(err)

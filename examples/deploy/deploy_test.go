@@ -26,7 +26,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/backendapi/handofftest"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 func TestMain(m *testing.M) { os.Exit(handofftest.Main(m)) }
@@ -62,7 +62,7 @@ func selfSigned(t *testing.T) (cert, key string) {
 func setUpDatabase(t *testing.T) string {
 	t.Helper()
 	ctx := context.Background()
-	dbURL := pglocal.NewDatabase(t)
+	dbURL := pgtest.NewDatabase(t)
 	u, err := url.Parse(dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -81,14 +81,14 @@ func setUpDatabase(t *testing.T) string {
 		"DATABASE app ", "DATABASE "+pgx.Identifier{dbName}.Sanitize()+" ",
 		":password", "'deploy-test-password'",
 	).Replace(string(sql))
-	admin, err := pgx.Connect(ctx, pglocal.AdminURL(t))
+	admin, err := pgx.Connect(ctx, pgtest.AdminURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer admin.Close(ctx)
 	// Dropped after the database (cleanups run last-registered first).
 	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), pglocal.AdminURL(t))
+		c, err := pgx.Connect(context.Background(), pgtest.AdminURL(t))
 		if err == nil {
 			c.Exec(context.Background(), "DROP ROLE IF EXISTS "+role)
 			c.Close(context.Background())

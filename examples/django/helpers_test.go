@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // TestPythonHelpers runs the unit tests of snorky_django
@@ -15,7 +15,7 @@ import (
 // its fallbacks and the original import paths.
 func TestPythonHelpers(t *testing.T) {
 	needPython(t)
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	cmd := exec.Command(python, "-m", "unittest", "discover", "-v", "-s", filepath.Join("snorky_django", "tests"))
 	cmd.Env = pythonEnv(t, url, nil)
 	out, err := cmd.CombinedOutput()

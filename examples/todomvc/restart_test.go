@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"github.com/snorkyhq/snorky/wsapi/client/nodetest"
 )
 
@@ -32,7 +32,7 @@ func TestPageSurvivesRestart(t *testing.T) {
 		t.Fatalf("building snorky: %v\n%s", err, out)
 	}
 
-	dbURL := pglocal.NewDatabase(t)
+	dbURL := pgtest.NewDatabase(t)
 	ctx := context.Background()
 	db, err := pgx.Connect(ctx, dbURL)
 	if err != nil {

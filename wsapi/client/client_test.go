@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"github.com/snorkyhq/snorky/wsapi/client/nodetest"
 )
 
@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	snorkyBin = filepath.Join(dir, "snorky")
-	code := pglocal.Main(m)
+	code := pgtest.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -54,7 +54,7 @@ func buildServer(t *testing.T) string {
 func serverEnv(t *testing.T) []string {
 	t.Helper()
 	bin := buildServer(t)
-	db := pglocal.NewDatabase(t)
+	db := pgtest.NewDatabase(t)
 	psql := nodetest.Psql(t)
 	return []string{"CLIENT_TEST_SNORKY=" + bin, "CLIENT_TEST_DATABASE_URL=" + db, "CLIENT_TEST_PSQL=" + psql}
 }

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // TestStalledClients is reliability.md T6: every client stops reading for
@@ -16,7 +16,7 @@ import (
 // closed as slow consumers, resume and get every row.
 func TestStalledClients(t *testing.T) {
 	const clients = 5
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `ALTER SYSTEM SET wal_sender_timeout = '10s'`)
 	mustExec(t, db, `SELECT pg_reload_conf()`)
@@ -97,7 +97,7 @@ datasync: {position_interval: 500ms}
 // so 3,500 rows inserted meanwhile grow the server's RSS by less than
 // 32 MiB.
 func TestUnacquiredSubscriptionsHoldNothing(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE un (id int PRIMARY KEY, payload text NOT NULL)`)
 	slot := randomName("e2e_unacq_")

@@ -10,7 +10,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // lsnSample is one reading of the slot's confirmed_flush_lsn.
@@ -164,7 +164,7 @@ func TestCrashSafetyKillDuringBurst(t *testing.T) {
 		subscribers = 5
 		rows        = txns * rowsPerTxn
 	)
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE burst (seq int PRIMARY KEY, tx int NOT NULL)`)
 	slot := randomName("e2e_crash_")
@@ -435,7 +435,7 @@ dealers:
 // it must answer "Snapshot too old" (spec §2.5) or deliver those
 // transactions; accepting it silently leaves a gap.
 func TestSnapshotOlderThanRestartIsRefused(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE items (id int PRIMARY KEY, v text)`)
 	slot := randomName("e2e_snaprestart_")

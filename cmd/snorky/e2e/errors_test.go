@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // badSetup is a database the server cannot stream from, with the words
@@ -36,7 +37,7 @@ dealers:
 // thingsDatabase is a fresh database on adminURL with the things table.
 func thingsDatabase(t *testing.T, adminURL string) string {
 	t.Helper()
-	u := pglocal.NewDatabaseAt(t, adminURL)
+	u := pgtest.NewDatabaseAt(t, adminURL)
 	db := dbConnect(t, u)
 	mustExec(t, db, `CREATE TABLE things (id int PRIMARY KEY, name text)`)
 	return u
@@ -46,7 +47,7 @@ var badSetups = []badSetup{
 	{
 		name: "wal_level replica",
 		setup: func(t *testing.T) serverConfig {
-			pg := pglocal.StartTB(t, pglocal.Options{WALLevel: "replica"})
+			pg := pgtest.StartTB(t, pglocal.Options{WALLevel: "replica"})
 			return serverConfig{DatabaseURL: thingsDatabase(t, pg.URL("postgres")), Slot: randomName("e2e_wal_"), Body: tableModels}
 		},
 		words: []string{"wal_level", "logical", "ALTER SYSTEM"},
@@ -54,7 +55,7 @@ var badSetups = []badSetup{
 	{
 		name: "missing table",
 		setup: func(t *testing.T) serverConfig {
-			return serverConfig{DatabaseURL: thingsDatabase(t, pglocal.AdminURL(t)), Slot: randomName("e2e_missing_"), Body: `models:
+			return serverConfig{DatabaseURL: thingsDatabase(t, pgtest.AdminURL(t)), Slot: randomName("e2e_missing_"), Body: `models:
   Thing: {table: things}
   Gone: {table: public.no_such_table}
 dealers:
@@ -67,7 +68,7 @@ dealers:
 	{
 		name: "role without REPLICATION",
 		setup: func(t *testing.T) serverConfig {
-			admin := pglocal.AdminURL(t)
+			admin := pgtest.AdminURL(t)
 			role := randomName("e2e_norepl_")
 			adb := dbConnect(t, admin)
 			mustExec(t, adb, fmt.Sprintf(`CREATE ROLE %s LOGIN NOREPLICATION NOSUPERUSER`, role))
@@ -169,7 +170,7 @@ func TestCheckExplainsBadSetup(t *testing.T) {
 		})
 	}
 	t.Run("good setup", func(t *testing.T) {
-		cfg := serverConfig{DatabaseURL: thingsDatabase(t, pglocal.AdminURL(t)), Slot: randomName("e2e_good_"), Body: tableModels}
+		cfg := serverConfig{DatabaseURL: thingsDatabase(t, pgtest.AdminURL(t)), Slot: randomName("e2e_good_"), Body: tableModels}
 		path, _, _ := writeConfig(t, cfg)
 		out, code := runCommand(t, 60*time.Second, "check", "--config", path)
 		if code != 0 || !strings.HasPrefix(out, "ok") {

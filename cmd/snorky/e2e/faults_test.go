@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"github.com/snorkyhq/snorky/cmd/snorky/e2e/netfault"
 )
 
@@ -349,8 +350,8 @@ func startFaultServer(t *testing.T, dbURL, dbExtra string) (*proc, *wsClient) {
 // committed anyway; the server resumes by itself; its goroutines return to
 // their count before the crash.
 func TestT3PostgresCrashDuringBurst(t *testing.T) {
-	pg := pglocal.StartTB(t, pglocal.Options{})
-	url := pglocal.NewDatabaseAt(t, pg.URL("postgres"))
+	pg := pgtest.StartTB(t, pglocal.Options{})
+	url := pgtest.NewDatabaseAt(t, pg.URL("postgres"))
 	mustExec(t, dbConnect(t, url), faultTable)
 	p, sub := startFaultServer(t, url, "")
 	watch := watchReady(p)
@@ -444,8 +445,8 @@ type blackholeFigures struct {
 // walSenderTimeout, the server's link to it silent for outage while rows
 // are written directly to PostgreSQL.
 func testBlackholeToPostgres(t *testing.T, name string, walSenderTimeout, outage time.Duration, rows int) blackholeFigures {
-	pg := pglocal.StartTB(t, pglocal.Options{Settings: map[string]string{"wal_sender_timeout": fmt.Sprintf("%ds", int(walSenderTimeout.Seconds()))}})
-	url := pglocal.NewDatabaseAt(t, pg.URL("postgres"))
+	pg := pgtest.StartTB(t, pglocal.Options{Settings: map[string]string{"wal_sender_timeout": fmt.Sprintf("%ds", int(walSenderTimeout.Seconds()))}})
+	url := pgtest.NewDatabaseAt(t, pg.URL("postgres"))
 	mustExec(t, dbConnect(t, url), faultTable)
 	px := startProxy(t, fmt.Sprintf("127.0.0.1:%d", pg.Port()))
 	p, sub := startFaultServer(t, proxiedURL(t, url, px.Addr()), "dead_link_timeout: 10s")
@@ -517,8 +518,8 @@ func proxyStats(px *netfault.Proxy) string {
 // SIGCONT. No panic; the rows written during the pause are delivered
 // exactly once; recovery is measured from SIGCONT.
 func TestT5ServerPaused(t *testing.T) {
-	pg := pglocal.StartTB(t, pglocal.Options{Settings: map[string]string{"wal_sender_timeout": "10s"}})
-	url := pglocal.NewDatabaseAt(t, pg.URL("postgres"))
+	pg := pgtest.StartTB(t, pglocal.Options{Settings: map[string]string{"wal_sender_timeout": "10s"}})
+	url := pgtest.NewDatabaseAt(t, pg.URL("postgres"))
 	db := dbConnect(t, url)
 	mustExec(t, db, faultTable)
 	p, sub := startFaultServer(t, url, "")
@@ -592,7 +593,7 @@ func (p *proc) dialAddr(addr string) *wsClient {
 // connection and subscription; the client, back on a new connection,
 // resumes its subscription and gets exactly the rows it missed.
 func TestClientBlackhole(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, faultTable)
 	p := startServerWith(t, serverConfig{DatabaseURL: url, Slot: randomName("e2e_cbh_"), Migrate: true, Body: faultModels +

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // countingClient reads deltas without keeping them: it checks that offsets
@@ -145,7 +145,7 @@ func TestLargeTransactions(t *testing.T) {
 		bigRows = 200000
 		maxTx   = 64 << 20
 	)
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE big (id int PRIMARY KEY, n int NOT NULL, payload text NOT NULL)`)
 	slot := randomName("e2e_big_")
@@ -233,7 +233,7 @@ dealers:
 // its model's resumable subscribers mustRefetch within 5 s, closes the
 // others with 4008, and the stream goes on.
 func TestTransactionOverCap(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE capped (id int PRIMARY KEY, payload text NOT NULL)`)
 	mustExec(t, db, `CREATE TABLE other (id int PRIMARY KEY)`)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"github.com/snorkyhq/snorky/migrations"
 )
 
@@ -56,7 +57,7 @@ func seqs(ds []delta) []int64 {
 // resumes on the standby with exactly the rows written after the kill.
 func TestStandbyTakesOverAfterKill(t *testing.T) {
 	const before, after = 50, 50
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE rows (seq int PRIMARY KEY)`)
 	if _, err := migrations.Up(context.Background(), db); err != nil { // the epoch in snorky.stream
@@ -171,11 +172,11 @@ dealers:
 // "Must refetch: the stream was reset", and delivers the rows written
 // afterwards.
 func TestSlotInvalidatedWhileServerStopped(t *testing.T) {
-	pg := pglocal.StartTB(t, pglocal.Options{
+	pg := pgtest.StartTB(t, pglocal.Options{
 		InitdbArgs: []string{"--wal-segsize=1"},
 		Settings:   map[string]string{"max_slot_wal_keep_size": "4MB", "max_wal_size": "4MB", "min_wal_size": "2MB"},
 	})
-	url := pglocal.NewDatabaseAt(t, pg.URL("postgres"))
+	url := pgtest.NewDatabaseAt(t, pg.URL("postgres"))
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE rows (seq int PRIMARY KEY)`)
 	mustExec(t, db, `CREATE TABLE filler (id serial PRIMARY KEY, pad text)`)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // metric reads one unlabelled metric from the backend's /metrics.
@@ -105,8 +106,8 @@ func (w *readyWatch) readyAgainAfter(t0 time.Time) (down, up time.Time, ok bool)
 // without a duplicate: the subscription and its WebSocket survive, since
 // the server process does.
 func TestPostgresRestartUnderRunningServer(t *testing.T) {
-	pg := pglocal.StartTB(t, pglocal.Options{})
-	url := pglocal.NewDatabaseAt(t, pg.URL("postgres"))
+	pg := pgtest.StartTB(t, pglocal.Options{})
+	url := pgtest.NewDatabaseAt(t, pg.URL("postgres"))
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE events (id int PRIMARY KEY, phase text NOT NULL)`)
 	db.Close(context.Background())

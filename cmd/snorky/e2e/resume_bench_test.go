@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // TestManyClientsResumeAfterRestart measures issue 10's "1,000 clients
@@ -24,7 +24,7 @@ func TestManyClientsResumeAfterRestart(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("SNORKY_TEST_RESUME_CLIENTS")); err == nil && v > 0 {
 		clients = v
 	}
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE mr (seq int PRIMARY KEY)`)
 	slot := randomName("e2e_many_")

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // TestResumeCycles is reliability.md T8 at CI scale: 10 resumable clients
@@ -27,7 +27,7 @@ func TestResumeCycles(t *testing.T) {
 		groups  = 5
 		window  = 4 * time.Second
 	)
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE ev (seq int PRIMARY KEY, grp int NOT NULL)`)
 	slot := randomName("e2e_cycles_")

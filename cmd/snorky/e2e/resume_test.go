@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // resumable is a client's resume state (spec §3.9): the result of its
@@ -88,7 +88,7 @@ func testResumeAcrossRestart(t *testing.T, stop func(*proc)) {
 		subscribers = 5
 		rows        = txns * rowsPerTxn
 	)
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE burst (seq int PRIMARY KEY, tx int NOT NULL)`)
 	slot := randomName("e2e_resume_")

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // rowSummary renders the fields id, owner, status and body of row data
@@ -53,7 +53,7 @@ func deltaSummary(d *delta, big string) string {
 // replica_identity: default leaves it out of newData and lists it in
 // "unchanged", never null.
 func TestRowImages(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	for _, table := range []string{"docs", "notes"} {
 		mustExec(t, db, fmt.Sprintf(`CREATE TABLE %s (id int PRIMARY KEY, owner int NOT NULL, status text NOT NULL, body text);

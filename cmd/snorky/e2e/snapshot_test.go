@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // itemRow is a row of the items table.
@@ -131,7 +131,7 @@ func TestSnapshotHandoff(t *testing.T) {
 		slowIDs = 100
 		marker  = 1_000_000
 	)
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE items (id int PRIMARY KEY, grp int NOT NULL, val bigint NOT NULL, seq bigint NOT NULL)`)
 	slot := randomName("e2e_handoff_")
@@ -362,7 +362,7 @@ dealers:
 // database) is refused; a real snapshot taken a moment later is accepted
 // and its subscription receives exactly the rows its query did not see.
 func TestSnapshotFromTheFuture(t *testing.T) {
-	url := pglocal.NewDatabase(t)
+	url := pgtest.NewDatabase(t)
 	db := dbConnect(t, url)
 	mustExec(t, db, `CREATE TABLE fut (id int PRIMARY KEY)`)
 	slot := randomName("e2e_future_")

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 )
 
 // TestT20Soak is reliability.md T20 at CI scale: 500 WebSocket clients,
@@ -54,8 +55,8 @@ func TestT20Soak(t *testing.T) {
 		warmup = duration / 2
 	}
 
-	pg := pglocal.StartTB(t, pglocal.Options{})
-	url := pglocal.NewDatabaseAt(t, pg.URL("postgres"))
+	pg := pgtest.StartTB(t, pglocal.Options{})
+	url := pgtest.NewDatabaseAt(t, pg.URL("postgres"))
 	mustExec(t, dbConnect(t, url), `CREATE TABLE soak (id bigint PRIMARY KEY, room int NOT NULL, body text NOT NULL)`)
 	p := startSoakServer(t, serverConfig{DatabaseURL: url, Slot: randomName("e2e_soak_"), Migrate: true, Body: `models:
   Item: {table: soak}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/snorkyhq/snorky/backendapi/handofftest"
-	"github.com/snorkyhq/snorky/cdc/pglocal"
+	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
 	"github.com/snorkyhq/snorky/wsapi/client/nodetest"
 )
 
@@ -27,7 +27,7 @@ func needNode(t *testing.T) string {
 
 func TestNodeUnit(t *testing.T) {
 	needNode(t)
-	nodetest.Run(t, nodetest.Options{Timeout: 2 * time.Minute, Env: handofftest.Env("DATABASE_URL=" + pglocal.NewDatabase(t))}, "test/backend.test.mjs")
+	nodetest.Run(t, nodetest.Options{Timeout: 2 * time.Minute, Env: handofftest.Env("DATABASE_URL=" + pgtest.NewDatabase(t))}, "test/backend.test.mjs")
 }
 
 // TestHandoff is D8 through the Node helper: an application built on

@@ -1,4 +1,8 @@
-package pglocal
+// Package pgtest gives tests a throwaway PostgreSQL (cdc/pglocal): one
+// server shared by a test binary, a fresh database per test, or a server of
+// their own. Only tests import it, so the server binary does not link the
+// testing package.
+package pgtest
 
 import (
 	"context"
@@ -13,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/snorkyhq/snorky/cdc/pglocal"
+
 	"github.com/jackc/pgx/v5"
 )
 
@@ -23,14 +29,14 @@ const EnvURL = "SNORKY_TEST_DATABASE_URL"
 
 var shared struct {
 	mu     sync.Mutex
-	server *Server
+	server *pglocal.Server
 	err    error
 }
 
 // Main runs the tests of a package and then stops the shared server (if one
 // was started). Use it from TestMain:
 //
-//	func TestMain(m *testing.M) { os.Exit(pglocal.Main(m)) }
+//	func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 //
 // Without it the shared server still dies with the test binary (parent-death
 // signal) and its directory is swept by the next Start.
@@ -51,17 +57,17 @@ func StopShared() {
 }
 
 // Shared returns the server shared by all tests of the test binary,
-// starting it on first use (default Options). It ignores EnvURL: use it only
-// for tests that need the *Server itself; others should use AdminURL or
+// starting it on first use (default pglocal.Options). It ignores EnvURL: use it only
+// for tests that need the *pglocal.Server itself; others should use AdminURL or
 // NewDatabase.
-func Shared(tb testing.TB) *Server {
+func Shared(tb testing.TB) *pglocal.Server {
 	tb.Helper()
 	shared.mu.Lock()
 	defer shared.mu.Unlock()
 	if shared.server == nil && shared.err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		shared.server, shared.err = Start(ctx, Options{})
+		shared.server, shared.err = pglocal.Start(ctx, pglocal.Options{})
 	}
 	if shared.err != nil {
 		tb.Fatalf("starting the shared PostgreSQL: %v", shared.err)
@@ -71,11 +77,11 @@ func Shared(tb testing.TB) *Server {
 
 // StartTB starts a server of the test's own (for tests that restart, stop
 // or reconfigure it) and stops it in tb.Cleanup.
-func StartTB(tb testing.TB, opts Options) *Server {
+func StartTB(tb testing.TB, opts pglocal.Options) *pglocal.Server {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := Start(ctx, opts)
+	s, err := pglocal.Start(ctx, opts)
 	if err != nil {
 		tb.Fatalf("starting PostgreSQL: %v", err)
 	}
