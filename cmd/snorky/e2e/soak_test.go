@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -27,7 +30,10 @@ import (
 // client got with the table (0 lost deltas, commit order), and the server's
 // RSS, goroutines and open files are compared with their levels before and
 // after. SNORKY_SOAK sets the duration (default 3m; e.g. SNORKY_SOAK=60m by
-// hand); SNORKY_SOAK_CLIENTS the number of clients. Skipped with -short.
+// hand); SNORKY_SOAK_CLIENTS the number of clients; SNORKY_SOAK_PROFILES a
+// directory where the server's heap profiles after the warm-up and at the
+// end are saved (heap-warm.pb.gz, heap-end.pb.gz: compare them with
+// `go tool pprof -diff_base`). Skipped with -short.
 func TestT20Soak(t *testing.T) {
 	if testing.Short() {
 		t.Skip("soak: skipped with -short")
@@ -58,7 +64,8 @@ func TestT20Soak(t *testing.T) {
 	pg := pgtest.StartTB(t, pglocal.Options{})
 	url := pgtest.NewDatabaseAt(t, pg.URL("postgres"))
 	mustExec(t, dbConnect(t, url), `CREATE TABLE soak (id bigint PRIMARY KEY, room int NOT NULL, body text NOT NULL)`)
-	p := startSoakServer(t, serverConfig{DatabaseURL: url, Slot: randomName("e2e_soak_"), Migrate: true, Body: `models:
+	profiles := os.Getenv("SNORKY_SOAK_PROFILES")
+	p := startSoakServer(t, profiles != "", serverConfig{DatabaseURL: url, Slot: randomName("e2e_soak_"), Migrate: true, Body: `models:
   Item: {table: soak}
 dealers:
   ByRoom: {model: Item, kind: simple, key: room}
@@ -182,8 +189,8 @@ datasync: {position_interval: 1s, resume_wait: 20s}
 	nextReconnect := began.Add(every)
 	restartAt := began.Add(duration / 2)
 	warmDone := false
-	// A sample a minute (RSS, Go heap in use, goroutines), to tell a
-	// plateau from a leak.
+	// A sample a minute (RSS, the Go heap in use, idle heap the runtime
+	// keeps, goroutine stacks, goroutines), to tell a plateau from a leak.
 	var series []string
 	nextSample := began
 	for time.Since(began) < duration {
@@ -196,13 +203,18 @@ datasync: {position_interval: 1s, resume_wait: 20s}
 			nextSample = nextSample.Add(time.Minute)
 			rss, _ := p.rss()
 			heap, _ := p.metric("go_memstats_heap_inuse_bytes")
+			idle, _ := p.metric("go_memstats_heap_idle_bytes")
+			released, _ := p.metric("go_memstats_heap_released_bytes")
+			stacks, _ := p.metric("go_memstats_stack_inuse_bytes")
 			g, _ := p.metric("go_goroutines")
-			series = append(series, fmt.Sprintf("%v: %.1f/%.1f/%v", now.Sub(began).Round(time.Second), mib(rss), heap/(1<<20), g))
+			series = append(series, fmt.Sprintf("%v: %.1f/%.1f/%.1f/%.1f/%v", now.Sub(began).Round(time.Second),
+				mib(rss), heap/(1<<20), (idle-released)/(1<<20), stacks/(1<<20), g))
 		}
 		if !warmDone && now.Sub(began) >= warmup {
 			warmDone = true
 			rssWarm, _ = p.rss()
 			fdWarm = p.openFiles()
+			saveHeapProfile(t, p, profiles, "heap-warm.pb.gz")
 		}
 		if pgDown.IsZero() && now.After(restartAt) {
 			pgDown = now
@@ -233,6 +245,7 @@ datasync: {position_interval: 1s, resume_wait: 20s}
 	<-chatDone
 	rssEnd, _ := p.rss()
 	fdEnd := p.openFiles()
+	saveHeapProfile(t, p, profiles, "heap-end.pb.gz")
 	cpu := p.cpuTime() - cpu0
 	wall := time.Since(t0)
 
@@ -336,7 +349,7 @@ datasync: {position_interval: 1s, resume_wait: 20s}
 		len(lat), pct(0.50), pct(0.99), pct(1))
 	figure(t, "T20: server RSS %.1f MiB after warm-up (%v), %.1f MiB at the end (growth %.1f%%), peak %.1f MiB; CPU %.0f%% of one core on average",
 		mib(rssWarm), warmup, mib(rssEnd), 100*growth, mib(rssMax), 100*float64(cpu)/float64(wall))
-	figure(t, "T20: each minute, RSS MiB / Go heap in use MiB / goroutines: %s", strings.Join(series, ", "))
+	figure(t, "T20: each minute, RSS / Go heap in use / heap idle, not returned to the OS / goroutine stacks (MiB) / goroutines: %s", strings.Join(series, ", "))
 	figure(t, "T20: goroutines %v before the clients, %v with them, %v after they left; open files %d before, %d after warm-up, %d at the end, %d after they left",
 		baseG, withClientsG, afterG, baseFD, fdWarm, fdEnd, afterFD)
 	if want := int(duration.Seconds() * writesPerSec / 4); total < want {
@@ -361,11 +374,37 @@ datasync: {position_interval: 1s, resume_wait: 20s}
 	}
 }
 
+// saveHeapProfile saves the server's heap profile, after a collection, as
+// dir/name; nothing when dir is "".
+func saveHeapProfile(t *testing.T, p *proc, dir, name string) {
+	if dir == "" {
+		return
+	}
+	resp, err := http.Get("http://" + p.back + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		t.Errorf("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, b)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
+	if err != nil {
+		t.Errorf("heap profile: %v", err)
+		return
+	}
+	t.Logf("heap profile saved: %s", filepath.Join(dir, name))
+}
+
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 // startSoakServer is startPlainServer (memory is measured) with no cap on
 // connections per IP (every client is 127.0.0.1).
-func startSoakServer(t *testing.T, c serverConfig) *proc {
+func startSoakServer(t *testing.T, pprof bool, c serverConfig) *proc {
 	t.Helper()
 	bin, err := plainBin()
 	if err != nil {
@@ -377,6 +416,9 @@ func startSoakServer(t *testing.T, c serverConfig) *proc {
 		t.Fatal(err)
 	}
 	yaml := strings.Replace(string(b), "limits: {", "limits: {connections_per_ip: 0, ", 1)
+	if pprof {
+		yaml = strings.Replace(yaml, "backend: {", "backend: {pprof: true, ", 1)
+	}
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
