@@ -34,6 +34,7 @@ func connConfig(cfg Config, replication bool) (*pgconn.Config, error) {
 	boundLink(pc, cfg)
 	if replication {
 		pc.RuntimeParams["replication"] = "database"
+		pc.DialFunc = rawDial(pc.DialFunc)
 		for k, v := range pinnedParams(cfg.TimeZone) {
 			pc.RuntimeParams[k] = v
 		}

@@ -28,6 +28,7 @@ const shutdownTimeout = 10 * time.Second
 type Reader struct {
 	cfg     Config
 	sink    Sink
+	quick   bool // the sink is a QuickSink
 	log     *slog.Logger
 	metrics *Metrics
 
@@ -79,8 +80,14 @@ func NewReader(cfg Config, sink Sink, log *slog.Logger, metrics *Metrics) *Reade
 		log = slog.New(slog.DiscardHandler)
 	}
 	cfg = cfg.withDefaults()
-	return &Reader{cfg: cfg, sink: sink, log: log.With("slot", cfg.Slot), metrics: metrics}
+	_, quick := sink.(QuickSink)
+	return &Reader{cfg: cfg, sink: sink, quick: quick, log: log.With("slot", cfg.Slot), metrics: metrics}
 }
+
+// maxQuickChanges bounds the transactions a QuickSink takes on the
+// reader's goroutine: larger ones go to the applier, so that routing them
+// never delays the reader's status updates.
+const maxQuickChanges = 256
 
 // OnSession sets f to run at the start of every session, once this process
 // owns the slot, on the reader's SQL connection and before the tables are
@@ -200,32 +207,38 @@ func (r *Reader) applier() {
 		case <-r.stopApply:
 			return
 		case h := <-r.queue:
-			if h.start != nil {
-				if ss, ok := r.sink.(StreamStarter); ok {
-					if err := ss.StartStream(h.start.epoch, h.start.from, h.start.horizon); err != nil {
-						r.applyErr <- fmt.Errorf("%w: starting the stream: %w", errSink, err)
-						return
-					}
-				}
-				r.pending.Add(-1)
-				continue
-			}
-			if h.txn != nil {
-				if err := r.sink.Apply(h.txn); err != nil {
-					r.applyErr <- fmt.Errorf("%w: xid %d at %s: %w", errSink, h.txn.Xid, h.txn.CommitLSN, err)
-					return
-				}
-				if !h.txn.Partial {
-					r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.transactions }, 1)
-				}
-				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.changes }, float64(len(h.txn.Changes)))
-			}
-			if h.end != 0 {
-				r.taken.Store(uint64(h.end))
+			if err := r.apply(h); err != nil {
+				r.applyErr <- err
+				return
 			}
 			r.pending.Add(-1)
 		}
 	}
+}
+
+// apply gives h to the sink and records what it took.
+func (r *Reader) apply(h handoff) error {
+	if h.start != nil {
+		if ss, ok := r.sink.(StreamStarter); ok {
+			if err := ss.StartStream(h.start.epoch, h.start.from, h.start.horizon); err != nil {
+				return fmt.Errorf("%w: starting the stream: %w", errSink, err)
+			}
+		}
+		return nil
+	}
+	if h.txn != nil {
+		if err := r.sink.Apply(h.txn); err != nil {
+			return fmt.Errorf("%w: xid %d at %s: %w", errSink, h.txn.Xid, h.txn.CommitLSN, err)
+		}
+		if !h.txn.Partial {
+			r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.transactions }, 1)
+		}
+		r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.changes }, float64(len(h.txn.Changes)))
+	}
+	if h.end != 0 {
+		r.taken.Store(uint64(h.end))
+	}
+	return nil
 }
 
 func (r *Reader) stopApplier() {
@@ -558,7 +571,24 @@ func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nex
 	if len(txn.Changes) == 0 && len(txn.Messages) == 0 && !txn.TooLarge && !txn.chunked {
 		h.txn = nil
 	}
+	if r.quick && r.pending.Load() == 0 && len(txn.Changes) <= maxQuickChanges {
+		// Nothing is queued or being applied: the sink takes it here, in
+		// order, without waking the applier.
+		if h.end != 0 {
+			r.handed = h.end
+		}
+		return r.apply(h)
+	}
 	r.pending.Add(1)
+	// Most hand-offs find room at once: no timer for them.
+	select {
+	case r.queue <- h:
+		if h.end != 0 {
+			r.handed = h.end
+		}
+		return nil
+	default:
+	}
 	var waited time.Time
 	for {
 		timer := time.NewTimer(time.Until(*nextStatus))

@@ -110,6 +110,19 @@ type Sink interface {
 	Apply(txn *Txn) error
 }
 
+// QuickSink is implemented by a sink whose Apply never waits for long: it
+// takes only short locks and never blocks on I/O or on a consumer. When
+// nothing is queued for the applier, the reader then calls Apply on its own
+// goroutine for a small transaction, which saves a goroutine hand-off (a
+// wake-up of another thread) per transaction at low rates. Other sinks are
+// always called from the applier, so that the reader keeps receiving and
+// sending status updates however long they take.
+type QuickSink interface {
+	Sink
+	// QuickApply marks the sink; it is never called.
+	QuickApply()
+}
+
 // StreamStarter is implemented by a sink that wants to know, in order with
 // the transactions, where each replication session's stream starts: epoch
 // is the stream's epoch (snorky.stream; "" without the snorky schema),

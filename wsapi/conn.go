@@ -373,10 +373,16 @@ func (c *conn) writeLoop() {
 			// An empty ping is two bytes; written directly, it needs no
 			// buffer and keeps the idle writer's stack small.
 			nc := c.ws.NetConn()
-			nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
-			if _, err := nc.Write(pingFrame); err != nil {
-				nc.Close()
-				return
+			w := 0
+			if c.raw != nil {
+				w = tryWrite(c.raw, pingFrame)
+			}
+			if w < len(pingFrame) {
+				nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
+				if _, err := nc.Write(pingFrame[w:]); err != nil {
+					nc.Close()
+					return
+				}
 			}
 		}
 		c.mu.Lock()
@@ -411,12 +417,25 @@ func (c *conn) writeFrames(rest []byte, restFrame int, items []item) error {
 			// message, RFC 6455 §5.5).
 			buf = append(buf, pingFrame...)
 		}
-		nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
-		if c.aborted.Load() {
-			c.writeSlowClose(buf[:head]) // slowclose.go
-			return errSlowConsumer       // overflowed before the deadline was set
+		// First one raw non-blocking write (tryWrite): most writes fit in
+		// the socket's buffer and then need neither a deadline nor the
+		// scheduler's system-call bookkeeping. What is left is written
+		// under the write deadline.
+		n := 0
+		if c.raw != nil && len(buf) <= maxWriteThrough && !c.aborted.Load() {
+			n = tryWrite(c.raw, buf)
 		}
-		n, err := nc.Write(buf)
+		var err error
+		if n < len(buf) {
+			nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
+			if c.aborted.Load() {
+				err = errSlowConsumer // overflowed before the deadline was set
+			} else {
+				var m int
+				m, err = nc.Write(buf[n:])
+				n += m
+			}
+		}
 		if err != nil && c.aborted.Load() {
 			// slowclose.go: complete the frame, then 4008
 			if n < head {

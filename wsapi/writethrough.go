@@ -5,6 +5,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // The write-through fast path (issue 15). When a connection has nothing
@@ -67,17 +68,23 @@ func rawConn(nc net.Conn) syscall.RawConn {
 // It uses RawConn.Control, not RawConn.Write: Write refuses to run once a
 // write deadline the writer set has passed, and the claim (conn.writing)
 // already makes this the socket's only writer. The socket is non-blocking
-// (the runtime's poller owns it), so the system call returns at once.
+// (the runtime's poller owns it), so the system call returns at once; it
+// is therefore made raw (RawSyscall), without the scheduler's system-call
+// bookkeeping, which also wakes the runtime's monitor thread when the
+// process was idle (see cdc.rawReadConn for the measurement).
 func tryWrite(rc syscall.RawConn, b []byte) int {
+	if len(b) == 0 {
+		return 0
+	}
 	n := 0
 	err := rc.Control(func(fd uintptr) {
 		for {
-			m, err := syscall.Write(int(fd), b)
-			if err == syscall.EINTR {
+			m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+			if e == syscall.EINTR {
 				continue
 			}
-			if m > 0 {
-				n = m
+			if e == 0 && m > 0 {
+				n = int(m)
 			}
 			return
 		}

@@ -366,6 +366,12 @@ func (e *Engine) ConfirmLimit() (lsn cdc.LSN, limited bool) {
 	return e.window.floor.lsn, true
 }
 
+// QuickApply marks the engine as a cdc.QuickSink: Apply takes only e.mu,
+// whose holders never wait on I/O (sockets are written without blocking or
+// queued; logging and closing wait for the unlock), so the reader may call
+// it on its own goroutine.
+func (e *Engine) QuickApply() {}
+
 // Apply takes one committed PostgreSQL transaction, or a chunk of one
 // (cdc.Sink): its changes become deltas of their tables' models, routed in
 // order at the commit, each connection's share queued contiguously. Apply
