@@ -86,11 +86,14 @@ func NewHandler(cfg Config, reg *rpc.Registry, auth Authenticator, log *slog.Log
 	return h, nil
 }
 
-// pingLoop asks every connection's writer for a ping once per interval: one
-// timer for all connections.
+// pingLoop pings every connection once per interval: one timer for all
+// connections. It writes the ping itself where the socket is free
+// (pingNow), which spares waking each idle connection's writer; a busy
+// connection's writer is asked to add the ping to what it writes.
 func (h *Handler) pingLoop() {
 	t := time.NewTicker(h.cfg.PingInterval)
 	defer t.Stop()
+	var conns []*conn
 	for {
 		select {
 		case <-h.stopPing:
@@ -99,10 +102,17 @@ func (h *Handler) pingLoop() {
 		}
 		h.mu.Lock()
 		for c := range h.conns {
-			c.pingDue.Store(true)
-			c.signal()
+			conns = append(conns, c)
 		}
 		h.mu.Unlock()
+		for i, c := range conns {
+			if !c.pingNow() {
+				c.pingDue.Store(true)
+				c.signal()
+			}
+			conns[i] = nil
+		}
+		conns = conns[:0]
 	}
 }
 

@@ -146,3 +146,36 @@ func (c *conn) writeThroughLocked(frames [][]byte, n int, now time.Time) bool {
 	}
 	return true
 }
+
+// pingNow writes a ping frame directly when the socket is free: a plain
+// socket whose writer is not writing, with nothing queued or half-written
+// and the connection not closing. It reports false when it wrote nothing;
+// the caller then leaves the ping to the writer.
+func (c *conn) pingNow() bool {
+	if c.raw == nil {
+		return false
+	}
+	c.mu.Lock()
+	if c.writing || len(c.queue) > 0 || c.rest != nil || c.readerDone || c.closing.code != 0 {
+		c.mu.Unlock()
+		return false
+	}
+	c.writing = true
+	c.mu.Unlock()
+
+	w := tryWrite(c.raw, pingFrame)
+
+	c.mu.Lock()
+	c.writing = false
+	if w > 0 && w < len(pingFrame) {
+		// The writer completes the frame before anything else.
+		c.rest, c.restFrame = append([]byte(nil), pingFrame[w:]...), len(pingFrame)-w
+		c.queued += len(c.rest)
+	}
+	wake := c.rest != nil || len(c.queue) > 0 || c.closing.code != 0 || c.readerDone || c.pingDue.Load()
+	c.mu.Unlock()
+	if wake {
+		c.signal()
+	}
+	return w > 0
+}

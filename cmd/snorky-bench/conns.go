@@ -59,22 +59,26 @@ func (c *connsConfig) Validate() error {
 
 // connsResult is the scenario's summary.
 type connsResult struct {
-	Scenario        string         `json:"scenario"`
-	Requested       int            `json:"requested"`
-	Established     int            `json:"established"`
-	Failed          int            `json:"failed"`
-	FirstError      string         `json:"first_error,omitempty"`
-	DroppedDuring   int            `json:"dropped_during_hold"`
-	Workers         int            `json:"workers"`
-	ConnectS        float64        `json:"connect_s"`
-	Subscribed      bool           `json:"subscribed"`
-	ServerRSSBefore int64          `json:"server_rss_before_kib"`
-	ServerRSSAfter  int64          `json:"server_rss_after_kib"`
-	ServerHWM       int64          `json:"server_rss_peak_kib"`
-	KiBPerConn      float64        `json:"server_kib_per_conn"`
-	ServerFDs       int            `json:"server_fds,omitempty"`
-	ServerThreads   int64          `json:"server_threads"`
-	ServerCPUS      float64        `json:"server_cpu_connect_s"`
+	Scenario        string  `json:"scenario"`
+	Requested       int     `json:"requested"`
+	Established     int     `json:"established"`
+	Failed          int     `json:"failed"`
+	FirstError      string  `json:"first_error,omitempty"`
+	DroppedDuring   int     `json:"dropped_during_hold"`
+	Workers         int     `json:"workers"`
+	ConnectS        float64 `json:"connect_s"`
+	Subscribed      bool    `json:"subscribed"`
+	ServerRSSBefore int64   `json:"server_rss_before_kib"`
+	ServerRSSAfter  int64   `json:"server_rss_after_kib"`
+	ServerHWM       int64   `json:"server_rss_peak_kib"`
+	KiBPerConn      float64 `json:"server_kib_per_conn"`
+	ServerFDs       int     `json:"server_fds,omitempty"`
+	ServerThreads   int64   `json:"server_threads"`
+	ServerCPUS      float64 `json:"server_cpu_connect_s"`
+	// ServerIdleCores is the server's CPU while the connections sat idle
+	// (the settle), in cores: pings, pongs, timers, the collector.
+	ServerIdleCores float64        `json:"server_idle_cores"`
+	IdleS           float64        `json:"idle_s"`
 	CloseCodes      map[string]int `json:"close_codes,omitempty"`
 }
 
@@ -197,6 +201,11 @@ func runConns(ctx context.Context, cfg connsConfig, srv *server, logf func(strin
 		}
 	}
 	logf("conns: %d established, %d failed in %.1fs; settling %v", res.Established, res.Failed, res.ConnectS, cfg.Settle)
+	settled, err := srv.Sample()
+	if err != nil {
+		return nil, err
+	}
+	idleFrom := time.Now()
 	select {
 	case <-time.After(cfg.Settle):
 	case <-ctx.Done():
@@ -207,7 +216,10 @@ func runConns(ctx context.Context, cfg connsConfig, srv *server, logf func(strin
 		return nil, fmt.Errorf("sampling the server with the connections open: %w", err)
 	}
 	res.ServerRSSAfter, res.ServerHWM, res.ServerThreads = after.RSSKiB, after.HWMKiB, after.Threads
-	res.ServerCPUS = (after.CPU - before.CPU).Seconds()
+	res.ServerCPUS = (settled.CPU - before.CPU).Seconds()
+	if res.IdleS = time.Since(idleFrom).Seconds(); res.IdleS > 0 {
+		res.ServerIdleCores = (after.CPU - settled.CPU).Seconds() / res.IdleS
+	}
 	if res.Established > 0 {
 		res.KiBPerConn = float64(after.RSSKiB-before.RSSKiB) / float64(res.Established)
 	}

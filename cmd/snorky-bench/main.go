@@ -267,6 +267,7 @@ func printConns(w io.Writer, r *connsResult) {
 	fmt.Fprintf(w, "  server RSS      %d KiB before, %d KiB after, peak %d KiB\n", r.ServerRSSBefore, r.ServerRSSAfter, r.ServerHWM)
 	fmt.Fprintf(w, "  per connection  %.2f KiB of server RSS (subscribed: %v)\n", r.KiBPerConn, r.Subscribed)
 	fmt.Fprintf(w, "  server          %d fds, %d threads, %.2fs CPU while connecting\n", r.ServerFDs, r.ServerThreads, r.ServerCPUS)
+	fmt.Fprintf(w, "  idle CPU        %.4f cores over the %.0fs settle (pings every 25s by default)\n", r.ServerIdleCores, r.IdleS)
 	if r.DroppedDuring > 0 {
 		fmt.Fprintf(w, "  dropped by server while held: %d, close codes %s\n", r.DroppedDuring, formatCodes(r.CloseCodes))
 	}
