@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,7 +30,9 @@ import (
 // PostgreSQL restart half-way. At the end a checker compares what each
 // client got with the table (0 lost deltas, commit order), and the server's
 // RSS, goroutines and open files are compared with their levels before and
-// after. SNORKY_SOAK sets the duration (default 3m; e.g. SNORKY_SOAK=60m by
+// after, and its live heap (after a forced collection) at the end of the
+// warm-up with the end: RSS settles over minutes, the live heap tells a
+// leak within the CI run's three. SNORKY_SOAK sets the duration (default 3m; e.g. SNORKY_SOAK=60m by
 // hand); SNORKY_SOAK_CLIENTS the number of clients; SNORKY_SOAK_PROFILES a
 // directory where the server's heap profiles after the warm-up and at the
 // end are saved (heap-warm.pb.gz, heap-end.pb.gz: compare them with
@@ -65,7 +68,7 @@ func TestT20Soak(t *testing.T) {
 	url := pgtest.NewDatabaseAt(t, pg.URL("postgres"))
 	mustExec(t, dbConnect(t, url), `CREATE TABLE soak (id bigint PRIMARY KEY, room int NOT NULL, body text NOT NULL)`)
 	profiles := os.Getenv("SNORKY_SOAK_PROFILES")
-	p := startSoakServer(t, profiles != "", serverConfig{DatabaseURL: url, Slot: randomName("e2e_soak_"), Migrate: true, Body: `models:
+	p := startSoakServer(t, true, serverConfig{DatabaseURL: url, Slot: randomName("e2e_soak_"), Migrate: true, Body: `models:
   Item: {table: soak}
 dealers:
   ByRoom: {model: Item, kind: simple, key: room}
@@ -182,6 +185,7 @@ datasync: {position_interval: 1s, resume_wait: 20s}
 		pgDown, pgUp, pgReady      time.Time
 		rssWarm, fdWarm            int64
 		rssMax                     int64
+		liveWarm                   int64
 	)
 	watch := watchReady(p)
 	defer watch.close()
@@ -214,6 +218,7 @@ datasync: {position_interval: 1s, resume_wait: 20s}
 			warmDone = true
 			rssWarm, _ = p.rss()
 			fdWarm = p.openFiles()
+			liveWarm = liveHeap(t, p)
 			saveHeapProfile(t, p, profiles, "heap-warm.pb.gz")
 		}
 		if pgDown.IsZero() && now.After(restartAt) {
@@ -245,6 +250,7 @@ datasync: {position_interval: 1s, resume_wait: 20s}
 	<-chatDone
 	rssEnd, _ := p.rss()
 	fdEnd := p.openFiles()
+	liveEnd := liveHeap(t, p)
 	saveHeapProfile(t, p, profiles, "heap-end.pb.gz")
 	cpu := p.cpuTime() - cpu0
 	wall := time.Since(t0)
@@ -349,6 +355,7 @@ datasync: {position_interval: 1s, resume_wait: 20s}
 		len(lat), pct(0.50), pct(0.99), pct(1))
 	figure(t, "T20: server RSS %.1f MiB after warm-up (%v), %.1f MiB at the end (growth %.1f%%), peak %.1f MiB; CPU %.0f%% of one core on average",
 		mib(rssWarm), warmup, mib(rssEnd), 100*growth, mib(rssMax), 100*float64(cpu)/float64(wall))
+	figure(t, "T20: live heap right after a forced collection %.1f MiB after warm-up, %.1f MiB at the end", mib(liveWarm), mib(liveEnd))
 	figure(t, "T20: each minute, RSS / Go heap in use / heap idle, not returned to the OS / goroutine stacks (MiB) / goroutines: %s", strings.Join(series, ", "))
 	figure(t, "T20: goroutines %v before the clients, %v with them, %v after they left; open files %d before, %d after warm-up, %d at the end, %d after they left",
 		baseG, withClientsG, afterG, baseFD, fdWarm, fdEnd, afterFD)
@@ -368,6 +375,11 @@ datasync: {position_interval: 1s, resume_wait: 20s}
 	// loaded machine.
 	if growth > 0.5 {
 		t.Errorf("RSS grew %.1f%% after warm-up (%.1f → %.1f MiB), want < 10%% (asserted < 50%%)", 100*growth, mib(rssWarm), mib(rssEnd))
+	}
+	// RSS keeps settling for minutes (the runtime's working set), so a CI-length
+	// run tells a leak by the live heap: what a collection cannot free.
+	if liveWarm > 0 && liveEnd > liveWarm*3/2+4<<20 {
+		t.Errorf("live heap after a collection grew from %.1f to %.1f MiB after warm-up, want at most 1.5× + 4 MiB: objects leak", mib(liveWarm), mib(liveEnd))
 	}
 	if d := fdEnd - fdWarm; d > 20 || d < -20 {
 		t.Errorf("open files: %d after warm-up, %d at the end, want stable ± 10 (asserted ± 20)", fdWarm, fdEnd)
@@ -398,6 +410,39 @@ func saveHeapProfile(t *testing.T, p *proc, dir, name string) {
 		return
 	}
 	t.Logf("heap profile saved: %s", filepath.Join(dir, name))
+}
+
+// liveHeap forces a collection in the server and returns the heap it
+// could not free (runtime.MemStats.HeapAlloc right after it, from the text
+// form of the heap profile); 0 with a test error if it cannot be read.
+func liveHeap(t *testing.T, p *proc) int64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.back + "/debug/pprof/heap?gc=1&debug=1")
+	if err != nil {
+		t.Errorf("live heap: %v", err)
+		return 0
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %.200s", resp.Status, b)
+	}
+	if err != nil {
+		t.Errorf("live heap: %v", err)
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "# HeapAlloc = "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Errorf("live heap: %q: %v", line, err)
+				return 0
+			}
+			return n
+		}
+	}
+	t.Errorf("live heap: no HeapAlloc line in the heap profile")
+	return 0
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
