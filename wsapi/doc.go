@@ -14,10 +14,16 @@
 //   - One writer at a time: the writer goroutine, or a write-through
 //     (writethrough.go: a sender writing to an idle plain-TCP connection
 //     with one non-blocking system call, the rest left to the writer),
-//     claimed under the connection's lock. The writer also sends the pings,
-//     which a shared ticker asks for (one timer for all connections), and
-//     the pongs, queued by the reader. The reader's deadline is refreshed
-//     by every message and pong.
+//     claimed under the connection's lock. Pings come from a shared ticker
+//     (one timer for all connections), which writes an idle connection's
+//     ping itself under the same claim (pingNow) and otherwise asks the
+//     writer for it; the writer also sends the pongs, queued by the reader.
+//     The reader's deadline is refreshed by every message and pong.
+//   - Writes to a plain socket start with one raw non-blocking write(2)
+//     (tryWrite: no scheduler bookkeeping, no deadline); only what the
+//     socket does not take is written through net.Conn under the write
+//     deadline. A writer woken for a frame or two within 2 ms of its last
+//     write yields once first, so that one write carries more frames.
 //   - Nothing logs or touches a socket under a connection's lock; a slow
 //     consumer is logged by its writer, off the broadcast path.
 //   - Registry.Disconnect runs exactly once per connection, after its last
