@@ -60,6 +60,8 @@ func TestQuickSinkInline(t *testing.T) {
 	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
 	sink := &quickCollector{bigGate: make(chan struct{})}
 	r := startReader(t, testConfig(url, "t"), sink)
+	// The session start goes through the applier: let it be taken first.
+	eventually(t, 30*time.Second, "the applier idle", func() bool { return r.pending.Load() == 0 })
 
 	for i := 1; i <= 5; i++ {
 		execSQL(t, url, fmt.Sprintf(`INSERT INTO t VALUES (%d)`, i))
@@ -83,6 +85,9 @@ func TestQuickSinkInline(t *testing.T) {
 	}
 	close(sink.bigGate)
 	eventually(t, 30*time.Second, "all nine transactions", func() bool { return len(sink.snapshot()) == 9 })
+	// The sink records a transaction just before the applier counts it
+	// taken: wait for the count too.
+	eventually(t, 30*time.Second, "the applier idle again", func() bool { return r.pending.Load() == 0 })
 	execSQL(t, url, `INSERT INTO t VALUES (9)`)
 	eventually(t, 30*time.Second, "the tenth", func() bool { return len(sink.snapshot()) == 10 })
 

@@ -16,8 +16,8 @@ import (
 // process whose every processor is idle wakes its monitor thread (sysmon)
 // on the next system call made through syscall.Syscall, which then polls
 // every 20 µs for a while. Measured with perf at 1,000 single-row
-// transactions a second, that monitor was the largest single cost of the
-// server (a quarter of its CPU). A read of a non-blocking socket returns at
+// transactions a second, that monitor took about a quarter of the server's
+// CPU (BENCHMARKS.md, issue 15). A read of a non-blocking socket returns at
 // once, so it needs none of the scheduler's system-call bookkeeping; the
 // runtime's poller still does the waiting (RawConn.Read), deadlines
 // included.

@@ -574,18 +574,14 @@ func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nex
 	if r.quick && r.pending.Load() == 0 && len(txn.Changes) <= maxQuickChanges {
 		// Nothing is queued or being applied: the sink takes it here, in
 		// order, without waking the applier.
-		if h.end != 0 {
-			r.handed = h.end
-		}
+		r.markHanded(h.end)
 		return r.apply(h)
 	}
 	r.pending.Add(1)
 	// Most hand-offs find room at once: no timer for them.
 	select {
 	case r.queue <- h:
-		if h.end != 0 {
-			r.handed = h.end
-		}
+		r.markHanded(h.end)
 		return nil
 	default:
 	}
@@ -595,9 +591,7 @@ func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nex
 		select {
 		case r.queue <- h:
 			timer.Stop()
-			if h.end != 0 {
-				r.handed = h.end
-			}
+			r.markHanded(h.end)
 			if !waited.IsZero() {
 				r.metrics.addCounter(func(m *Metrics) prometheus.Counter { return m.handoffWait }, time.Since(waited).Seconds())
 			}
@@ -620,6 +614,13 @@ func (r *Reader) handOff(ctx context.Context, conn *pgconn.PgConn, txn *Txn, nex
 			r.pending.Add(-1)
 			return ctx.Err()
 		}
+	}
+}
+
+// markHanded records end (0: none) as the latest position handed on.
+func (r *Reader) markHanded(end LSN) {
+	if end != 0 {
+		r.handed = end
 	}
 }
 

@@ -105,13 +105,13 @@ func (h *Handler) pingLoop() {
 			conns = append(conns, c)
 		}
 		h.mu.Unlock()
-		for i, c := range conns {
+		for _, c := range conns {
 			if !c.pingNow() {
 				c.pingDue.Store(true)
 				c.signal()
 			}
-			conns[i] = nil
 		}
+		clear(conns) // keep no closed connection alive until the next tick
 		conns = conns[:0]
 	}
 }

@@ -139,11 +139,7 @@ func (c *conn) writeThroughLocked(frames [][]byte, n int, now time.Time) bool {
 		// before the close frame (slowclose.go).
 		c.rest, c.restFrame = rest[:restFrame], restFrame
 	}
-	wake := c.rest != nil || len(c.queue) > 0 || c.closing.code != 0 || c.readerDone || c.pingDue.Load()
-	c.mu.Unlock()
-	if wake {
-		c.signal()
-	}
+	c.endClaimLocked()
 	return true
 }
 
@@ -172,10 +168,17 @@ func (c *conn) pingNow() bool {
 		c.rest, c.restFrame = append([]byte(nil), pingFrame[w:]...), len(pingFrame)-w
 		c.queued += len(c.rest)
 	}
+	c.endClaimLocked()
+	return w > 0
+}
+
+// endClaimLocked ends a write-through's or pingNow's claim on the socket
+// (c.writing, already cleared by the caller): it releases c.mu and wakes
+// the writer if anything is left for it.
+func (c *conn) endClaimLocked() {
 	wake := c.rest != nil || len(c.queue) > 0 || c.closing.code != 0 || c.readerDone || c.pingDue.Load()
 	c.mu.Unlock()
 	if wake {
 		c.signal()
 	}
-	return w > 0
 }
