@@ -1,0 +1,141 @@
+// Package natstest starts embedded NATS servers with JetStream for tests
+// and the demo: one server, or a cluster of several that route to each
+// other and replicate streams, each in this process with its own storage
+// directory.
+package natstest
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Cluster is a set of embedded NATS servers.
+type Cluster struct {
+	Servers []*server.Server
+	opts    []*server.Options
+}
+
+// Start starts n NATS servers with JetStream, storing under dir (a
+// directory per server). With n > 1 they form one cluster named "snorky"
+// whose streams may have up to n replicas. Start waits until every server
+// accepts clients and, for a cluster, until JetStream has a meta leader.
+func Start(dir string, n int) (*Cluster, error) {
+	if n < 1 {
+		return nil, fmt.Errorf("natstest: %d servers", n)
+	}
+	routePorts := make([]int, n)
+	for i := range routePorts {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		routePorts[i] = p
+	}
+	c := &Cluster{}
+	for i := 0; i < n; i++ {
+		o := &server.Options{
+			ServerName:             fmt.Sprintf("nats-%d", i+1),
+			Host:                   "127.0.0.1",
+			Port:                   server.RANDOM_PORT,
+			JetStream:              true,
+			StoreDir:               filepath.Join(dir, fmt.Sprintf("nats-%d", i+1)),
+			NoSigs:                 true,
+			NoLog:                  true,
+			DisableJetStreamBanner: true,
+			MaxPayload:             8 << 20,
+		}
+		if n > 1 {
+			o.Cluster = server.ClusterOpts{Name: "snorky", Host: "127.0.0.1", Port: routePorts[i]}
+			for j, p := range routePorts {
+				if j != i {
+					o.Routes = append(o.Routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+				}
+			}
+		}
+		if err := os.MkdirAll(o.StoreDir, 0o755); err != nil {
+			c.Shutdown()
+			return nil, err
+		}
+		s, err := server.NewServer(o)
+		if err != nil {
+			c.Shutdown()
+			return nil, fmt.Errorf("natstest: %w", err)
+		}
+		go s.Start()
+		c.Servers = append(c.Servers, s)
+		c.opts = append(c.opts, o)
+	}
+	for _, s := range c.Servers {
+		if !s.ReadyForConnections(20 * time.Second) {
+			c.Shutdown()
+			return nil, fmt.Errorf("natstest: %s did not start", s.Name())
+		}
+	}
+	if n > 1 {
+		deadline := time.Now().Add(30 * time.Second)
+		for !c.hasMetaLeader() {
+			if time.Now().After(deadline) {
+				c.Shutdown()
+				return nil, fmt.Errorf("natstest: no JetStream meta leader after 30 s")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return c, nil
+}
+
+func (c *Cluster) hasMetaLeader() bool {
+	for _, s := range c.Servers {
+		if s.Running() && s.JetStreamIsLeader() {
+			return true
+		}
+	}
+	return false
+}
+
+// URL is the client URL of server i.
+func (c *Cluster) URL(i int) string { return c.Servers[i].ClientURL() }
+
+// URLs is every running server's client URL, comma-separated (what
+// cluster.nats.url takes).
+func (c *Cluster) URLs() string {
+	var us []string
+	for _, s := range c.Servers {
+		if s.Running() {
+			us = append(us, s.ClientURL())
+		}
+	}
+	return strings.Join(us, ",")
+}
+
+// Kill stops server i at once, as a crash would (its storage stays).
+func (c *Cluster) Kill(i int) {
+	c.Servers[i].Shutdown()
+	c.Servers[i].WaitForShutdown()
+}
+
+// Shutdown stops every server.
+func (c *Cluster) Shutdown() {
+	for _, s := range c.Servers {
+		s.Shutdown()
+	}
+	for _, s := range c.Servers {
+		s.WaitForShutdown()
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
