@@ -324,6 +324,16 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 		}
 		from = lsn
 	}
+	if sp, ok := r.sink.(StreamPositioner); ok {
+		held, err := sp.StreamPosition(ctx)
+		if err != nil {
+			return false, fmt.Errorf("reading the sink's stream position: %w", err)
+		}
+		if held > from {
+			r.log.Info("cdc: streaming after the sink's stream position", "slot_or_handed", from, "stream", held)
+			start, from = held, held
+		}
+	}
 	if _, ok := r.sink.(StreamStarter); ok {
 		// The horizon: this process owns the slot, whose position stays
 		// where it is until we stream, so every transaction this snapshot

@@ -1,6 +1,7 @@
 package cdc
 
 import (
+	"context"
 	"encoding/json"
 	"time"
 
@@ -132,6 +133,15 @@ type QuickSink interface {
 // transaction the horizon did not see will be streamed.
 type StreamStarter interface {
 	StartStream(epoch string, from LSN, horizon string) error
+}
+
+// StreamPositioner is implemented by a sink that keeps its own durable copy
+// of the stream (a cluster's JetStream stream): each session streams after
+// the position it reports when that is past what this process handed on
+// and past the slot's confirmed position, so that a new owner of the slot
+// does not send again what the copy already holds.
+type StreamPositioner interface {
+	StreamPosition(ctx context.Context) (LSN, error)
 }
 
 // ConfirmLimiter is implemented by a sink that holds transactions it took

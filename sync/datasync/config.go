@@ -74,6 +74,15 @@ type Config struct {
 	// Publish delivers a PubSub message published from SQL (snorky.publish);
 	// nil refuses such messages.
 	Publish func(channel, message json.RawMessage) error
+	// Claim, in a cluster, makes an acquire single-use across every node:
+	// it records the subscription id as acquired and fails when another
+	// node (or this one) already did. With Claim set, an acquire of a
+	// subscription authorised on another node is served from its token,
+	// which carries everything the subscription needs. Nil: one node.
+	Claim func(id string) error
+	// Resumed, in a cluster, tells the other nodes that a resume took the
+	// subscription over here (they call Engine.Release). Nil: one node.
+	Resumed func(id string)
 	// Now returns the time; default time.Now (tests).
 	Now func() time.Time
 }

@@ -349,6 +349,21 @@ func (e *Engine) StartStream(epoch string, from cdc.LSN, horizon string) error {
 	return nil
 }
 
+// Reset empties the window after a gap in what feeds the engine (a
+// cluster node that missed part of the stream while it was away longer
+// than the stream keeps it): every resumable subscription must refetch,
+// the others are closed, and the stream continues after from.
+func (e *Engine) Reset(from cdc.LSN, reason string) {
+	e.mu.Lock()
+	defer e.unlock()
+	e.open = nil
+	e.logLater(slog.LevelError, "the stream has a gap: every resumable client must refetch", "reason", reason)
+	e.window.reset(pos{max(from, e.pos.lsn), 0})
+	e.metrics.resets.Inc()
+	e.refetchAllLocked(refetchReset)
+	e.advanceLocked(pos{from, 0})
+}
+
 // ConfirmLimit is the position the PostgreSQL reader may confirm at most
 // (R2/R3): the end of the newest transaction no longer held in the window,
 // so that after a restart PostgreSQL sends the window again. limited is

@@ -119,7 +119,21 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 	}
 	e.bindLocked(s, c)
 	e.metrics.resumed.Inc()
+	if e.cfg.Resumed != nil {
+		e.cfg.Resumed(s.id)
+	}
 	return e.resumeResultLocked(c, s), nil
+}
+
+// Release ends subscription id on this node, in a cluster, when a resume
+// on another node took it over; its connection here is usually dead
+// without knowing it yet (as with a takeover on one node, it is not told).
+func (e *Engine) Release(id string) {
+	e.mu.Lock()
+	defer e.unlock()
+	if s := e.byID[id]; s != nil && s.owner != nil {
+		e.removeLocked(s)
+	}
 }
 
 // positionFrame encodes a position notification.

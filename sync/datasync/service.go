@@ -41,6 +41,9 @@ type tokenPayload struct {
 	Items []json.RawMessage `json:"items"`
 	// Start is the stream position the subscription is entitled from.
 	Start string `json:"start"`
+	// Snapshot is the snapshot it was authorised with, if any (so that a
+	// node other than the one that authorised it can serve its acquire).
+	Snapshot string `json:"snapshot,omitempty"`
 }
 
 // Frontend is the browser-facing service (acquireSubscription,
@@ -112,27 +115,66 @@ func (f *Frontend) Disconnected(c rpc.Conn) { f.e.disconnect(c) }
 
 // subscriptionID verifies a token and returns the subscription id it names.
 func (e *Engine) subscriptionID(tok string) (string, bool) {
-	raw, err := e.cfg.Signer.Verify(tokenPurpose, tok, e.cfg.Now())
-	if err != nil {
-		return "", false
-	}
+	p, ok := e.verifyToken(tok)
+	return p.ID, ok
+}
+
+// verifyToken verifies a subscription token and returns what it carries.
+func (e *Engine) verifyToken(tok string) (tokenPayload, bool) {
 	var p tokenPayload
-	if json.Unmarshal(raw, &p) != nil || p.ID == "" {
-		return "", false
+	raw, err := e.cfg.Signer.Verify(tokenPurpose, tok, e.cfg.Now())
+	if err != nil || json.Unmarshal(raw, &p) != nil || p.ID == "" {
+		return tokenPayload{}, false
 	}
-	return p.ID, true
+	return p, true
+}
+
+// fromTokenLocked registers, in a cluster, the subscription a token
+// carries when another node authorised it: its items, its start position
+// and its snapshot. It returns nil for a token this node cannot serve.
+func (e *Engine) fromTokenLocked(p tokenPayload) *subscription {
+	objs, ok := decodeItems(p.Items)
+	if !ok {
+		return nil
+	}
+	items, err := e.compileItemsLocked(objs)
+	if err != nil {
+		return nil
+	}
+	start, ok := parseOffset(p.Start)
+	if !ok {
+		return nil
+	}
+	var snap *snapshot
+	if p.Snapshot != "" {
+		if snap, ok = parseSnapshot(p.Snapshot); !ok {
+			return nil
+		}
+	}
+	s := e.newSubscriptionLocked(p.ID, items, p.Items)
+	s.start, s.snap, s.snapText = start.pos, snap, p.Snapshot
+	return s
 }
 
 // acquire binds the subscription of tok to c, after queueing what it
 // missed since its start (replayed from the window, spec §3.5, §3.9).
 func (e *Engine) acquire(c rpc.Conn, tok string, resumable bool) (any, error) {
-	id, ok := e.subscriptionID(tok)
+	p, ok := e.verifyToken(tok)
 	if !ok {
 		return nil, ErrNoSuchSubscription
 	}
+	if e.cfg.Claim != nil {
+		// Before taking the lock: a claim is a round trip to the cluster.
+		if err := e.cfg.Claim(p.ID); err != nil {
+			return nil, err
+		}
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := e.byID[id]
+	s := e.byID[p.ID]
+	if s == nil && e.cfg.Claim != nil {
+		s = e.fromTokenLocked(p)
+	}
 	if s == nil {
 		return nil, ErrNoSuchSubscription
 	}
@@ -322,7 +364,7 @@ func (e *Engine) authorize(rawItems, rawSnap json.RawMessage) (string, error) {
 	}
 	s := e.newSubscriptionLocked("", items, list)
 	s.snap, s.snapText = snap, snapText
-	payload, err := json.Marshal(tokenPayload{ID: s.id, Items: list, Start: offset{s.start, 0}.String()[:24]})
+	payload, err := json.Marshal(tokenPayload{ID: s.id, Items: list, Start: offset{s.start, 0}.String()[:24], Snapshot: snapText})
 	if err != nil {
 		e.removeLocked(s)
 		return "", err

@@ -37,6 +37,7 @@ type Config struct {
 	Dealers  map[string]DealerConfig `koanf:"dealers"`
 	Log      LogConfig               `koanf:"log"`
 	Shutdown ShutdownConfig          `koanf:"shutdown"`
+	Cluster  *ClusterConfig          `koanf:"cluster"`
 }
 
 // DatabaseConfig is the PostgreSQL source; absent means DataSync is fed by
@@ -312,6 +313,9 @@ func Load(path string, environ []string) (*Config, []string, error) {
 	k.Load(confmap.Provider(defaults(), "."), nil)
 	if fileK.Exists("database") || envK.Exists("database") {
 		k.Load(confmap.Provider(databaseDefaults(), "."), nil)
+	}
+	if fileK.Exists("cluster") || envK.Exists("cluster") {
+		k.Load(confmap.Provider(clusterDefaults(), "."), nil)
 	}
 	k.Merge(fileK)
 	k.Merge(envK)

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/snorkyhq/snorky/backendapi"
 	"github.com/snorkyhq/snorky/cdc"
+	"github.com/snorkyhq/snorky/cmd/snorky/internal/cluster"
 	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
 	"github.com/snorkyhq/snorky/dealers"
 	"github.com/snorkyhq/snorky/sync/chat"
@@ -51,6 +52,14 @@ type Server struct {
 	backend           *backendapi.Handler
 	frontLn, backLn   net.Listener
 	frontSrv, backSrv *http.Server
+
+	// In a cluster (cluster section): the connection to the other nodes,
+	// the consumer of the stream that feeds the engine, and the context
+	// of the publisher's retries.
+	cluster     *cluster.Cluster
+	feed        *cluster.Feed
+	clusterStop context.CancelFunc
+	bridges     []func()
 }
 
 // New validates cfg and builds every part, without listening. A server
@@ -60,6 +69,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		return nil, err
 	}
 	if err := cfg.ValidateDatabase(); err != nil {
+		return nil, err
+	}
+	if err := cfg.ValidateCluster(); err != nil {
 		return nil, err
 	}
 	policy, _ := cfg.PubSubPolicy()
@@ -133,18 +145,48 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	}
 	ps := pubsub.New(names.PubSub, pubsub.Config{Policy: policy, MaxChannelsPerConn: lim.ChannelsPerConnection, MaxChannelBytes: int(lim.ChannelBytes)})
 	dsCfg.Publish = func(ch, msg json.RawMessage) error { return ps.Publish(ch, msg) }
+	if cfg.Cluster != nil {
+		s.cluster, err = cluster.Connect(cfg.Cluster, cfg.Tokens.AcquireTimeout, log.With("component", "cluster"), s.metrics)
+		if err != nil {
+			return nil, err
+		}
+		dsCfg.Claim = s.cluster.Claim
+		dsCfg.Resumed = s.cluster.Resumed
+	}
 	s.datasync, err = datasync.New(dsCfg, log.With("service", "datasync"), s.metrics)
 	if err != nil {
+		s.closeCluster()
 		return nil, datasyncKeys.wrap(err)
 	}
 	ready := map[string]backendapi.ReadyFunc{}
 	if cfg.Database != nil {
 		cc, err := cfg.CDCConfig()
 		if err != nil {
+			s.closeCluster()
 			return nil, err
 		}
-		s.reader = cdc.NewReader(cc, s.datasync, log.With("component", "cdc"), cdc.NewMetrics(s.metrics))
-		ready["database"] = s.reader.Health // connecting, standby, stopped
+		var sink cdc.Sink = s.datasync
+		if s.cluster != nil {
+			// The owner of the slot publishes to the stream; every node
+			// (the owner too) feeds its engine from the stream.
+			var ctx context.Context
+			ctx, s.clusterStop = context.WithCancel(context.Background())
+			sink = s.cluster.Publisher(ctx)
+			s.feed = s.cluster.Feed(s.datasync, s.pool.CurrentSnapshot)
+		}
+		s.reader = cdc.NewReader(cc, sink, log.With("component", "cdc"), cdc.NewMetrics(s.metrics))
+		if s.cluster != nil {
+			// A standby (another node owns the slot) serves from the
+			// stream: the node is ready once it has caught up with it.
+			ready["cluster"] = func() error {
+				if err := s.cluster.Health(); err != nil {
+					return err
+				}
+				return s.feed.Health()
+			}
+		} else {
+			ready["database"] = s.reader.Health // connecting, standby, stopped
+		}
 	}
 	register := func(r *rpc.Registry, name string, svc rpc.Service) error {
 		if err := r.Register(name, svc); err != nil {
@@ -205,6 +247,19 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	}
 	if s.reader != nil {
 		s.backend.SetDetail("slot", func() any { return s.reader.Status() }) // state, wal_status, a slot about to be lost
+	}
+	if s.cluster != nil {
+		s.backend.SetDetail("cluster", func() any {
+			role := "standby"
+			if s.reader.State() == cdc.StateStreaming {
+				role = "owner"
+			}
+			nats := "connected"
+			if err := s.cluster.Health(); err != nil {
+				nats = err.Error()
+			}
+			return map[string]any{"node": s.cluster.ID, "role": role, "nats": nats, "stream_lag": s.feed.Lag()}
+		})
 	}
 	s.backend.SetDetail("window", func() any {
 		w := s.datasync.Window()
@@ -272,6 +327,16 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.pool != nil {
 		defer s.pool.Close()
 	}
+	feedDone := make(chan struct{})
+	if s.cluster != nil {
+		stopBridges, err := s.startCluster(dsCtx, feedDone)
+		if err != nil {
+			return err
+		}
+		defer stopBridges()
+	} else {
+		close(feedDone)
+	}
 	dbDone := make(chan struct{})
 	if s.reader != nil {
 		go func() {
@@ -304,11 +369,20 @@ func (s *Server) Run(ctx context.Context) error {
 	// 3. Stop reading the WAL: the reader finishes the transaction in hand,
 	// sends its final status update and closes its connections.
 	stopDB()
+	if s.clusterStop != nil {
+		s.clusterStop() // a publish still retrying gives up
+	}
 	select {
 	case <-dbDone:
 	case <-sctx.Done():
 		s.log.Warn("stopping the WAL reader timed out")
 	}
+	stopDS()
+	select {
+	case <-feedDone:
+	case <-sctx.Done():
+	}
+	s.closeCluster()
 	s.log.Info("stopped")
 	return runErr
 }
@@ -321,12 +395,14 @@ func serveHTTP(srv *http.Server, ln net.Listener, what string) error {
 }
 
 // Close releases what New and Listen started (the WebSocket ping timer,
-// the listeners) in a server that is not run; Run releases it itself.
+// the listeners, the NATS connection) in a server that is not run; Run
+// releases it itself.
 func (s *Server) Close() error {
 	if s.frontLn != nil {
 		s.frontLn.Close()
 		s.backLn.Close()
 	}
+	s.closeCluster()
 	return s.ws.Shutdown(context.Background())
 }
 

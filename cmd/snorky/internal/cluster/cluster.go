@@ -1,0 +1,262 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
+	"github.com/snorkyhq/snorky/sync/datasync"
+	"github.com/snorkyhq/snorky/sync/rpc"
+)
+
+// Cluster is this node's connection to the others: the NATS connection,
+// the replication stream and the bucket of acquired subscriptions.
+type Cluster struct {
+	Node
+	cfg      *config.ClusterConfig
+	stream   string // the JetStream stream of the WAL
+	subject  string
+	claimTTL time.Duration
+	metrics  *Metrics
+	claims   jetstream.KeyValue
+}
+
+// ErrUnavailable answers a request that needs the cluster while NATS is
+// out of reach.
+const ErrUnavailable rpc.Error = "Cluster unavailable: retry in a moment"
+
+// Connect connects to NATS. It does not wait for NATS to be reachable: the
+// client keeps trying in the background and /readyz says so; Ensure then
+// creates or updates the stream and buckets.
+func Connect(cfg *config.ClusterConfig, acquireTimeout time.Duration, log *slog.Logger, reg prometheus.Registerer) (*Cluster, error) {
+	host, _ := os.Hostname()
+	var id [4]byte
+	rand.Read(id[:])
+	c := &Cluster{
+		cfg:      cfg,
+		stream:   "snorky_" + cfg.Name + "_wal",
+		claimTTL: acquireTimeout + time.Minute,
+		metrics:  NewMetrics(reg),
+	}
+	c.ID = sanitizeToken(host) + "-" + hex.EncodeToString(id[:])
+	c.Name, c.Prefix, c.Log = cfg.Name, "snorky."+cfg.Name, log
+	c.subject = c.Prefix + ".wal"
+	opts := []nats.Option{
+		nats.Name("snorky " + c.ID),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+		nats.ConnectHandler(func(*nats.Conn) { c.metrics.connected.Set(1); log.Info("cluster: connected to NATS") }),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			c.metrics.connected.Set(1)
+			log.Info("cluster: reconnected to NATS", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			c.metrics.connected.Set(0)
+			log.Warn("cluster: disconnected from NATS; reconnecting", "err", err)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			subj := ""
+			if s != nil {
+				subj = s.Subject
+			}
+			log.Warn("cluster: NATS error", "subject", subj, "err", err)
+		}),
+	}
+	if f := cfg.NATS.CredsFile; f != "" {
+		opts = append(opts, nats.UserCredentials(f))
+	}
+	if t := cfg.NATS.TLS; t.CAFile != "" {
+		opts = append(opts, nats.RootCAs(t.CAFile))
+	}
+	if t := cfg.NATS.TLS; t.CertFile != "" {
+		opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
+	}
+	nc, err := nats.Connect(cfg.NATS.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster.nats: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("cluster.nats: %w", err)
+	}
+	c.NC, c.JS = nc, js
+	return c, nil
+}
+
+// sanitizeToken keeps what a NATS subject token may hold.
+func sanitizeToken(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+	if s == "" {
+		s = "node"
+	}
+	return s
+}
+
+// Ensure creates or updates the stream and the claims bucket, retrying
+// until NATS answers or ctx is done.
+func (c *Cluster) Ensure(ctx context.Context) error {
+	wait := 200 * time.Millisecond
+	logged := false
+	for {
+		err := c.ensure(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !logged {
+			c.Log.Warn("cluster: setting up the stream and buckets failed; retrying", "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 5*time.Second)
+	}
+}
+
+func (c *Cluster) ensure(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	storage := jetstream.FileStorage
+	if c.cfg.Stream.Storage == "memory" {
+		storage = jetstream.MemoryStorage
+	}
+	_, err := c.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        c.stream,
+		Description: "snorky: the WAL's transactions, published by the node that owns the replication slot",
+		Subjects:    []string{c.subject},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      c.cfg.Stream.MaxAge,
+		MaxBytes:    int64(c.cfg.Stream.MaxBytes),
+		Duplicates:  min(2*time.Minute, c.cfg.Stream.MaxAge),
+		Replicas:    c.cfg.Stream.Replicas,
+		Storage:     storage,
+	})
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", c.stream, err)
+	}
+	kv, err := c.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      "snorky_" + c.Name + "_claims",
+		Description: "snorky: subscription tokens acquired (single use across nodes)",
+		TTL:         c.claimTTL,
+		Replicas:    c.cfg.Stream.Replicas,
+		Storage:     storage,
+	})
+	if err != nil {
+		return fmt.Errorf("claims bucket: %w", err)
+	}
+	c.claims = kv
+	return nil
+}
+
+// MaxPayload is the largest message NATS takes (known once connected).
+func (c *Cluster) MaxPayload() int {
+	if n := c.NC.MaxPayload(); n > 0 {
+		return int(n)
+	}
+	return 1 << 20
+}
+
+// Publisher returns the sink of this node's WAL reader.
+func (c *Cluster) Publisher(ctx context.Context) *Publisher {
+	return NewPublisher(ctx, c.JS, c.stream, c.subject, c.MaxPayload(), c.Log, c.metrics)
+}
+
+// Feed returns the consumer of the stream that feeds target.
+func (c *Cluster) Feed(target Target, horizon func(context.Context) (string, error)) *Feed {
+	return NewFeed(c.JS, c.stream, c.subject, target, horizon, c.Log, c.metrics)
+}
+
+// SetOwner records whether this node owns the slot (for /metrics).
+func (c *Cluster) SetOwner(owner bool) {
+	v := 0.0
+	if owner {
+		v = 1
+	}
+	c.metrics.owner.Set(v)
+}
+
+// Claim records an acquire across the cluster (datasync.Config.Claim).
+func (c *Cluster) Claim(id string) error {
+	if c.claims == nil {
+		return ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := c.claims.Create(ctx, id, []byte(c.ID))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, jetstream.ErrKeyExists):
+		return datasync.ErrAlreadyAcquired
+	default:
+		c.Log.Warn("cluster: recording an acquire failed", "err", err)
+		return ErrUnavailable
+	}
+}
+
+// takeoverSubject carries the subscription ids a resume took over.
+func (c *Cluster) takeoverSubject() string { return c.Prefix + ".takeover" }
+
+const nodeHeader = "Snorky-Node"
+
+// Resumed tells the other nodes that a resume took subscription id over
+// here (datasync.Config.Resumed).
+func (c *Cluster) Resumed(id string) {
+	m := &nats.Msg{Subject: c.takeoverSubject(), Data: []byte(id), Header: nats.Header{}}
+	m.Header.Set(nodeHeader, c.ID)
+	if err := c.NC.PublishMsg(m); err != nil {
+		c.Log.Warn("cluster: announcing a resume failed", "err", err)
+	}
+}
+
+// OnTakeover calls release for every subscription a resume on another node
+// took over, until the returned function is called.
+func (c *Cluster) OnTakeover(release func(id string)) (stop func(), err error) {
+	sub, err := c.NC.Subscribe(c.takeoverSubject(), func(m *nats.Msg) {
+		if m.Header.Get(nodeHeader) != c.ID {
+			release(string(m.Data))
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() { sub.Unsubscribe() }, nil
+}
+
+// Health is nil while NATS is connected.
+func (c *Cluster) Health() error {
+	if !c.NC.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s): %s", c.cfg.NATS.URL, c.NC.Status())
+	}
+	return nil
+}
+
+// Close drains and closes the NATS connection.
+func (c *Cluster) Close() {
+	if c.NC != nil {
+		c.NC.Close()
+	}
+}

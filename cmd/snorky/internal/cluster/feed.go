@@ -1,0 +1,194 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/snorkyhq/snorky/cdc"
+)
+
+// Target is what a Feed drives: the DataSync engine.
+type Target interface {
+	cdc.Sink
+	cdc.StreamStarter
+	// Reset restarts the window after a gap in the stream.
+	Reset(from cdc.LSN, reason string)
+}
+
+// Feed consumes the cluster's stream on every node, the slot's owner
+// included, and gives its records to the engine in order: the engine
+// then sees exactly the transactions, session starts and positions that a
+// single node's WAL reader would give it, so offsets, epochs and resume
+// are the same on every node.
+type Feed struct {
+	js      jetstream.JetStream
+	stream  string
+	subject string
+	target  Target
+	horizon func(ctx context.Context) (string, error)
+	log     *slog.Logger
+	metrics *Metrics
+
+	// Owned by Run's goroutine.
+	started bool
+	epoch   string
+	pos     cdc.LSN
+	seq     uint64
+
+	caughtUp atomic.Bool
+	lag      atomic.Uint64
+	lastErr  atomic.Pointer[string]
+}
+
+// NewFeed returns the feed of stream (subject) to target. horizon returns
+// pg_current_snapshot() of this node's database connection (nil without a
+// database): taken once the first record arrived, it is the snapshot
+// horizon of a node that joins the stream part-way.
+func NewFeed(js jetstream.JetStream, stream, subject string, target Target, horizon func(context.Context) (string, error), log *slog.Logger, m *Metrics) *Feed {
+	return &Feed{js: js, stream: stream, subject: subject, target: target, horizon: horizon, log: log, metrics: m}
+}
+
+// Health is nil once the feed has caught up with the stream: before that
+// the node would serve acquires and resumes from a window that is behind.
+func (f *Feed) Health() error {
+	if e := f.lastErr.Load(); e != nil {
+		return errors.New(*e)
+	}
+	if !f.caughtUp.Load() {
+		return fmt.Errorf("catching up with the cluster stream %s (%d records behind)", f.stream, f.lag.Load())
+	}
+	return nil
+}
+
+// Lag is the number of records of the stream not yet given to the engine.
+func (f *Feed) Lag() uint64 { return f.lag.Load() }
+
+// Run consumes the stream until ctx is done. An ordered consumer recreates
+// itself after a disconnect or a server's failure and continues after the
+// last record it delivered.
+func (f *Feed) Run(ctx context.Context) error {
+	for {
+		err := f.consume(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		msg := err.Error()
+		f.lastErr.Store(&msg)
+		f.log.Warn("cluster: consuming the stream failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (f *Feed) consume(ctx context.Context) error {
+	s, err := f.js.Stream(ctx, f.stream)
+	if err != nil {
+		return fmt.Errorf("cluster stream %s: %w", f.stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("cluster stream %s: %w", f.stream, err)
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{f.subject}}
+	if f.seq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, f.seq+1
+	}
+	cons, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("cluster stream %s: creating a consumer: %w", f.stream, err)
+	}
+	if info.State.Msgs == 0 || f.seq >= info.State.LastSeq {
+		f.caughtUp.Store(true)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("cluster stream %s: %w", f.stream, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	f.lastErr.Store(nil)
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			return err
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("cluster stream %s: %w", f.stream, err)
+		}
+		if err := f.handle(ctx, meta.Sequence.Stream, m.Data()); err != nil {
+			return err
+		}
+		f.lag.Store(meta.NumPending)
+		f.metrics.lag.Set(float64(meta.NumPending))
+		if meta.NumPending == 0 {
+			f.caughtUp.Store(true)
+		}
+	}
+}
+
+// handle gives one record to the engine.
+func (f *Feed) handle(ctx context.Context, seq uint64, body []byte) error {
+	r, err := decodeRecord(body)
+	if err != nil {
+		// A record this node cannot read is a gap in what it delivers.
+		f.log.Error("cluster: skipping a stream record this node cannot read", "seq", seq, "err", err)
+		f.metrics.badRecords.Inc()
+		f.seq = seq
+		return nil
+	}
+	if f.started && f.seq > 0 && seq != f.seq+1 {
+		f.log.Error("cluster: records of the stream expired before this node read them (it was away longer than cluster.stream max_age)", "from_seq", f.seq+1, "to_seq", seq-1)
+		f.target.Reset(r.prev, "records of the cluster stream expired before this node read them")
+		f.pos = r.prev
+	}
+	f.seq = seq
+	if r.kind == kindStart {
+		if err := f.target.StartStream(r.epoch, r.from, r.horizon); err != nil {
+			return err
+		}
+		f.started, f.epoch = true, r.epoch
+		return nil
+	}
+	if !f.started || r.epoch != f.epoch {
+		// Joining part-way: this node's own snapshot, taken now that the
+		// record arrived, is a horizon every later transaction is past.
+		horizon := ""
+		if f.horizon != nil {
+			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			horizon, err = f.horizon(hctx)
+			cancel()
+			if err != nil {
+				f.log.Warn("cluster: reading a snapshot horizon failed; snapshots are refused until the next session start", "err", err)
+				horizon = ""
+			}
+		}
+		if err := f.target.StartStream(r.epoch, r.prev, horizon); err != nil {
+			return err
+		}
+		f.started, f.epoch, f.pos = true, r.epoch, r.prev
+	}
+	t := r.txn
+	if !t.Partial && t.EndLSN <= f.pos {
+		return nil // already taken (the stream was published again after a failover)
+	}
+	if err := f.target.Apply(t); err != nil {
+		return err
+	}
+	if !t.Partial {
+		f.pos = t.EndLSN
+	}
+	return nil
+}
