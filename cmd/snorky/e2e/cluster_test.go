@@ -220,3 +220,98 @@ func TestClusterOwnerKilledMidBurst(t *testing.T) {
 	figure(t, "cluster failover: owner killed after %d of %d rows; standby owned the slot %v after the kill; %d subscribers (%d resumed on another node) got %d deltas each, 0 lost, 0 duplicated",
 		writtenAtKill, rows, takeover.Round(time.Millisecond), len(subs), moved, rows)
 }
+
+// TestClusterNATSServerKilled kills one NATS server of three in the middle
+// of a stream (the stream has 3 replicas): the nodes' connections move to
+// the others and every subscriber still gets every delta once, in order.
+func TestClusterNATSServerKilled(t *testing.T) {
+	const (
+		txns       = 60
+		rowsPerTxn = 50
+		rows       = txns * rowsPerTxn
+	)
+	nats := startNATS(t, 3)
+	url := pgtest.NewDatabase(t)
+	db := dbConnect(t, url)
+	mustExec(t, db, `CREATE TABLE burst (seq int PRIMARY KEY, tx int NOT NULL)`)
+	nodes := startNodes(t, 2, url, nats.URLs(), 3, burstModels)
+	items := []map[string]any{item("AllRows", nil)}
+	var clients []*wsClient
+	for i, p := range nodes {
+		for range 2 {
+			c := p.dial()
+			c.acquire(nodes[1-i].mustAuthorize(items, ""))
+			clients = append(clients, c)
+		}
+	}
+	var written atomic.Int64
+	writerDone := writeBurst(t, url, txns, rowsPerTxn, 25*time.Millisecond, &written)
+	waitFor(t, 60*time.Second, "a third of the stream", func() bool { return clients[0].count() >= rows/3 })
+	nats.Kill(0)
+	killedAt, killTime := written.Load(), time.Now()
+	if err := <-writerDone; err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range clients {
+		waitFor(t, 90*time.Second, fmt.Sprintf("client %d to receive the whole stream", i), func() bool { return c.count() >= rows })
+	}
+	caughtUp := time.Since(killTime)
+	time.Sleep(300 * time.Millisecond)
+	for i, c := range clients {
+		ds := c.received()
+		if len(ds) != rows {
+			t.Errorf("client %d: %d deltas, want %d", i, len(ds), rows)
+		}
+		burstTxns(t, fmt.Sprintf("client %d", i), ds, rowsPerTxn, false)
+	}
+	figure(t, "cluster: NATS server 1 of 3 killed after %d of %d rows; %d subscribers on 2 nodes got every delta once, in order, the last %v after the kill", killedAt, rows, len(clients), caughtUp.Round(time.Millisecond))
+}
+
+// TestClusterTokensAndTakeover: a token acquired on node A cannot be
+// acquired again on node B; a resume on node B takes the subscription over
+// from node A, whose connection then gets nothing more of it.
+func TestClusterTokensAndTakeover(t *testing.T) {
+	nats := startNATS(t, 1)
+	url := pgtest.NewDatabase(t)
+	db := dbConnect(t, url)
+	mustExec(t, db, `CREATE TABLE burst (seq int PRIMARY KEY, tx int NOT NULL)`)
+	nodes := startNodes(t, 2, url, nats.URLs(), 1, burstModels)
+	a, b := nodes[0], nodes[1]
+	tok := a.mustAuthorize([]map[string]any{item("AllRows", nil)}, "")
+	ca := a.dial()
+	res := ca.acquireResumable(tok)
+	cb := b.dial()
+	if r := cb.call("datasync", "acquireSubscription", map[string]any{"token": tok}); r.Type != "error" || r.Message != "Subscription already acquired" {
+		t.Fatalf("second acquire of one token on another node: got %s %q, want error \"Subscription already acquired\"", r.Type, r.Message)
+	}
+	if r := ca.call("datasync", "acquireSubscription", map[string]any{"token": tok}); r.Type != "error" {
+		t.Fatalf("second acquire of one token on the same node: got %s, want an error", r.Type)
+	}
+
+	ctx := context.Background()
+	mustExec(t, db, `INSERT INTO burst VALUES (0, 0)`)
+	ca.waitDeltas(1, 30*time.Second)
+	// The client moves to node B while its connection to A stays open
+	// (as a half-dead connection would).
+	cb2 := b.dial()
+	if _, errText := cb2.resume(res, ca.lastOffset(res)); errText != "" {
+		t.Fatalf("resume on node B: %s", errText)
+	}
+	if _, err := db.Exec(ctx, `INSERT INTO burst VALUES (1, 0)`); err != nil {
+		t.Fatal(err)
+	}
+	got := cb2.waitDeltas(1, 30*time.Second)
+	if num(got[0].Data, "seq") != 1 {
+		t.Fatalf("after the takeover node B delivered seq %v, want 1", got[0].Data["seq"])
+	}
+	// Node A let go: a later row reaches B only.
+	mustExec(t, db, `INSERT INTO burst VALUES (2, 0)`)
+	cb2.waitDeltas(2, 30*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if n := ca.count(); n != 1 {
+		t.Errorf("node A's connection got %d deltas, want only the 1 before the takeover", n)
+	}
+	if n := cb2.count(); n != 2 {
+		t.Errorf("node B's connection got %d deltas, want 2", n)
+	}
+}

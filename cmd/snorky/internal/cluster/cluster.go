@@ -136,13 +136,11 @@ func (c *Cluster) Ensure(ctx context.Context) error {
 }
 
 func (c *Cluster) ensure(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
 	storage := jetstream.FileStorage
 	if c.cfg.Stream.Storage == "memory" {
 		storage = jetstream.MemoryStorage
 	}
-	_, err := c.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	want := jetstream.StreamConfig{
 		Name:        c.stream,
 		Description: "snorky: the WAL's transactions, published by the node that owns the replication slot",
 		Subjects:    []string{c.subject},
@@ -153,11 +151,35 @@ func (c *Cluster) ensure(ctx context.Context) error {
 		Duplicates:  min(2*time.Minute, c.cfg.Stream.MaxAge),
 		Replicas:    c.cfg.Stream.Replicas,
 		Storage:     storage,
-	})
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", c.stream, err)
 	}
-	kv, err := c.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	// Nodes start together: each first looks for what another may have
+	// created (two concurrent creates of a replicated stream can stall).
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	s, err := c.JS.Stream(sctx, c.stream)
+	cancel()
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err = c.JS.CreateStream(sctx, want)
+		cancel()
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("stream %s: %w", c.stream, err)
+		}
+	case err != nil:
+		return fmt.Errorf("stream %s: %w", c.stream, err)
+	default:
+		have := s.CachedInfo().Config
+		if have.MaxAge != want.MaxAge || have.MaxBytes != want.MaxBytes || have.Replicas != want.Replicas || have.Duplicates != want.Duplicates {
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err = c.JS.UpdateStream(sctx, want)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("stream %s: updating it to this node's configuration: %w", c.stream, err)
+			}
+			c.Log.Info("cluster: updated the stream's limits", "max_age", want.MaxAge, "max_bytes", want.MaxBytes, "replicas", want.Replicas)
+		}
+	}
+	kv, err := c.bucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      "snorky_" + c.Name + "_claims",
 		Description: "snorky: subscription tokens acquired (single use across nodes)",
 		TTL:         c.claimTTL,
@@ -169,6 +191,36 @@ func (c *Cluster) ensure(ctx context.Context) error {
 	}
 	c.claims = kv
 	return nil
+}
+
+// bucket binds to a key-value bucket, creating it when absent.
+func (c *Cluster) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	for {
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		kv, err := c.JS.KeyValue(bctx, cfg.Bucket)
+		cancel()
+		if err == nil {
+			return kv, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, err
+		}
+		bctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		kv, err = c.JS.CreateKeyValue(bctx, cfg)
+		cancel()
+		if err == nil {
+			return kv, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		// Another node created it meanwhile (or is creating it): bind.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // MaxPayload is the largest message NATS takes (known once connected).

@@ -108,7 +108,9 @@ func (f *Feed) consume(ctx context.Context) error {
 	if info.State.Msgs == 0 || f.seq >= info.State.LastSeq {
 		f.caughtUp.Store(true)
 	}
-	it, err := cons.Messages()
+	// Short heartbeats: a consumer lost with its NATS server is noticed
+	// (two missed heartbeats) and recreated on another within seconds.
+	it, err := cons.Messages(jetstream.PullExpiry(4*time.Second), jetstream.PullHeartbeat(time.Second))
 	if err != nil {
 		return fmt.Errorf("cluster stream %s: %w", f.stream, err)
 	}

@@ -22,6 +22,10 @@ import (
 // stream stands without decoding the record.
 const posHeader = "Snorky-Pos"
 
+// publishTimeout bounds one attempt to publish: an attempt whose server
+// died is retried (with the same message id) on another.
+const publishTimeout = 2 * time.Second
+
 // jsWrongLastSequence is JetStream's error code for a publish whose
 // expected last sequence is not the stream's: someone else published.
 const jsWrongLastSequence = 10071
@@ -248,7 +252,7 @@ func (p *Publisher) publishLocked(id string, after cdc.LSN) error {
 	wait := 50 * time.Millisecond
 	failing := time.Time{}
 	for {
-		ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+		ctx, cancel := context.WithTimeout(p.ctx, publishTimeout)
 		opts := []jetstream.PublishOpt{jetstream.WithMsgID(id), jetstream.WithExpectStream(p.stream)}
 		if p.lastSeq > 0 {
 			opts = append(opts, jetstream.WithExpectLastSequence(p.lastSeq))
