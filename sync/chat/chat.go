@@ -93,16 +93,51 @@ type Service struct {
 
 	// set holds the memberships; a channel's state is its presence, a
 	// connection's its identity (as it was when it first joined).
-	set *membership.Set[presenceSet, *rpc.Identity]
+	set *membership.Set[channel, *rpc.Identity]
+
+	// bridge, when set, joins the channels of this node to those of the
+	// other nodes of a cluster (SetBridge).
+	bridge Bridge
 }
 
-// presenceSet is one channel's presence: identity key → its connections
-// there.
+// channel is one channel's state: the presence of this node's connections
+// and, with a bridge, that of the other nodes. An identity is present in
+// the channel while it is in local or in any of remote.
+type channel struct {
+	local  presenceSet
+	remote map[string]map[string]Member // node → identity key → member
+}
+
+// presenceSet is one channel's presence on this node: identity key → its
+// connections there.
 type presenceSet map[string]*presence
 
 type presence struct {
 	identity json.RawMessage
+	channel  json.RawMessage // as the identity's first connection here gave it
 	conns    map[uint64]rpc.Conn
+}
+
+// remoteHas reports whether identity key is present on another node.
+func (ch *channel) remoteHas(key string) bool {
+	for _, ms := range ch.remote {
+		if _, ok := ms[key]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// localMembers lists the identities present on this node, for the bridge.
+func (ch *channel) localMembers() []Member {
+	if len(ch.local) == 0 {
+		return nil
+	}
+	out := make([]Member, 0, len(ch.local))
+	for key, p := range ch.local {
+		out = append(out, Member{Identity: rpc.Identity{JSON: p.identity, Key: key}, Channel: p.channel})
+	}
+	return out
 }
 
 // New returns a Chat service named name on the wire.
@@ -115,7 +150,7 @@ func New(name string, cfg Config) (*Service, error) {
 		name: rpc.QuoteName(name),
 		cfg:  cfg,
 		now:  time.Now,
-		set: membership.New[presenceSet, *rpc.Identity](
+		set: membership.New[channel, *rpc.Identity](
 			membership.Limits{PerConn: cfg.MaxChannels, KeyBytes: cfg.MaxChannelBytes},
 			membership.Errors{
 				AlreadyMember: ErrAlreadyJoined,
@@ -168,18 +203,32 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, rpc.ErrInvalidParams
 	}
+	if s.bridge != nil {
+		// The set refuses a long key too; refusing it here first keeps it
+		// off the cluster.
+		if len(k.Canonical) > s.cfg.MaxChannelBytes {
+			return nil, ErrChannelTooLong
+		}
+		if err := s.bridge.Acquire(k.Canonical); err != nil {
+			return nil, fmt.Errorf("joining channel across nodes: %w", err)
+		}
+	}
 	var out []byte
-	err = s.set.Join(c, k, func(ch *membership.Room[presenceSet], m *membership.Member[*rpc.Identity]) {
+	err = s.set.Join(c, k, func(ch *membership.Room[channel], m *membership.Member[*rpc.Identity]) {
 		if m.State == nil {
 			m.State = id
 		}
-		if ch.State == nil {
-			ch.State = presenceSet{}
+		if ch.State.local == nil {
+			ch.State.local = presenceSet{}
+			if s.bridge != nil {
+				ch.State.remote = remoteMembers(s.bridge.Remote(k.Canonical))
+			}
 		}
-		pr := ch.State[id.Key]
+		pr := ch.State.local[id.Key]
 		if pr == nil {
-			// The identity's first connection here: tell everyone already in.
-			if len(ch.State) > 0 {
+			// The identity's first connection here: tell everyone already
+			// in, unless it is present on another node.
+			if len(ch.State.local) > 0 && !ch.State.remoteHas(id.Key) {
 				frame := s.presenceFrame(id.JSON, k.JSON, "joined")
 				for _, to := range ch.Conns() {
 					if to.ID() != c.ID() {
@@ -187,35 +236,79 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 					}
 				}
 			}
-			pr = &presence{identity: id.JSON, conns: map[uint64]rpc.Conn{}}
-			ch.State[id.Key] = pr
+			pr = &presence{identity: id.JSON, channel: k.JSON, conns: map[uint64]rpc.Conn{}}
+			ch.State.local[id.Key] = pr
+			if s.bridge != nil {
+				s.bridge.Present(k.Canonical, ch.State.localMembers())
+			}
 		}
 		pr.conns[c.ID()] = c
-		out = s.membersReply(ch.State)
+		out = s.membersReply(&ch.State)
 	})
 	if err != nil {
+		if s.bridge != nil {
+			s.bridge.Release(k.Canonical)
+		}
 		return nil, err
 	}
 	return json.RawMessage(out), nil
 }
 
-// membersReply encodes the reply to join: the identities present, at most
-// MaxMembers of them.
-func (s *Service) membersReply(ids presenceSet) []byte {
+// remoteMembers indexes a bridge's members of other nodes by identity key.
+func remoteMembers(byNode map[string][]Member) map[string]map[string]Member {
+	out := make(map[string]map[string]Member, len(byNode))
+	for node, ms := range byNode {
+		if len(ms) == 0 {
+			continue
+		}
+		idx := make(map[string]Member, len(ms))
+		for _, m := range ms {
+			idx[m.Identity.Key] = m
+		}
+		out[node] = idx
+	}
+	return out
+}
+
+// membersReply encodes the reply to join: the identities present, on this
+// node and on the others, each once, at most MaxMembers of them.
+func (s *Service) membersReply(ch *channel) []byte {
 	out := []byte(`{"members":[`)
-	n := 0
-	for _, p := range ids {
+	n, more := 0, false
+	add := func(identity json.RawMessage) bool {
 		if n == s.cfg.MaxMembers {
-			break
+			more = true
+			return false
 		}
 		if n > 0 {
 			out = append(out, ',')
 		}
 		n++
-		out = append(out, p.identity...)
+		out = append(out, identity...)
+		return true
+	}
+	for _, p := range ch.local {
+		if !add(p.identity) {
+			break
+		}
+	}
+	if len(ch.remote) > 0 && !more {
+		seen := map[string]bool{}
+	remote:
+		for _, ms := range ch.remote {
+			for key, m := range ms {
+				if ch.local[key] != nil || seen[key] {
+					continue
+				}
+				seen[key] = true
+				if !add(m.Identity.JSON) {
+					break remote
+				}
+			}
+		}
 	}
 	out = append(out, ']')
-	if n < len(ids) {
+	if more {
 		out = append(out, `,"truncated":true`...)
 	}
 	return append(out, '}')
@@ -233,15 +326,21 @@ func (s *Service) leave(c rpc.Conn, raw json.RawMessage) error {
 // (given as the connection gave it): "left" goes to the connections
 // remaining if it was its identity's last connection there. It runs under
 // the set's mutex.
-func (s *Service) left(ch *membership.Room[presenceSet], m *membership.Member[*rpc.Identity], k membership.Key) {
+func (s *Service) left(ch *membership.Room[channel], m *membership.Member[*rpc.Identity], k membership.Key) {
+	if s.bridge != nil {
+		defer s.bridge.Release(ch.Key)
+	}
 	id := m.State
-	pr := ch.State[id.Key]
+	pr := ch.State.local[id.Key]
 	delete(pr.conns, m.Conn.ID())
 	if len(pr.conns) > 0 {
 		return
 	}
-	delete(ch.State, id.Key)
-	if len(ch.State) == 0 {
+	delete(ch.State.local, id.Key)
+	if s.bridge != nil {
+		s.bridge.Present(ch.Key, ch.State.localMembers())
+	}
+	if len(ch.State.local) == 0 || ch.State.remoteHas(id.Key) {
 		return
 	}
 	ch.Send(s.presenceFrame(pr.identity, k.JSON, "left"))
@@ -252,7 +351,8 @@ func (s *Service) send(c rpc.Conn, rawCh, body json.RawMessage) error {
 	if err != nil {
 		return rpc.ErrInvalidParams
 	}
-	return s.set.In(c, k, func(ch *membership.Room[presenceSet], m *membership.Member[*rpc.Identity]) error {
+	var frame []byte
+	err = s.set.In(c, k, func(ch *membership.Room[channel], m *membership.Member[*rpc.Identity]) error {
 		if len(body) > s.cfg.MaxBodyBytes {
 			return ErrMessageTooBig
 		}
@@ -265,9 +365,14 @@ func (s *Service) send(c rpc.Conn, rawCh, body json.RawMessage) error {
 		msg = append(msg, `,"body":`...)
 		msg = append(msg, body...)
 		msg = s.appendTimestamp(msg)
-		ch.Send(rpc.AppendEnvelope(nil, s.name, msg))
+		frame = rpc.AppendEnvelope(nil, s.name, msg)
+		ch.Send(frame)
 		return nil
 	})
+	if err == nil && s.bridge != nil {
+		s.bridge.Message(k, frame)
+	}
+	return err
 }
 
 func (s *Service) read(c rpc.Conn, rawCh json.RawMessage) error {
@@ -279,27 +384,37 @@ func (s *Service) read(c rpc.Conn, rawCh json.RawMessage) error {
 	if id == nil {
 		return nil // no identity, so no other connections of it
 	}
-	s.set.WithRoom(k, func(ch *membership.Room[presenceSet]) {
-		pr := ch.State[id.Key]
+	var frame []byte
+	s.set.WithRoom(k, func(ch *membership.Room[channel]) {
+		pr := ch.State.local[id.Key]
 		if pr == nil {
 			return
 		}
-		var frame []byte
 		for cid, to := range pr.conns {
 			if cid == c.ID() {
 				continue
 			}
 			if frame == nil {
-				msg := make([]byte, 0, 64+len(rawCh))
-				msg = append(msg, `{"type":"read","channel":`...)
-				msg = append(msg, rawCh...)
-				msg = s.appendTimestamp(msg)
-				frame = rpc.AppendEnvelope(nil, s.name, msg)
+				frame = s.readFrame(rawCh)
 			}
 			to.Send(frame)
 		}
 	})
+	if s.bridge != nil {
+		if frame == nil {
+			frame = s.readFrame(rawCh)
+		}
+		s.bridge.Read(k, id.Key, frame)
+	}
 	return nil
+}
+
+func (s *Service) readFrame(rawCh json.RawMessage) []byte {
+	msg := make([]byte, 0, 64+len(rawCh))
+	msg = append(msg, `{"type":"read","channel":`...)
+	msg = append(msg, rawCh...)
+	msg = s.appendTimestamp(msg)
+	return rpc.AppendEnvelope(nil, s.name, msg)
 }
 
 // Holds implements rpc.Holder: c has joined at least one channel.

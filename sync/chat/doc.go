@@ -14,4 +14,13 @@
 // before Handle returns, so the registry queues the response after them.
 // Each notification is encoded once and the same bytes go to every
 // recipient. The Service starts no goroutines.
+//
+// Across nodes: with a Bridge (SetBridge), a channel's state also holds
+// the identities present on the other nodes, and presence is counted per
+// identity across the cluster: "joined" and "left" go out only when an
+// identity's first connection anywhere joins and its last one anywhere
+// leaves, and the join reply lists every node's members. The bridge hands
+// on this node's presence and messages and hands back the other nodes'
+// (RemotePresence, Deliver, DeliverRead). Without a bridge nothing of this
+// runs and the Service is the single-node one.
 package chat

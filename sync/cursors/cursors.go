@@ -100,8 +100,23 @@ type Service struct {
 	// set holds the memberships; a document's state is its cursors, a
 	// connection's the cursors it created. Every command runs under the
 	// set's mutex, which also guards serial.
-	set    *membership.Set[document, owner]
+	set    *membership.Set[docState, owner]
 	serial uint64 // numbers cursors, for SendLatest keys
+
+	// firstHandle and numHandles are the public handles this node gives
+	// out: all of 0–65535 alone, a share of them with a bridge
+	// (SetBridge).
+	firstHandle, numHandles int
+	// bridge, when set, joins the documents of this node to those of the
+	// other nodes of a cluster.
+	bridge Bridge
+}
+
+// docState is one document's state: every cursor in it, and which of them
+// other nodes own.
+type docState struct {
+	cursors document
+	remote  map[string]map[int]*cursor // node → public handle → cursor
 }
 
 // document is one document's cursors: public handle → cursor.
@@ -112,8 +127,8 @@ type owner map[string]*cursor
 
 type cursor struct {
 	public   int
-	private  string // canonical private handle
-	doc      *membership.Room[document]
+	private  string // canonical private handle; "" for another node's cursor
+	doc      *membership.Room[docState]
 	docJSON  json.RawMessage // the document as given to createCursor
 	owner    json.RawMessage
 	position json.RawMessage
@@ -131,7 +146,8 @@ func New(name string, cfg Config) (*Service, error) {
 		name:       rpc.QuoteName(name),
 		cfg:        cfg,
 		randHandle: func() int { return rand.IntN(handles) },
-		set: membership.New[document, owner](
+		numHandles: handles,
+		set: membership.New[docState, owner](
 			membership.Limits{PerConn: cfg.MaxDocuments, KeyBytes: cfg.MaxDocumentBytes},
 			membership.Errors{
 				AlreadyMember: ErrAlreadyJoined,
@@ -210,11 +226,29 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, rpc.ErrInvalidParams
 	}
+	if s.bridge != nil {
+		// The set refuses a long key too; refusing it here first keeps it
+		// off the cluster.
+		if len(k.Canonical) > s.cfg.MaxDocumentBytes {
+			return nil, ErrDocumentTooLong
+		}
+		if err := s.bridge.Acquire(k.Canonical); err != nil {
+			return nil, fmt.Errorf("joining document across nodes: %w", err)
+		}
+	}
 	var out []byte
-	err = s.set.Join(c, k, func(d *membership.Room[document], _ *membership.Member[owner]) {
+	err = s.set.Join(c, k, func(d *membership.Room[docState], _ *membership.Member[owner]) {
+		if d.State.cursors == nil {
+			d.State.cursors = document{}
+			if s.bridge != nil {
+				for node, curs := range s.bridge.Remote(k.Canonical) {
+					s.setRemote(d, node, curs, false)
+				}
+			}
+		}
 		out = []byte(`{"cursors":[`)
 		n := 0
-		for _, cur := range d.State {
+		for _, cur := range d.State.cursors {
 			if n == s.cfg.MaxListed {
 				break
 			}
@@ -225,12 +259,15 @@ func (s *Service) join(c rpc.Conn, raw json.RawMessage) (any, error) {
 			out = cur.appendJSON(out)
 		}
 		out = append(out, ']')
-		if n < len(d.State) {
+		if n < len(d.State.cursors) {
 			out = append(out, `,"truncated":true`...)
 		}
 		out = append(out, '}')
 	})
 	if err != nil {
+		if s.bridge != nil {
+			s.bridge.Release(k.Canonical)
+		}
 		return nil, err
 	}
 	return json.RawMessage(out), nil
@@ -246,11 +283,14 @@ func (s *Service) leave(c rpc.Conn, raw json.RawMessage) error {
 
 // left removes m's cursors in document d, announcing each, once m has
 // left d. It runs under the set's mutex.
-func (s *Service) left(d *membership.Room[document], m *membership.Member[owner], _ membership.Key) {
+func (s *Service) left(d *membership.Room[docState], m *membership.Member[owner], _ membership.Key) {
 	for pk, cur := range m.State {
 		if cur.doc == d {
 			s.drop(m, pk, cur)
 		}
+	}
+	if s.bridge != nil {
+		s.bridge.Release(d.Key)
 	}
 }
 
@@ -267,7 +307,7 @@ func (s *Service) create(c rpc.Conn, p map[string]json.RawMessage) (any, error) 
 		return nil, ErrHandleTooLong
 	}
 	var h int
-	err = s.set.In(c, dk, func(d *membership.Room[document], m *membership.Member[owner]) error {
+	err = s.set.In(c, dk, func(d *membership.Room[docState], m *membership.Member[owner]) error {
 		if _, ok := m.State[pk]; ok {
 			return ErrReusedHandle
 		}
@@ -275,7 +315,7 @@ func (s *Service) create(c rpc.Conn, p map[string]json.RawMessage) (any, error) 
 			return ErrTooManyCursors
 		}
 		var ok bool
-		if h, ok = s.freeHandle(d.State); !ok {
+		if h, ok = s.freeHandle(d.State.cursors); !ok {
 			return ErrTooManyCursors
 		}
 		s.serial++
@@ -289,14 +329,12 @@ func (s *Service) create(c rpc.Conn, p map[string]json.RawMessage) (any, error) 
 			status:   owned(p["status"]),
 			latest:   string(s.name) + "\x00cursor\x00" + strconv.FormatUint(s.serial, 10),
 		}
-		if d.State == nil {
-			d.State = document{}
-		}
 		if m.State == nil {
 			m.State = owner{}
 		}
-		d.State[h] = cur
+		d.State.cursors[h] = cur
 		m.State[pk] = cur
+		s.changed(d)
 
 		msg := cur.appendJSON([]byte(`{"type":"cursorAdded","cursor":`))
 		msg = append(msg, '}')
@@ -309,21 +347,23 @@ func (s *Service) create(c rpc.Conn, p map[string]json.RawMessage) (any, error) 
 	return h, nil
 }
 
-// freeHandle picks a random public handle not used in d.
+// freeHandle picks a random public handle of this node's share not used
+// in d.
 func (s *Service) freeHandle(d document) (int, bool) {
 	if len(d) >= handles {
 		return 0, false
 	}
-	h := s.randHandle()
+	first, n := s.firstHandle, s.numHandles
+	h := first + s.randHandle()%n
 	for range 8 {
 		if _, used := d[h]; !used {
 			return h, true
 		}
-		h = s.randHandle()
+		h = first + s.randHandle()%n
 	}
 	// Crowded document: walk from the last candidate to the next free one.
-	for i := range handles {
-		c := (h + i) % handles
+	for i := range n {
+		c := first + (h-first+i)%n
 		if _, used := d[c]; !used {
 			return c, true
 		}
@@ -342,6 +382,7 @@ func (s *Service) update(c rpc.Conn, rawPrivate json.RawMessage, newData map[str
 		msg := cur.appendJSON([]byte(`{"type":"cursorUpdated","cursor":`))
 		msg = append(msg, '}')
 		s.toOthers(cur.doc, c.ID(), rpc.AppendEnvelope(nil, s.name, msg), cur.latest)
+		s.changed(cur.doc)
 	})
 }
 
@@ -370,18 +411,24 @@ func (s *Service) withOwnCursor(c rpc.Conn, rawPrivate json.RawMessage, f func(m
 // mutex.
 func (s *Service) drop(m *membership.Member[owner], pk string, cur *cursor) {
 	delete(m.State, pk)
-	delete(cur.doc.State, cur.public)
+	delete(cur.doc.State.cursors, cur.public)
+	s.toOthers(cur.doc, m.Conn.ID(), s.removedFrame(cur), "")
+	s.changed(cur.doc)
+}
+
+// removedFrame encodes the cursorRemoved notification of cur.
+func (s *Service) removedFrame(cur *cursor) []byte {
 	msg := []byte(`{"type":"cursorRemoved","cursor":{"publicHandle":`)
 	msg = strconv.AppendInt(msg, int64(cur.public), 10)
 	msg = append(msg, `,"document":`...)
 	msg = append(msg, cur.docJSON...)
 	msg = append(msg, "}}"...)
-	s.toOthers(cur.doc, m.Conn.ID(), rpc.AppendEnvelope(nil, s.name, msg), "")
+	return rpc.AppendEnvelope(nil, s.name, msg)
 }
 
 // toOthers queues frame on every member of d but the one with ID except;
 // with a latest key, through SendLatest.
-func (s *Service) toOthers(d *membership.Room[document], except uint64, frame []byte, latest string) {
+func (s *Service) toOthers(d *membership.Room[docState], except uint64, frame []byte, latest string) {
 	for _, to := range d.Conns() {
 		if to.ID() == except {
 			continue

@@ -18,4 +18,11 @@
 // cursorUpdated goes through rpc.Conn.SendLatest with a key unique to the
 // cursor, so a lagging connection gets only the newest position. The
 // Service starts no goroutines.
+//
+// Across nodes: with a Bridge (SetBridge), a document's state also holds
+// the other nodes' cursors, which join lists and whose changes
+// (RemoteCursors) are announced as local ones; this node gives out public
+// handles from its own range only, so that they stay unique in a document
+// across the cluster. Without a bridge nothing of this runs and the
+// Service is the single-node one.
 package cursors

@@ -13,4 +13,8 @@
 // connection goes (Frontend implements rpc.Disconnecter); disconnectIdentity
 // reads it. All methods are safe for concurrent use; no lock is held while
 // a connection is closed.
+//
+// In a cluster, SetRemote makes disconnectIdentity close the identity's
+// connections on the other nodes too (package relay), whose counts it
+// adds to the reply.
 package identity

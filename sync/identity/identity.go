@@ -80,7 +80,21 @@ type Directory struct {
 	// conns holds the connections of each identity: a room per identity
 	// key, which a connection joins once, when its identity is set.
 	conns *membership.Set[struct{}, struct{}]
+
+	// remote is set once by SetRemote, before the Directory is used; nil
+	// on a single node.
+	remote RevokeRemote
 }
+
+// RevokeRemote closes the connections of identity (JSON text) on the other
+// nodes of a cluster and returns how many it closed, as far as it learnt
+// (package relay). disconnectIdentity calls it after closing this node's.
+type RevokeRemote func(identity json.RawMessage) int
+
+// SetRemote makes disconnectIdentity reach the other nodes through f. Call
+// it once, before the Directory is used. Revoke stays this node's: it is
+// what f's counterpart on another node calls.
+func (d *Directory) SetRemote(f RevokeRemote) { d.remote = f }
 
 // New returns a Directory that signs with signer.
 func New(signer *token.Signer, cfg Config) (*Directory, error) {
@@ -271,7 +285,11 @@ func (b *Backend) Handle(_ rpc.Conn, req *rpc.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return b.d.Revoke(p["identity"]), nil
+		n := b.d.Revoke(p["identity"])
+		if b.d.remote != nil {
+			n += b.d.remote(p["identity"])
+		}
+		return n, nil
 	default:
 		return nil, rpc.ErrUnknownCommand
 	}

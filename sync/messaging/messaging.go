@@ -1,5 +1,9 @@
 // Package messaging is the Messaging service of spec §2.2: connections
 // register participant names and send messages to each other by name.
+//
+// In a cluster a Directory (package relay) keeps each name unique across
+// the nodes, carries messages to names other nodes own and lists the
+// whole cluster's names. Without one the service is one node's, unchanged.
 package messaging
 
 import (
@@ -51,20 +55,48 @@ type Service struct {
 	policy NamePolicy
 	cfg    Config
 
-	mu     sync.Mutex
-	owners map[string]rpc.Conn
-	byConn map[uint64][]string // connection ID → the names it registered
-	sorted []string            // every registered name, in ascending order (listParticipants)
+	// dir is set once by SetDirectory, before the service is used; nil
+	// on a single node.
+	dir Directory
+
+	mu       sync.Mutex
+	owners   map[string]rpc.Conn
+	byConn   map[uint64][]string // connection ID → the names it registered
+	sorted   []string            // every registered name, in ascending order (listParticipants)
+	claiming map[string]struct{} // names being claimed from the directory, not yet registered
 }
+
+// Directory makes the names unique across the nodes of a cluster and
+// reaches the names other nodes own (package relay). The service calls it
+// without holding its lock; each call may wait for the cluster.
+type Directory interface {
+	// Claim records name as this node's. It returns ErrNameTaken when
+	// another node holds it; another error when the cluster could not be
+	// asked (the client gets "Internal error").
+	Claim(name string) error
+	// Release gives back names this node claimed; it need not wait.
+	Release(names []string)
+	// Send delivers message, a message notification, to the connection
+	// that owns dest on another node (through its Deliver). It returns
+	// ErrUnknownDestination when no node holds dest.
+	Send(dest string, message []byte) error
+	// List returns every name registered in the cluster, ascending.
+	List() ([]string, error)
+}
+
+// SetDirectory joins the service to the other nodes through d. Call it
+// once, before the service handles any request.
+func (s *Service) SetDirectory(d Directory) { s.dir = d }
 
 // New returns the service, named name on the wire.
 func New(name string, cfg Config) *Service {
 	return &Service{
-		name:   rpc.QuoteName(name),
-		policy: cfg.Policy,
-		cfg:    cfg,
-		owners: map[string]rpc.Conn{},
-		byConn: map[uint64][]string{},
+		name:     rpc.QuoteName(name),
+		policy:   cfg.Policy,
+		cfg:      cfg,
+		owners:   map[string]rpc.Conn{},
+		byConn:   map[uint64][]string{},
+		claiming: map[string]struct{}{},
 	}
 }
 
@@ -94,47 +126,13 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if _, ok := s.owners[name]; ok {
-			return nil, ErrNameTaken
-		}
-		if s.cfg.MaxNameBytes > 0 && len(name) > s.cfg.MaxNameBytes {
-			return nil, ErrNameTooLong
-		}
-		if s.cfg.MaxNamesPerConn > 0 && len(s.byConn[c.ID()]) >= s.cfg.MaxNamesPerConn {
-			return nil, ErrTooManyNames
-		}
-		if s.policy != nil && !s.policy(c, name) {
-			return nil, ErrNameNotAllowed
-		}
-		s.owners[name] = c
-		s.addSorted(name)
-		s.byConn[c.ID()] = append(s.byConn[c.ID()], name)
-		return nil, nil
+		return nil, s.register(c, name)
 	case "unregisterParticipant":
 		name, err := nameParam(req)
 		if err != nil {
 			return nil, err
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		owner, ok := s.owners[name]
-		if !ok {
-			return nil, ErrUnknownParticipant
-		}
-		if owner.ID() != c.ID() {
-			return nil, ErrInvalidParticipant
-		}
-		delete(s.owners, name)
-		s.removeSorted(name)
-		names := slices.DeleteFunc(s.byConn[c.ID()], func(n string) bool { return n == name })
-		if len(names) == 0 {
-			delete(s.byConn, c.ID())
-		} else {
-			s.byConn[c.ID()] = names
-		}
-		return nil, nil
+		return nil, s.unregister(c, name)
 	case "listParticipants":
 		p, err := rpc.Params(req.Params, nil, []string{"after"})
 		if err != nil {
@@ -161,15 +159,6 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if owner, ok := s.owners[sender]; !ok || owner.ID() != c.ID() {
-			return nil, ErrInvalidSender
-		}
-		to, ok := s.owners[dest]
-		if !ok {
-			return nil, ErrUnknownDestination
-		}
 		b := append([]byte(nil), `{"type":"message","sender":`...)
 		b = append(b, p["sender"]...)
 		b = append(b, `,"dest":`...)
@@ -177,31 +166,164 @@ func (s *Service) Handle(c rpc.Conn, req *rpc.Request) (any, error) {
 		b = append(b, `,"body":`...)
 		b = append(b, p["body"]...)
 		b = append(b, '}')
-		to.Send(rpc.AppendEnvelope(nil, s.name, b))
-		return nil, nil
+		return nil, s.send(c, sender, dest, b)
 	}
 	return nil, rpc.ErrUnknownCommand
+}
+
+func (s *Service) register(c rpc.Conn, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.owners[name]; ok {
+		return ErrNameTaken
+	}
+	if _, ok := s.claiming[name]; ok {
+		return ErrNameTaken
+	}
+	if s.cfg.MaxNameBytes > 0 && len(name) > s.cfg.MaxNameBytes {
+		return ErrNameTooLong
+	}
+	if s.cfg.MaxNamesPerConn > 0 && len(s.byConn[c.ID()]) >= s.cfg.MaxNamesPerConn {
+		return ErrTooManyNames
+	}
+	if s.policy != nil && !s.policy(c, name) {
+		return ErrNameNotAllowed
+	}
+	if s.dir != nil {
+		// The claim is a round trip to the cluster: made without the lock,
+		// the name reserved meanwhile. c's own requests come one at a
+		// time and its disconnect after the last, so c stays as it is.
+		s.claiming[name] = struct{}{}
+		s.mu.Unlock()
+		err := s.dir.Claim(name)
+		s.mu.Lock()
+		delete(s.claiming, name)
+		if err != nil {
+			return err
+		}
+	}
+	s.owners[name] = c
+	s.addSorted(name)
+	s.byConn[c.ID()] = append(s.byConn[c.ID()], name)
+	return nil
+}
+
+func (s *Service) unregister(c rpc.Conn, name string) error {
+	s.mu.Lock()
+	owner, ok := s.owners[name]
+	if !ok {
+		s.mu.Unlock()
+		return ErrUnknownParticipant
+	}
+	if owner.ID() != c.ID() {
+		s.mu.Unlock()
+		return ErrInvalidParticipant
+	}
+	delete(s.owners, name)
+	s.removeSorted(name)
+	names := slices.DeleteFunc(s.byConn[c.ID()], func(n string) bool { return n == name })
+	if len(names) == 0 {
+		delete(s.byConn, c.ID())
+	} else {
+		s.byConn[c.ID()] = names
+	}
+	s.mu.Unlock()
+	if s.dir != nil {
+		s.dir.Release([]string{name})
+	}
+	return nil
+}
+
+// send queues the message b for dest, from sender, which must be c's.
+func (s *Service) send(c rpc.Conn, sender, dest string, b []byte) error {
+	s.mu.Lock()
+	if owner, ok := s.owners[sender]; !ok || owner.ID() != c.ID() {
+		s.mu.Unlock()
+		return ErrInvalidSender
+	}
+	to, ok := s.owners[dest]
+	if ok {
+		to.Send(rpc.AppendEnvelope(nil, s.name, b))
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	if s.dir == nil {
+		return ErrUnknownDestination
+	}
+	return s.dir.Send(dest, b)
+}
+
+// Deliver queues message, a message notification ({"type":"message",…})
+// sent on another node, on the connection of this node that owns dest. It
+// returns ErrUnknownDestination when no connection of this node does.
+func (s *Service) Deliver(dest string, message []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	to, ok := s.owners[dest]
+	if !ok {
+		return ErrUnknownDestination
+	}
+	to.Send(rpc.AppendEnvelope(nil, s.name, message))
+	return nil
 }
 
 // list returns the registered names in ascending order, those after after
 // when paged, at most MaxListed of them. The names are kept sorted, so a
 // page costs a binary search and a copy, however many names there are.
+//
+// With a directory the names are the cluster's: the directory's list
+// merged with this node's names (so that a failing directory leaves at
+// least these).
 func (s *Service) list(after string, paged bool) []string {
+	if s.dir != nil {
+		all, err := s.dir.List()
+		s.mu.Lock()
+		if err != nil {
+			all = nil
+		}
+		all = mergeSorted(all, s.sorted)
+		s.mu.Unlock()
+		return s.page(all, after, paged)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.page(s.sorted, after, paged)
+}
+
+// page returns the names of sorted after after when paged, at most
+// MaxListed of them, in a new slice.
+func (s *Service) page(sorted []string, after string, paged bool) []string {
 	from := 0
 	if paged {
-		i, found := slices.BinarySearch(s.sorted, after)
+		i, found := slices.BinarySearch(sorted, after)
 		if found {
 			i++
 		}
 		from = i
 	}
-	to := len(s.sorted)
+	to := len(sorted)
 	if s.cfg.MaxListed > 0 {
 		to = min(to, from+s.cfg.MaxListed)
 	}
-	return append(make([]string, 0, to-from), s.sorted[from:to]...) // never nil: an empty list is []
+	return append(make([]string, 0, to-from), sorted[from:to]...) // never nil: an empty list is []
+}
+
+// mergeSorted returns the union of two ascending lists, ascending and
+// without duplicates, in a new slice.
+func mergeSorted(a, b []string) []string {
+	out := make([]string, 0, len(a)+len(b))
+	for len(a) > 0 || len(b) > 0 {
+		switch {
+		case len(b) == 0 || len(a) > 0 && a[0] < b[0]:
+			out, a = append(out, a[0]), a[1:]
+		case len(a) == 0 || b[0] < a[0]:
+			out, b = append(out, b[0]), b[1:]
+		default:
+			out, a, b = append(out, a[0]), a[1:], b[1:]
+		}
+	}
+	return out
 }
 
 func (s *Service) addSorted(name string) {
@@ -225,10 +347,14 @@ func (s *Service) Holds(c rpc.Conn) bool {
 // Disconnected implements rpc.Disconnecter: it frees the connection's names.
 func (s *Service) Disconnected(c rpc.Conn) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, n := range s.byConn[c.ID()] {
+	names := s.byConn[c.ID()]
+	for _, n := range names {
 		delete(s.owners, n)
 		s.removeSorted(n)
 	}
 	delete(s.byConn, c.ID())
+	s.mu.Unlock()
+	if s.dir != nil && len(names) > 0 {
+		s.dir.Release(names)
+	}
 }

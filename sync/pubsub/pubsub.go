@@ -6,6 +6,11 @@
 // notification once and queues the same bytes on every subscriber under
 // the set's mutex (queueing never blocks), so a publish is atomic with
 // respect to subscribe and unsubscribe.
+//
+// In a cluster a Bridge (package relay) carries publishes between the
+// nodes: it learns which channels this node's connections hold and every
+// publish made here, and hands the other nodes' publishes to Deliver.
+// Without a bridge the service is one node's, unchanged.
 package pubsub
 
 import (
@@ -88,6 +93,44 @@ type Service struct {
 	// set holds the subscriptions: a room is a channel, with no state of
 	// its own.
 	set *membership.Set[struct{}, struct{}]
+
+	// bridge, joined and left are set once by SetBridge, before the
+	// service is used; nil on a single node.
+	bridge Bridge
+	joined func(*membership.Room[struct{}], *membership.Member[struct{}])
+	left   func(*membership.Room[struct{}], *membership.Member[struct{}], membership.Key)
+}
+
+// Bridge carries publishes between this node and the other nodes of a
+// cluster. Interest is called under the service's subscription mutex and
+// Published on the publisher's goroutine: neither may block.
+type Bridge interface {
+	// Interest reports that the channel with canonical key key got its
+	// first subscriber on this node (true) or lost its last (false). The
+	// calls for one key come in the order of the changes.
+	Interest(key string, subscribed bool)
+	// Published reports a publish made on this node (Publish), after its
+	// local delivery: key is the channel's canonical key, ch and message
+	// the JSON texts Publish got. They may alias the caller's buffers:
+	// copy what is kept.
+	Published(key string, ch, message json.RawMessage)
+}
+
+// SetBridge joins the service to the other nodes through b. Call it once,
+// before the service handles any request: the channels subscribed before
+// it would be unknown to b.
+func (s *Service) SetBridge(b Bridge) {
+	s.bridge = b
+	s.joined = func(r *membership.Room[struct{}], _ *membership.Member[struct{}]) {
+		if r.Len() == 1 {
+			b.Interest(r.Key, true)
+		}
+	}
+	s.left = func(r *membership.Room[struct{}], _ *membership.Member[struct{}], _ membership.Key) {
+		if r.Len() == 0 {
+			b.Interest(r.Key, false)
+		}
+	}
 }
 
 // New returns the service, named name on the wire.
@@ -148,7 +191,7 @@ func (s *Service) subscribe(c rpc.Conn, ch json.RawMessage) error {
 	if err != nil {
 		return fmt.Errorf("channel key: %w", err)
 	}
-	return s.set.Join(c, k, nil)
+	return s.set.Join(c, k, s.joined)
 }
 
 func (s *Service) unsubscribe(c rpc.Conn, ch json.RawMessage) error {
@@ -156,21 +199,42 @@ func (s *Service) unsubscribe(c rpc.Conn, ch json.RawMessage) error {
 	if err != nil {
 		return fmt.Errorf("channel key: %w", err)
 	}
-	return s.set.Leave(c, membership.Key{Canonical: key}, nil)
+	return s.set.Leave(c, membership.Key{Canonical: key}, s.left)
 }
 
 // Publish delivers message to every subscriber of channel. Both are JSON
 // text; channel is repeated as given. It bypasses the publish policy (the
-// backend and SQL publishing use it directly).
+// backend and SQL publishing use it directly). With a bridge the other
+// nodes' subscribers get it too.
 func (s *Service) Publish(ch, message json.RawMessage) error {
+	key, err := s.deliver(ch, message)
+	if err != nil {
+		return err
+	}
+	if s.bridge != nil {
+		s.bridge.Published(key, ch, message)
+	}
+	return nil
+}
+
+// Deliver delivers message to this node's subscribers of channel only: a
+// publish made on another node, which the bridge brings.
+func (s *Service) Deliver(ch, message json.RawMessage) error {
+	_, err := s.deliver(ch, message)
+	return err
+}
+
+// deliver queues the notification on this node's subscribers and returns
+// the channel's canonical key.
+func (s *Service) deliver(ch, message json.RawMessage) (string, error) {
 	key, err := jsonval.Canonical(ch)
 	if err != nil {
-		return fmt.Errorf("channel key: %w", err)
+		return "", fmt.Errorf("channel key: %w", err)
 	}
 	s.set.WithRoom(key, func(r *membership.Room[struct{}]) {
 		r.Send(s.notification(ch, message))
 	})
-	return nil
+	return key, nil
 }
 
 func (s *Service) notification(ch, message json.RawMessage) []byte {
@@ -185,7 +249,7 @@ func (s *Service) notification(ch, message json.RawMessage) []byte {
 }
 
 // Disconnected implements rpc.Disconnecter.
-func (s *Service) Disconnected(c rpc.Conn) { s.set.Disconnect(c, nil) }
+func (s *Service) Disconnected(c rpc.Conn) { s.set.Disconnect(c, s.left) }
 
 // Holds implements rpc.Holder: c holds at least one subscription.
 func (s *Service) Holds(c rpc.Conn) bool { return s.set.Holds(c) }

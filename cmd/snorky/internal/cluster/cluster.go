@@ -49,7 +49,7 @@ func Connect(cfg *config.ClusterConfig, acquireTimeout time.Duration, log *slog.
 		metrics:  NewMetrics(reg),
 	}
 	c.ID = sanitizeToken(host) + "-" + hex.EncodeToString(id[:])
-	c.Name, c.Prefix, c.Log = cfg.Name, "snorky."+cfg.Name, log
+	c.Name, c.Prefix, c.Log, c.Replicas = cfg.Name, "snorky."+cfg.Name, log, cfg.Stream.Replicas
 	c.subject = c.Prefix + ".wal"
 	opts := []nats.Option{
 		nats.Name("snorky " + c.ID),
@@ -179,7 +179,7 @@ func (c *Cluster) ensure(ctx context.Context) error {
 			c.Log.Info("cluster: updated the stream's limits", "max_age", want.MaxAge, "max_bytes", want.MaxBytes, "replicas", want.Replicas)
 		}
 	}
-	kv, err := c.bucket(ctx, jetstream.KeyValueConfig{
+	kv, err := c.OpenBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      "snorky_" + c.Name + "_claims",
 		Description: "snorky: subscription tokens acquired (single use across nodes)",
 		TTL:         c.claimTTL,
@@ -191,36 +191,6 @@ func (c *Cluster) ensure(ctx context.Context) error {
 	}
 	c.claims = kv
 	return nil
-}
-
-// bucket binds to a key-value bucket, creating it when absent.
-func (c *Cluster) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	for {
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		kv, err := c.JS.KeyValue(bctx, cfg.Bucket)
-		cancel()
-		if err == nil {
-			return kv, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) {
-			return nil, err
-		}
-		bctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		kv, err = c.JS.CreateKeyValue(bctx, cfg)
-		cancel()
-		if err == nil {
-			return kv, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, err
-		}
-		// Another node created it meanwhile (or is creating it): bind.
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // MaxPayload is the largest message NATS takes (known once connected).

@@ -6,7 +6,10 @@
 package cluster
 
 import (
+	"context"
+	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -26,4 +29,43 @@ type Node struct {
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	Log    *slog.Logger
+	// Replicas is the number of replicas of the cluster's stream and
+	// buckets (cluster.stream.replicas); 0 means 1.
+	Replicas int
+}
+
+// OpenBucket binds to the key-value bucket cfg names, creating it when
+// absent, with n.Replicas replicas unless cfg says otherwise. Nodes start
+// together: binding first avoids concurrent creates of a replicated
+// bucket, which can stall. The first node's configuration stands.
+func (n *Node) OpenBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if cfg.Replicas == 0 {
+		cfg.Replicas = max(n.Replicas, 1)
+	}
+	for {
+		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		kv, err := n.JS.KeyValue(bctx, cfg.Bucket)
+		cancel()
+		if err == nil {
+			return kv, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, err
+		}
+		bctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		kv, err = n.JS.CreateKeyValue(bctx, cfg)
+		cancel()
+		if err == nil {
+			return kv, nil
+		}
+		if !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		// Another node created it meanwhile (or is creating it): bind.
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -108,6 +108,12 @@ func (c *Config) ValidateCluster() error {
 		return errors.New("cluster: needs the database section: the nodes share DataSync through the WAL of one PostgreSQL database " +
 			"(a cluster fed by publishDeltas alone is not supported yet)")
 	}
+	if cl.Stream.MaxAge < 0 {
+		return fmt.Errorf("cluster.stream.max_age: %v is negative", cl.Stream.MaxAge)
+	}
+	if cl.Stream.MaxBytes < 0 {
+		return fmt.Errorf("cluster.stream.max_bytes: %d is negative", cl.Stream.MaxBytes)
+	}
 	if cl.Stream.MaxAge == 0 {
 		cl.Stream.MaxAge = c.Database.History.MaxAge
 	}

@@ -75,6 +75,14 @@ var invalid = map[string]any{
 	"frontend.max_message_bytes":     -1,
 	"limits.commands_per_second":     -1,
 	"limits.channels_per_connection": -1,
+	"cluster.name":                   "not a name",
+	"cluster.nats.url":               "",
+	"cluster.nats.creds_file":        "/nonexistent/user.creds",
+	"cluster.nats.tls.ca_file":       "/nonexistent/ca.pem",
+	"cluster.nats.tls.cert_file":     also{"/nonexistent/cert.pem", "cluster.nats.tls.key_file"},
+	"cluster.nats.tls.key_file":      also{"/nonexistent/key.pem", "cluster.nats.tls.cert_file"},
+	"cluster.stream.storage":         "tape",
+	"cluster.stream.max_bytes":       -1,
 }
 
 // also is an invalid value of a key whose partner key is set to an

@@ -60,6 +60,16 @@ type Server struct {
 	feed        *cluster.Feed
 	clusterStop context.CancelFunc
 	bridges     []func()
+	svcs        services
+}
+
+// services are the services a cluster bridges across nodes.
+type services struct {
+	pubsub    *pubsub.Service
+	messaging *messaging.Service
+	identity  *identity.Directory
+	chat      *chat.Service
+	cursors   *cursors.Service
 }
 
 // New validates cfg and builds every part, without listening. A server
@@ -188,6 +198,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			ready["database"] = s.reader.Health // connecting, standby, stopped
 		}
 	}
+	s.svcs = services{
+		pubsub:    ps,
+		messaging: messaging.New(names.Messaging, messaging.Config{MaxNamesPerConn: lim.NamesPerConnection, MaxNameBytes: int(lim.NameBytes), MaxListed: lim.ParticipantsPerReply}),
+		identity:  dir,
+		chat:      chatSvc,
+		cursors:   cursorSvc,
+	}
 	register := func(r *rpc.Registry, name string, svc rpc.Service) error {
 		if err := r.Register(name, svc); err != nil {
 			return fmt.Errorf("services: %w", err)
@@ -200,7 +217,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		svc  rpc.Service
 	}{
 		{s.front, names.PubSub, ps},
-		{s.front, names.Messaging, messaging.New(names.Messaging, messaging.Config{MaxNamesPerConn: lim.NamesPerConnection, MaxNameBytes: int(lim.NameBytes), MaxListed: lim.ParticipantsPerReply})},
+		{s.front, names.Messaging, s.svcs.messaging},
 		{s.back, names.PubSubBackend, pubsub.NewBackend(ps)},
 		{s.front, names.DataSync, s.datasync.Frontend().Limited(datasync.Limits{MaxSubscriptions: lim.SubscriptionsPerConn, MaxTokenBytes: int(lim.TokenBytes)})},
 		{s.back, names.DataSyncBackend, s.datasync.Backend().Limited(int(lim.TokenBytes))},
@@ -316,26 +333,32 @@ func (s *Server) Run(ctx context.Context) error {
 		s.Close()
 		return err
 	}
+	dsCtx, stopDS := context.WithCancel(context.Background())
+	defer stopDS()
+	feedDone := make(chan struct{})
+	if s.cluster != nil {
+		// Before serving: the services must be bridged before their first
+		// request, and a node cut off from NATS cannot serve correctly.
+		stopBridges, err := s.startCluster(ctx, dsCtx, feedDone)
+		if err != nil {
+			s.Close()
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		defer stopBridges() // when Run fails before the shutdown below
+	} else {
+		close(feedDone)
+	}
 	errc := make(chan error, 3)
 	go func() { errc <- serveHTTP(s.frontSrv, s.frontLn, "frontend") }()
 	go func() { errc <- serveHTTP(s.backSrv, s.backLn, "backend") }()
 	dbCtx, stopDB := context.WithCancel(context.Background())
 	defer stopDB()
-	dsCtx, stopDS := context.WithCancel(context.Background())
-	defer stopDS()
 	go s.datasync.Run(dsCtx)
 	if s.pool != nil {
 		defer s.pool.Close()
-	}
-	feedDone := make(chan struct{})
-	if s.cluster != nil {
-		stopBridges, err := s.startCluster(dsCtx, feedDone)
-		if err != nil {
-			return err
-		}
-		defer stopBridges()
-	} else {
-		close(feedDone)
 	}
 	dbDone := make(chan struct{})
 	if s.reader != nil {
@@ -366,6 +389,12 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Warn("closing WebSockets timed out", "err", err)
 	}
 	s.shutdownSockJS(sctx)
+	// In a cluster: the other nodes learn at once that this node's
+	// members, names and cursors are gone.
+	for i := len(s.bridges) - 1; i >= 0; i-- {
+		s.bridges[i]()
+	}
+	s.bridges = nil
 	// 3. Stop reading the WAL: the reader finishes the transaction in hand,
 	// sends its final status update and closes its connections.
 	stopDB()

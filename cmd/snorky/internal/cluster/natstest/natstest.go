@@ -5,6 +5,7 @@
 package natstest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Cluster is a set of embedded NATS servers.
@@ -79,25 +82,42 @@ func Start(dir string, n int) (*Cluster, error) {
 		}
 	}
 	if n > 1 {
-		deadline := time.Now().Add(30 * time.Second)
-		for !c.hasMetaLeader() {
-			if time.Now().After(deadline) {
-				c.Shutdown()
-				return nil, fmt.Errorf("natstest: no JetStream meta leader after 30 s")
-			}
-			time.Sleep(50 * time.Millisecond)
+		if err := c.waitPlacement(n); err != nil {
+			c.Shutdown()
+			return nil, err
 		}
 	}
 	return c, nil
 }
 
-func (c *Cluster) hasMetaLeader() bool {
-	for _, s := range c.Servers {
-		if s.Running() && s.JetStreamIsLeader() {
-			return true
-		}
+// waitPlacement waits until the cluster can place a stream on n servers:
+// a meta leader alone is not enough, its peers must have reported in.
+func (c *Cluster) waitPlacement(n int) error {
+	nc, err := nats.Connect(c.URLs())
+	if err != nil {
+		return fmt.Errorf("natstest: %w", err)
 	}
-	return false
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("natstest: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "natstest_probe", Subjects: []string{"natstest.probe"}, Replicas: n, Storage: jetstream.MemoryStorage})
+		if err == nil {
+			err = js.DeleteStream(ctx, "natstest_probe")
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("natstest: the cluster cannot place a stream on %d servers after 30 s: %w", n, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // URL is the client URL of server i.
