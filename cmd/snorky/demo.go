@@ -62,6 +62,16 @@ type demoOptions struct {
 	LogLevel string
 	// Ready, when not nil, is called once everything serves (tests).
 	Ready func(demoInfo)
+	// Nodes above 1 runs that many `snorky serve` processes joined
+	// through an embedded NATS server (README "Scaling out").
+	Nodes int
+	// FixedPorts puts the nodes on the ports after the page's (8081…
+	// for the WebSockets, 8181… for the backends); otherwise free ports.
+	FixedPorts bool
+	// ServeBin is the snorky binary the nodes run; default this one.
+	ServeBin string
+
+	pgDir string
 }
 
 // demoInfo describes a running demo.
@@ -70,7 +80,14 @@ type demoInfo struct {
 	DatabaseURL string         // the throwaway database holding the tasks table
 	BinDir      string         // the PostgreSQL binaries in use (psql is there)
 	PGDir       string         // PostgreSQL's temporary directory, removed on exit
-	Server      *snorky.Server // the Snorky server
+	Server      *snorky.Server // the Snorky server (nil with Nodes)
+	Nodes       []demoNodeInfo // the nodes' processes (with Nodes)
+}
+
+// demoNodeInfo describes one node of `snorky demo --nodes N`.
+type demoNodeInfo struct {
+	PID               int
+	Frontend, Backend string // host:port
 }
 
 // demo runs `snorky demo [--port N]`.
@@ -80,14 +97,16 @@ func demo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	port := fs.Int("port", 8080, "port of the TodoMVC page (0: a free port)")
 	host := fs.String("host", "127.0.0.1", "address the page listens on; e.g. 0.0.0.0 in a container or on a remote machine (the WebSocket is then served through the page's port too)")
 	level := fs.String("log-level", "warn", "the server's log level: debug, info, warn or error")
+	nodes := fs.Int("nodes", 1, "run this many snorky nodes joined through an embedded NATS server (a cluster; README \"Scaling out\")")
 	if err := fs.Parse(args); err != nil {
 		return errUsage
 	}
-	if fs.NArg() > 0 || *port < 0 || *port > 65535 {
+	if fs.NArg() > 0 || *port < 0 || *port > 65535 || *nodes < 1 || *nodes > 16 {
 		fs.Usage()
 		return errUsage
 	}
-	return runDemo(ctx, demoOptions{Addr: net.JoinHostPort(*host, strconv.Itoa(*port)), ProxyWebSocket: !isLoopback(*host), LogLevel: *level}, stdout, stderr)
+	return runDemo(ctx, demoOptions{Addr: net.JoinHostPort(*host, strconv.Itoa(*port)), ProxyWebSocket: !isLoopback(*host), LogLevel: *level,
+		Nodes: *nodes, FixedPorts: *port != 0}, stdout, stderr)
 }
 
 // runDemo starts a throwaway PostgreSQL with the tasks table, the Snorky
@@ -138,6 +157,10 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) (e
 		return err
 	}
 	defer os.RemoveAll(dir)
+	if opts.Nodes > 1 {
+		opts.pgDir = pg.Dir()
+		return runDemoNodes(ctx, opts, pageLn, pageURL, openURL, dbURL, dir, stdout, stderr)
+	}
 	apiKey, secret := randomHex(16), randomHex(32)
 	cfgPath := filepath.Join(dir, "snorky.yaml")
 	cfgText := fmt.Sprintf(demoConfig, pageURL, fmt.Sprintf("http://localhost:%d", pagePort), apiKey, secret, dbURL, opts.LogLevel)

@@ -63,7 +63,9 @@ func Connect(cfg *config.ClusterConfig, acquireTimeout time.Duration, log *slog.
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			c.metrics.connected.Set(0)
-			log.Warn("cluster: disconnected from NATS; reconnecting", "err", err)
+			if err != nil { // nil: this node closed the connection
+				log.Warn("cluster: disconnected from NATS; reconnecting", "err", err)
+			}
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			subj := ""
