@@ -20,7 +20,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/snorkyhq/snorky/cmd/snorky/internal/cluster/natstest"
+	"github.com/snorkyhq/snorky/cmd/snorky/natslocal"
 	"github.com/snorkyhq/snorky/examples/todomvc"
 )
 
@@ -124,7 +124,7 @@ func runDemoNodes(ctx context.Context, opts demoOptions, pageLn net.Listener, pa
 		bin = exe
 	}
 	fmt.Fprintln(stdout, "Starting an embedded NATS server with JetStream…")
-	nats, err := natstest.Start(filepath.Join(dir, "nats"), 1)
+	nats, err := natslocal.Start(filepath.Join(dir, "nats"), 1)
 	if err != nil {
 		return fmt.Errorf("starting NATS: %w", err)
 	}

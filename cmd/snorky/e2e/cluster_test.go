@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/snorkyhq/snorky/cdc/pglocal/pgtest"
-	"github.com/snorkyhq/snorky/cmd/snorky/internal/cluster/natstest"
+	"github.com/snorkyhq/snorky/cmd/snorky/natslocal"
 )
 
 // clusterDetail is /readyz's detail.cluster of a node.
@@ -33,9 +33,9 @@ func (p *proc) clusterDetail() clusterDetail {
 
 // startNATS starts n embedded NATS servers with JetStream, stopped at the
 // end of the test.
-func startNATS(t *testing.T, n int) *natstest.Cluster {
+func startNATS(t *testing.T, n int) *natslocal.Cluster {
 	t.Helper()
-	nc, err := natstest.Start(t.TempDir(), n)
+	nc, err := natslocal.Start(t.TempDir(), n)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/snorkyhq/snorky/cmd/snorky/internal/cluster"
-	"github.com/snorkyhq/snorky/cmd/snorky/internal/cluster/natstest"
+	"github.com/snorkyhq/snorky/cmd/snorky/natslocal"
 	"github.com/snorkyhq/snorky/sync/chat"
 	"github.com/snorkyhq/snorky/sync/cursors"
 	"github.com/snorkyhq/snorky/sync/jsonval"
@@ -39,9 +39,9 @@ type testNode struct {
 	kv   map[string]jetstream.KeyValue // bucket suffix → bucket
 }
 
-func startNATS(t *testing.T, servers int) *natstest.Cluster {
+func startNATS(t *testing.T, servers int) *natslocal.Cluster {
 	t.Helper()
-	c, err := natstest.Start(t.TempDir(), servers)
+	c, err := natslocal.Start(t.TempDir(), servers)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,13 +16,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/snorkyhq/snorky/cmd/snorky/internal/cluster"
-	"github.com/snorkyhq/snorky/cmd/snorky/internal/cluster/natstest"
+	"github.com/snorkyhq/snorky/cmd/snorky/natslocal"
 	"github.com/snorkyhq/snorky/sync/rpc/rpctest"
 )
 
 // nats2 is a routed cluster of two NATS servers that every test shares;
 // each test is a cluster of its own (name and prefix).
-var nats2 *natstest.Cluster
+var nats2 *natslocal.Cluster
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "relay-test")
@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	nats2, err = natstest.Start(dir, 2)
+	nats2, err = natslocal.Start(dir, 2)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -1,8 +1,8 @@
-// Package natstest starts embedded NATS servers with JetStream for tests
-// and the demo: one server, or a cluster of several that route to each
-// other and replicate streams, each in this process with its own storage
-// directory.
-package natstest
+// Package natslocal starts throwaway NATS servers with JetStream, embedded
+// in this process (tests, `snorky demo --nodes`, snorky-bench): one server, or
+// a cluster of several that route to each other and replicate streams,
+// each with its own storage directory.
+package natslocal
 
 import (
 	"context"
@@ -31,7 +31,7 @@ type Cluster struct {
 // accepts clients and, for a cluster, until JetStream has a meta leader.
 func Start(dir string, n int) (*Cluster, error) {
 	if n < 1 {
-		return nil, fmt.Errorf("natstest: %d servers", n)
+		return nil, fmt.Errorf("natslocal: %d servers", n)
 	}
 	routePorts := make([]int, n)
 	for i := range routePorts {
@@ -69,7 +69,7 @@ func Start(dir string, n int) (*Cluster, error) {
 		s, err := server.NewServer(o)
 		if err != nil {
 			c.Shutdown()
-			return nil, fmt.Errorf("natstest: %w", err)
+			return nil, fmt.Errorf("natslocal: %w", err)
 		}
 		go s.Start()
 		c.Servers = append(c.Servers, s)
@@ -78,7 +78,7 @@ func Start(dir string, n int) (*Cluster, error) {
 	for _, s := range c.Servers {
 		if !s.ReadyForConnections(20 * time.Second) {
 			c.Shutdown()
-			return nil, fmt.Errorf("natstest: %s did not start", s.Name())
+			return nil, fmt.Errorf("natslocal: %s did not start", s.Name())
 		}
 	}
 	if n > 1 {
@@ -95,26 +95,26 @@ func Start(dir string, n int) (*Cluster, error) {
 func (c *Cluster) waitPlacement(n int) error {
 	nc, err := nats.Connect(c.URLs())
 	if err != nil {
-		return fmt.Errorf("natstest: %w", err)
+		return fmt.Errorf("natslocal: %w", err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return fmt.Errorf("natstest: %w", err)
+		return fmt.Errorf("natslocal: %w", err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "natstest_probe", Subjects: []string{"natstest.probe"}, Replicas: n, Storage: jetstream.MemoryStorage})
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "natslocal_probe", Subjects: []string{"natslocal.probe"}, Replicas: n, Storage: jetstream.MemoryStorage})
 		if err == nil {
-			err = js.DeleteStream(ctx, "natstest_probe")
+			err = js.DeleteStream(ctx, "natslocal_probe")
 		}
 		cancel()
 		if err == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("natstest: the cluster cannot place a stream on %d servers after 30 s: %w", n, err)
+			return fmt.Errorf("natslocal: the cluster cannot place a stream on %d servers after 30 s: %w", n, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
