@@ -408,7 +408,8 @@ func (r *Reader) flushPosition(pastLimit bool) LSN {
 	if idle && r.idleEnd > pos {
 		pos = r.idleEnd
 	}
-	if cl, ok := r.sink.(ConfirmLimiter); ok && !(pastLimit && idle) {
+	_, gate := r.sink.(ConfirmGate)
+	if cl, ok := r.sink.(ConfirmLimiter); ok && (gate || !(pastLimit && idle)) {
 		if lim, limited := cl.ConfirmLimit(); limited && pos > lim {
 			pos = lim
 		}

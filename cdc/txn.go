@@ -150,3 +150,14 @@ type StreamPositioner interface {
 type ConfirmLimiter interface {
 	ConfirmLimit() (lsn LSN, limited bool)
 }
+
+// ConfirmGate is a ConfirmLimiter whose limit holds even while the reader
+// is idle: what it took is not safe yet (a cluster's stream publishes
+// asynchronously, and confirms to PostgreSQL only what JetStream stored).
+// A replay window's limit is lifted when idle, so that PostgreSQL's
+// shutdown is not held up; a gate's is not.
+type ConfirmGate interface {
+	ConfirmLimiter
+	// GateConfirm marks the sink; it is never called.
+	GateConfirm()
+}

@@ -42,6 +42,9 @@ type cdcConfig struct {
 	PerAddr     int
 	Service     string
 	BackendSvc  string
+	// Nodes above 1 runs a cluster: that many servers joined through a
+	// NATS server (a child process), subscriptions spread over them.
+	Nodes int
 }
 
 func (c *cdcConfig) register(fs *flag.FlagSet) {
@@ -63,11 +66,15 @@ func (c *cdcConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.PerAddr, "per-source-addr", 5000, "client connections per loopback source address")
 	fs.StringVar(&c.Service, "service", "datasync", "frontend DataSync service name")
 	fs.StringVar(&c.BackendSvc, "backend-service", "datasync_backend", "backend DataSync service name")
+	fs.IntVar(&c.Nodes, "nodes", 1, "servers in a cluster joined through a NATS server (a child process); subscriptions go round-robin to them, CPU is summed over them and NATS")
 }
 
 // Validate checks the scenario's bounds and fills the defaults that depend
 // on other flags.
 func (c *cdcConfig) Validate() error {
+	if c.Nodes == 0 {
+		c.Nodes = 1
+	}
 	if c.TxRows == 0 {
 		c.TxRows = 1
 		if c.Saturate {
@@ -93,6 +100,10 @@ func (c *cdcConfig) Validate() error {
 		return errors.New("--slot, --publication and --ref-slot must be distinct lower-case SQL names ([a-z_][a-z0-9_]*)")
 	case c.DialConc < 1 || c.PerAddr < 1 || c.Drain <= 0:
 		return errors.New("--dial-concurrency, --per-source-addr and --drain must be positive")
+	case c.Nodes < 1 || c.Nodes > 8:
+		return fmt.Errorf("--nodes: got %d, want 1..8", c.Nodes)
+	case c.Nodes > 1 && c.Saturate && c.Backlog > 0:
+		return errors.New("--nodes with --saturate: add --backlog 0 (the drain comparison with pg_recvlogical measures one server)")
 	}
 	return nil
 }
@@ -315,6 +326,11 @@ type cdcResult struct {
 	OtherCPUS         float64 `json:"other_cpu_s"`
 	HostCPUPct        float64 `json:"host_cpu_pct"`
 
+	// Nodes and NATSCPUS, for a cluster: the server figures above are
+	// summed over the nodes and the NATS server, whose own share is here.
+	Nodes    int     `json:"nodes,omitempty"`
+	NATSCPUS float64 `json:"nats_cpu_s,omitempty"`
+
 	Drain *cdcDrain `json:"drain,omitempty"`
 
 	SubsClosed int            `json:"subs_closed"`
@@ -495,16 +511,30 @@ loop:
 var cdcMetricNames = []string{"snorky_cdc_changes_total", "snorky_cdc_transactions_total", "snorky_datasync_deliveries_total"}
 
 // runCDC runs the scenario against srv, whose reader streams from db.
-func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, logf func(string, ...any)) (*cdcResult, error) {
+func runCDC(ctx context.Context, cfg cdcConfig, nodes []*server, nats *natsProc, db *cdcDatabase, logf func(string, ...any)) (*cdcResult, error) {
+	srv := nodes[0]
 	recv := newDeltaReceiver()
-	be, closeBE := newBackendClient(srv, cfg.DialConc)
-	defer closeBE()
-	d := &wsDialer{url: srv.WSURL, src: newSourceAddrs(0, cfg.PerAddr), readBuf: 4096, writeBuf: 1024, timeout: 10 * time.Second}
-
 	connectStart := time.Now()
-	logf("cdc: authorising and acquiring %d subscriptions of ByKey from %v", cfg.Subs, d.src)
-	subs, err := subscribeAll(ctx, srv, d, be, cfg.Service, cfg.BackendSvc, cfg.Subs, cfg.DialConc,
-		func(i int) (string, any) { return "ByKey", i }, recv, logf)
+	// Subscription i goes to node i mod N (key i).
+	var subs []*dsSub
+	var err error
+	for g, node := range nodes {
+		n := cfg.Subs / len(nodes)
+		if g < cfg.Subs%len(nodes) {
+			n++
+		}
+		be, closeBE := newBackendClient(node, cfg.DialConc)
+		defer closeBE()
+		d := &wsDialer{url: node.WSURL, src: newSourceAddrs(g, cfg.PerAddr), readBuf: 4096, writeBuf: 1024, timeout: 10 * time.Second}
+		logf("cdc: authorising and acquiring %d subscriptions of ByKey on %s from %v", n, node.WSURL, d.src)
+		var part []*dsSub
+		part, err = subscribeAll(ctx, node, d, be, cfg.Service, cfg.BackendSvc, n, cfg.DialConc,
+			func(i int) (string, any) { return "ByKey", i*len(nodes) + g }, recv, logf)
+		subs = append(subs, part...)
+		if err != nil {
+			break
+		}
+	}
 	var codes map[string]int
 	closed := false
 	defer func() {
@@ -531,10 +561,25 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 	if cfg.Saturate {
 		res.Mode = "saturate"
 	}
-	m0, _ := scrapeMetrics(ctx, srv.MetricsURL, cdcMetricNames...)
+	pids := []int{}
+	for _, n := range nodes[1:] {
+		pids = append(pids, n.PID)
+	}
+	if nats != nil {
+		pids = append(pids, nats.PID)
+	}
+	m0 := scrapeNodes(ctx, nodes, cdcMetricNames...)
 	u0, err := sampleUsage(srv)
 	if err != nil {
 		return nil, err
+	}
+	others0, err := cpuOf(pids)
+	if err != nil {
+		return nil, err
+	}
+	var natsCPU0 time.Duration
+	if nats != nil {
+		natsCPU0, _ = cpuOf([]int{nats.PID})
 	}
 
 	var lastRows, lastRecv uint64
@@ -567,8 +612,19 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 	if err != nil {
 		return nil, fmt.Errorf("sampling the server after the run: %w", err)
 	}
+	others1, err := cpuOf(pids)
+	if err != nil {
+		return nil, fmt.Errorf("sampling the other nodes after the run: %w", err)
+	}
 	spent := u0.until(u1)
-	m1, _ := scrapeMetrics(ctx, srv.MetricsURL, cdcMetricNames...)
+	// The other nodes and NATS count as the server.
+	spent.Server += others1 - others0
+	spent.OtherS = max(0, spent.OtherS-(others1-others0).Seconds())
+	if nats != nil {
+		natsCPU1, _ := cpuOf([]int{nats.PID})
+		res.Nodes, res.NATSCPUS = len(nodes), (natsCPU1 - natsCPU0).Seconds()
+	}
+	m1 := scrapeNodes(ctx, nodes, cdcMetricNames...)
 
 	received := recv.received.Load()
 	if cfg.Subs == 0 {
@@ -621,6 +677,18 @@ func runCDC(ctx context.Context, cfg cdcConfig, srv *server, db *cdcDatabase, lo
 	}
 	res.CloseCodes = codes
 	return res, nil
+}
+
+// scrapeNodes sums the named metrics over the nodes.
+func scrapeNodes(ctx context.Context, nodes []*server, names ...string) map[string]float64 {
+	sum := map[string]float64{}
+	for _, n := range nodes {
+		m, _ := scrapeMetrics(ctx, n.MetricsURL, names...)
+		for k, v := range m {
+			sum[k] += v
+		}
+	}
+	return sum
 }
 
 // drainComparison writes cfg.Backlog rows while the server is paused and
@@ -780,6 +848,9 @@ func printCDC(w io.Writer, r *cdcResult) {
 	fmt.Fprintf(w, "  INSERT call     p50 %.0f  p99 %.0f  max %.0f µs\n", c.P50US, c.P99US, c.MaxUS)
 	fmt.Fprintf(w, "  server CPU      %.2fs (%.2f cores), %.2f µs per row change; RSS %d KiB\n",
 		r.ServerCPUS, r.ServerCores, r.ServerCPUPerRowUS, r.ServerRSSEndKiB)
+	if r.Nodes > 1 {
+		fmt.Fprintf(w, "  cluster         %d nodes and a NATS server; the CPU above is their sum, NATS's share %.2fs (RSS is node 1's)\n", r.Nodes, r.NATSCPUS)
+	}
 	fmt.Fprintf(w, "  runner CPU      %.2fs; other processes (PostgreSQL) %.2fs (host busy %.0f%%)\n", r.ClientCPUS, r.OtherCPUS, r.HostCPUPct)
 	if d := r.Drain; d != nil {
 		fmt.Fprintf(w, "  backlog         %d rows, %d WAL bytes, written in %.2fs (%.0f rows/s) with the server paused\n",

@@ -85,6 +85,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, time.Now().Format("15:04:05.000")+" "+format+"\n", a...)
 	}
 	scenario, args := args[0], args[1:]
+	if scenario == natsScenario {
+		return runNATSChild(ctx, args, stdout)
+	}
 	fs := flag.NewFlagSet(scenario, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var sf serverFlags
@@ -163,6 +166,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		sf.extraConfig = cdcServerConfig(db.URL, xc)
 	}
 
+	var nats *natsProc
+	if scenario == "cdc" && xc.Nodes > 1 {
+		if sf.pid != 0 {
+			return errors.New("--nodes needs servers the runner spawns (not --server-pid)")
+		}
+		var err error
+		if nats, err = startNATS(ctx, logf); err != nil {
+			return err
+		}
+		defer nats.Stop()
+		sf.extraConfig += clusterServerConfig(nats.URL)
+	}
 	srv, err := startServer(ctx, sf, logf)
 	if err != nil {
 		return err
@@ -172,6 +187,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			logf("warning: %v", err)
 		}
 	}()
+	nodes := []*server{srv}
+	for len(nodes) < xc.Nodes {
+		n, err := startServer(ctx, sf, logf)
+		if err != nil {
+			return err
+		}
+		defer n.Stop()
+		nodes = append(nodes, n)
+	}
 
 	var report any
 	switch scenario {
@@ -194,7 +218,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		report = res
 	case "cdc":
-		res, err := runCDC(ctx, xc, srv, db, logf)
+		res, err := runCDC(ctx, xc, nodes, nats, db, logf)
 		if err != nil {
 			return serverState(srv, err)
 		}

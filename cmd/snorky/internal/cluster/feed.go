@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -130,7 +131,7 @@ func (f *Feed) consume(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("cluster stream %s: %w", f.stream, err)
 		}
-		if err := f.handle(ctx, meta.Sequence.Stream, m.Data()); err != nil {
+		if err := f.handleMessage(ctx, meta.Sequence.Stream, m.Data()); err != nil {
 			return err
 		}
 		f.lag.Store(meta.NumPending)
@@ -141,22 +142,41 @@ func (f *Feed) consume(ctx context.Context) error {
 	}
 }
 
-// handle gives one record to the engine.
-func (f *Feed) handle(ctx context.Context, seq uint64, body []byte) error {
-	r, err := decodeRecord(body)
-	if err != nil {
-		// A record this node cannot read is a gap in what it delivers.
-		f.log.Error("cluster: skipping a stream record this node cannot read", "seq", seq, "err", err)
-		f.metrics.badRecords.Inc()
-		f.seq = seq
-		return nil
-	}
-	if f.started && f.seq > 0 && seq != f.seq+1 {
-		f.log.Error("cluster: records of the stream expired before this node read them (it was away longer than cluster.stream max_age)", "from_seq", f.seq+1, "to_seq", seq-1)
-		f.target.Reset(r.prev, "records of the cluster stream expired before this node read them")
-		f.pos = r.prev
-	}
+// handleMessage gives the records of one stream message to the engine.
+func (f *Feed) handleMessage(ctx context.Context, seq uint64, body []byte) error {
+	gap := f.started && f.seq > 0 && seq != f.seq+1
 	f.seq = seq
+	for i := 0; len(body) > 0; i++ {
+		n, k := binary.Uvarint(body)
+		if k <= 0 || n > uint64(len(body)-k) {
+			// A message this node cannot read is a gap in what it delivers.
+			f.log.Error("cluster: skipping the rest of a stream message this node cannot read", "seq", seq, "record", i)
+			f.metrics.badRecords.Inc()
+			return nil
+		}
+		r, err := decodeRecord(body[k : k+int(n)])
+		body = body[k+int(n):]
+		if err != nil {
+			f.log.Error("cluster: skipping a stream record this node cannot read", "seq", seq, "record", i, "err", err)
+			f.metrics.badRecords.Inc()
+			continue
+		}
+		if gap {
+			gap = false
+			f.log.Error("cluster: records of the stream expired before this node read them (it was away longer than cluster.stream.max_age)", "seq", seq)
+			f.target.Reset(r.prev, "records of the cluster stream expired before this node read them")
+			f.pos = r.prev
+		}
+		if err := f.handle(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handle gives one record to the engine.
+func (f *Feed) handle(ctx context.Context, r *record) error {
+	var err error
 	if r.kind == kindStart {
 		if err := f.target.StartStream(r.epoch, r.from, r.horizon); err != nil {
 			return err

@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -31,57 +32,115 @@ const publishTimeout = 2 * time.Second
 const jsWrongLastSequence = 10071
 
 // Publisher is the sink of the WAL reader on the node that owns the slot:
-// it publishes every session start and transaction to the cluster's stream,
-// in order, and returns only once JetStream has stored it, so that the
-// reader confirms to PostgreSQL only what the stream holds.
+// it publishes every session start and transaction to the cluster's
+// stream, in order. Records are batched: while one message is on its way
+// to JetStream, the records that follow gather into the next, so that a
+// busy stream costs one message (and one wake-up on every node) per batch
+// rather than per transaction. The reader confirms to PostgreSQL only what
+// JetStream has stored (cdc.ConfirmGate).
 //
 // Each publish expects the stream's last sequence to be the previous one's:
 // should an old owner still publish (a partition), the stream never
 // interleaves two owners; the loser stops with an error that says so.
 type Publisher struct {
-	js      jetstream.JetStream
-	stream  string
-	subject string
-	log     *slog.Logger
-	ctx     context.Context
-	metrics *Metrics
+	js       jetstream.JetStream
+	stream   string
+	subject  string
+	log      *slog.Logger
+	ctx      context.Context
+	metrics  *Metrics
+	maxBatch int
 
-	mu         sync.Mutex
-	pos        cdc.LSN // the stream's position after the last record
-	lastSeq    uint64  // the stream's last sequence
-	known      bool    // pos and lastSeq were read from the stream
-	epoch      string
-	session    string
-	xid        uint32          // the open (chunked) transaction
-	chunks     int             // chunks of it published
-	tables     map[string]bool // tables it touched so far
-	dropping   bool            // it is too large for one message: only its tables are kept
+	mu       sync.Mutex
+	changed  *sync.Cond // the batch, the flight or err changed
+	cur      batch      // records gathering for the next message
+	spare    batch      // the previous message's, for reuse
+	inFlight bool
+	acked    cdc.LSN // the stream's position after what JetStream stored
+	err      error   // the flusher stopped
+	flusher  bool    // the flusher runs
+
+	pos     cdc.LSN // the stream's position after the last record encoded
+	lastSeq uint64  // the stream's last sequence (the flusher's)
+	known   bool    // pos, acked and lastSeq were read from the stream
+	epoch   string
+	session string
+	xid     uint32          // the open (chunked) transaction
+	chunks  int             // chunks of it encoded
+	tables  map[string]bool // tables it touched so far
+	// dropping says the open transaction is too large for one message:
+	// only its tables are kept.
+	dropping   bool
 	maxPayload int
-	buf        []byte
+	rec        []byte
+}
+
+// batch is one message's worth of records, each after its length.
+type batch struct {
+	buf   []byte
+	id    string  // the message id: the last record's
+	after cdc.LSN // the stream's position after it
 }
 
 var (
 	_ cdc.Sink             = (*Publisher)(nil)
 	_ cdc.StreamStarter    = (*Publisher)(nil)
 	_ cdc.StreamPositioner = (*Publisher)(nil)
+	_ cdc.ConfirmGate      = (*Publisher)(nil)
 )
 
 // NewPublisher returns the publisher to stream (subject) of js. It stops
 // retrying when ctx is done.
 func NewPublisher(ctx context.Context, js jetstream.JetStream, stream, subject string, maxPayload int, log *slog.Logger, m *Metrics) *Publisher {
-	return &Publisher{js: js, stream: stream, subject: subject, ctx: ctx, log: log, metrics: m, maxPayload: maxPayload}
+	p := &Publisher{js: js, stream: stream, subject: subject, ctx: ctx, log: log, metrics: m, maxPayload: maxPayload,
+		maxBatch: min(maxPayload, 256<<10)}
+	p.changed = sync.NewCond(&p.mu)
+	context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.changed.Broadcast()
+		p.mu.Unlock()
+	})
+	return p
 }
 
-// StreamPosition reads where the stream stands (cdc.StreamPositioner):
-// the reader streams after it, so a new owner does not publish again what
-// the stream holds.
+// ConfirmLimit caps what the reader confirms at what JetStream stored
+// (cdc.ConfirmLimiter).
+func (p *Publisher) ConfirmLimit() (cdc.LSN, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.cur.buf) > 0 || p.inFlight || p.err != nil {
+		return p.acked, true
+	}
+	return 0, false
+}
+
+// GateConfirm marks the publisher as a cdc.ConfirmGate.
+func (p *Publisher) GateConfirm() {}
+
+// StreamPosition reads where the stream stands (cdc.StreamPositioner),
+// once what this process handed on is stored: the reader streams after
+// it, so a new owner does not publish again what the stream holds.
 func (p *Publisher) StreamPosition(ctx context.Context) (cdc.LSN, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if err := p.idleLocked(); err != nil {
+		return 0, err
+	}
 	if err := p.readStreamLocked(ctx); err != nil {
 		return 0, err
 	}
 	return p.pos, nil
+}
+
+// idleLocked waits until every record is stored.
+func (p *Publisher) idleLocked() error {
+	for (len(p.cur.buf) > 0 || p.inFlight) && p.err == nil && p.ctx.Err() == nil {
+		p.changed.Wait()
+	}
+	if p.err != nil {
+		return p.err
+	}
+	return p.ctx.Err()
 }
 
 func (p *Publisher) readStreamLocked(ctx context.Context) error {
@@ -108,7 +167,7 @@ func (p *Publisher) readStreamLocked(ctx context.Context) error {
 			p.pos = lsn
 		}
 	}
-	p.known = true
+	p.acked, p.known = p.pos, true
 	return nil
 }
 
@@ -117,6 +176,9 @@ func (p *Publisher) StartStream(epoch string, from cdc.LSN, horizon string) erro
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.known {
+		if err := p.idleLocked(); err != nil {
+			return err
+		}
 		if err := p.readStreamLocked(p.ctx); err != nil {
 			return err
 		}
@@ -135,8 +197,8 @@ func (p *Publisher) StartStream(epoch string, from cdc.LSN, horizon string) erro
 	rand.Read(id[:])
 	p.session = hex.EncodeToString(id[:])
 	p.xid, p.chunks, p.tables, p.dropping = 0, 0, nil, false
-	p.buf = encodeStart(p.buf[:0], epoch, p.pos, from, horizon)
-	return p.publishLocked("s-"+p.session, p.pos)
+	p.rec = encodeStart(p.rec[:0], epoch, p.pos, from, horizon)
+	return p.addLocked("s-"+p.session, p.pos)
 }
 
 // Apply publishes a transaction or a chunk of one (cdc.Sink). A record
@@ -187,13 +249,13 @@ var errTooLarge = errors.New("a single change is larger than the largest NATS me
 // publishSplitLocked publishes txn, halving its changes until each record
 // fits in a message.
 func (p *Publisher) publishSplitLocked(txn *cdc.Txn) error {
-	p.buf = encodeTxn(p.buf[:0], p.epoch, p.pos, txn)
-	if len(p.buf)+512 <= p.maxPayload {
+	p.rec = encodeTxn(p.rec[:0], p.epoch, p.pos, txn)
+	if len(p.rec)+512 <= p.maxPayload {
 		if txn.Partial {
 			p.chunks++
-			return p.publishLocked(fmt.Sprintf("c-%s-%d-%d", p.session, txn.Xid, p.chunks), p.pos)
+			return p.addLocked(fmt.Sprintf("c-%s-%d-%d", p.session, txn.Xid, p.chunks), p.pos)
 		}
-		return p.publishLocked("t-"+txn.EndLSN.String(), txn.EndLSN)
+		return p.addLocked("t-"+txn.EndLSN.String(), txn.EndLSN)
 	}
 	n := len(txn.Changes)
 	if n <= 1 && len(txn.Messages) <= 1 {
@@ -239,21 +301,79 @@ func (p *Publisher) publishTooLargeLocked(txn *cdc.Txn) error {
 		t.Tables = append(t.Tables, tb)
 	}
 	p.xid, p.chunks, p.tables, p.dropping = 0, 0, nil, false
-	p.buf = encodeTxn(p.buf[:0], p.epoch, p.pos, t)
-	return p.publishLocked("t-"+txn.EndLSN.String(), txn.EndLSN)
+	p.rec = encodeTxn(p.rec[:0], p.epoch, p.pos, t)
+	return p.addLocked("t-"+txn.EndLSN.String(), txn.EndLSN)
 }
 
-// publishLocked publishes p.buf with message id id and, once stored, makes
-// after the stream's position. It retries until JetStream stores it or
-// the publisher's context ends.
-func (p *Publisher) publishLocked(id string, after cdc.LSN) error {
-	msg := &nats.Msg{Subject: p.subject, Data: p.buf, Header: nats.Header{}}
-	msg.Header.Set(posHeader, after.String())
+// addLocked adds the record in p.rec, whose message id is id and after
+// which the stream stands at after, to the next message. It waits only
+// when that message is full.
+func (p *Publisher) addLocked(id string, after cdc.LSN) error {
+	need := len(p.rec) + binary.MaxVarintLen64
+	for len(p.cur.buf) > 0 && len(p.cur.buf)+need > p.maxBatch && p.err == nil && p.ctx.Err() == nil {
+		p.changed.Wait()
+	}
+	if p.err != nil {
+		return p.err
+	}
+	if err := p.ctx.Err(); err != nil {
+		return err
+	}
+	p.cur.buf = binary.AppendUvarint(p.cur.buf, uint64(len(p.rec)))
+	p.cur.buf = append(p.cur.buf, p.rec...)
+	p.cur.id, p.cur.after, p.pos = id, after, after
+	if !p.flusher {
+		p.flusher = true
+		go p.flush()
+	}
+	p.changed.Broadcast()
+	return nil
+}
+
+// flush publishes the gathered records, one message at a time, until the
+// publisher's context ends or a publish fails for good.
+func (p *Publisher) flush() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		for len(p.cur.buf) == 0 && p.ctx.Err() == nil {
+			p.changed.Wait()
+		}
+		if p.ctx.Err() != nil {
+			p.flusher = false
+			p.changed.Broadcast()
+			return
+		}
+		b := p.cur
+		p.cur, p.spare = batch{buf: p.spare.buf[:0]}, batch{}
+		p.inFlight = true
+		p.mu.Unlock()
+		err := p.publish(&b)
+		p.mu.Lock()
+		p.inFlight, p.spare = false, b
+		if err != nil {
+			if p.ctx.Err() == nil {
+				p.log.Error("cluster: "+err.Error(), "stream", p.stream)
+			}
+			p.err, p.flusher = err, false
+			p.changed.Broadcast()
+			return
+		}
+		p.acked = b.after
+		p.changed.Broadcast()
+	}
+}
+
+// publish publishes b and retries until JetStream stores it or the
+// publisher's context ends.
+func (p *Publisher) publish(b *batch) error {
+	msg := &nats.Msg{Subject: p.subject, Data: b.buf, Header: nats.Header{}}
+	msg.Header.Set(posHeader, b.after.String())
 	wait := 50 * time.Millisecond
 	failing := time.Time{}
 	for {
 		ctx, cancel := context.WithTimeout(p.ctx, publishTimeout)
-		opts := []jetstream.PublishOpt{jetstream.WithMsgID(id), jetstream.WithExpectStream(p.stream)}
+		opts := []jetstream.PublishOpt{jetstream.WithMsgID(b.id), jetstream.WithExpectStream(p.stream)}
 		if p.lastSeq > 0 {
 			opts = append(opts, jetstream.WithExpectLastSequence(p.lastSeq))
 		}
@@ -263,7 +383,7 @@ func (p *Publisher) publishLocked(id string, after cdc.LSN) error {
 			if !failing.IsZero() {
 				p.log.Info("cluster: publishing to the stream again", "after", time.Since(failing).Round(time.Millisecond))
 			}
-			p.lastSeq, p.pos = ack.Sequence, after
+			p.lastSeq = ack.Sequence
 			p.metrics.published.Inc()
 			return nil
 		}
@@ -274,8 +394,8 @@ func (p *Publisher) publishLocked(id string, after cdc.LSN) error {
 		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsWrongLastSequence {
 			// Our own earlier attempt may have been stored without its
 			// acknowledgement reaching us.
-			if seq, ok := p.storedLast(id); ok {
-				p.lastSeq, p.pos = seq, after
+			if seq, ok := p.storedLast(b.id); ok {
+				p.lastSeq = seq
 				p.metrics.published.Inc()
 				return nil
 			}
