@@ -141,6 +141,24 @@ var errCorrupt = errors.New("corrupt stream record")
 type decoder struct {
 	b   []byte
 	err error
+	// names interns table and column names: every row repeats them.
+	names map[string]string
+}
+
+// name reads a string that recurs (a table or column name).
+func (d *decoder) name() string {
+	b := d.bytes()
+	if d.names == nil {
+		return string(b)
+	}
+	if s, ok := d.names[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if len(d.names) < 4096 {
+		d.names[s] = s
+	}
+	return s
 }
 
 func (d *decoder) fail() {
@@ -243,16 +261,20 @@ func (d *decoder) columns() []cdc.Column {
 	}
 	cols := make([]cdc.Column, n)
 	for i := range cols {
-		cols[i].Name = d.str()
+		cols[i].Name = d.name()
 		cols[i].Value = d.bytes()
 	}
 	return cols
 }
 
-// decodeRecord decodes a stream message body. The record's values share
-// body's memory.
-func decodeRecord(body []byte) (*record, error) {
-	d := &decoder{b: body}
+// decodeRecord decodes a stream record. The record's values share body's
+// memory.
+func decodeRecord(body []byte) (*record, error) { return decodeRecordNames(body, nil) }
+
+// decodeRecordNames is decodeRecord with names interned in names (nil:
+// not interned).
+func decodeRecordNames(body []byte, names map[string]string) (*record, error) {
+	d := &decoder{b: body, names: names}
 	if v := d.byte1(); d.err == nil && v != codecVersion {
 		return nil, fmt.Errorf("stream record of version %d (this node reads %d): run the same snorky version on every node", v, codecVersion)
 	}
@@ -278,7 +300,7 @@ func decodeRecord(body []byte) (*record, error) {
 			t.Changes = make([]cdc.Change, n)
 			for i := range t.Changes {
 				c := &t.Changes[i]
-				c.Table = d.str()
+				c.Table = d.name()
 				c.Op = cdc.Op(d.byte1())
 				c.New = d.columns()
 				c.Old = d.columns()

@@ -40,6 +40,7 @@ type Feed struct {
 	epoch   string
 	pos     cdc.LSN
 	seq     uint64
+	names   map[string]string // table and column names, interned
 
 	caughtUp atomic.Bool
 	lag      atomic.Uint64
@@ -154,7 +155,10 @@ func (f *Feed) handleMessage(ctx context.Context, seq uint64, body []byte) error
 			f.metrics.badRecords.Inc()
 			return nil
 		}
-		r, err := decodeRecord(body[k : k+int(n)])
+		if f.names == nil {
+			f.names = map[string]string{}
+		}
+		r, err := decodeRecordNames(body[k:k+int(n)], f.names)
 		body = body[k+int(n):]
 		if err != nil {
 			f.log.Error("cluster: skipping a stream record this node cannot read", "seq", seq, "record", i, "err", err)
