@@ -74,6 +74,10 @@ type Config struct {
 	// Publish delivers a PubSub message published from SQL (snorky.publish);
 	// nil refuses such messages.
 	Publish func(channel, message json.RawMessage) error
+	// StreamFed says a cluster's stream feeds the engine: without a
+	// database too, it takes its epoch from the stream's first record
+	// (StartStream) instead of making one up.
+	StreamFed bool
 	// Claim, in a cluster, makes an acquire single-use across every node:
 	// it records the subscription id as acquired and fails when another
 	// node (or this one) already did. With Claim set, an acquire of a

@@ -132,7 +132,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Engine, erro
 		marks:     map[uint64]uint8{},
 		outs:      map[rpc.Conn]*connOut{},
 	}
-	if !cfg.Database {
+	if !cfg.Database && !cfg.StreamFed {
 		// Without a database the window lives in memory only: a restart is
 		// a new stream.
 		e.epoch, e.started = randomEpoch(), true

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -313,5 +314,79 @@ func TestClusterTokensAndTakeover(t *testing.T) {
 	}
 	if n := cb2.count(); n != 2 {
 		t.Errorf("node B's connection got %d deltas, want 2", n)
+	}
+}
+
+// TestClusterWithoutDatabase: two nodes without a database share
+// publishDeltas batches through the stream: a batch published on either
+// node reaches subscribers on both, once, in one order, with the same
+// offsets; a subscriber resumes on the other node.
+func TestClusterWithoutDatabase(t *testing.T) {
+	nats := startNATS(t, 1)
+	name := randomName("c")
+	var nodes []*proc
+	for range 2 {
+		path, front, back := writeConfig(t, serverConfig{})
+		yaml := fmt.Sprintf(`frontend: {listen: %q, path: /ws}
+backend: {listen: %q, path: /backend, api_key: %q}
+tokens: {secret: %q}
+limits: {commands_per_second: 0}
+datasync: {position_interval: 200ms}
+cluster: {name: %s, nats: {url: %q}}
+models:
+  Note: {}
+dealers:
+  AllNotes: {model: Note, kind: broadcast}
+`, front, back, apiKey, tokenSecret, name, nats.URLs())
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, startProc(t, path, front, back))
+	}
+	for _, p := range nodes {
+		p.waitReady(60 * time.Second)
+	}
+	items := []map[string]any{item("AllNotes", nil)}
+	var clients []*wsClient
+	var res []resumable
+	for i, p := range nodes {
+		c := p.dial()
+		res = append(res, c.acquireResumable(nodes[1-i].mustAuthorize(items, "")))
+		clients = append(clients, c)
+	}
+	if res[0].Epoch != res[1].Epoch {
+		t.Fatalf("the nodes' epochs differ: %s and %s", res[0].Epoch, res[1].Epoch)
+	}
+	publish := func(p *proc, id int) {
+		t.Helper()
+		if _, rpcErr, err := p.backend("datasync_backend", "publishDeltas", map[string]any{"deltas": []any{
+			map[string]any{"type": "insert", "model": "Note", "data": map[string]any{"id": id}},
+		}}); err != nil || rpcErr != "" {
+			t.Fatalf("publishDeltas on a node: %v %s", err, rpcErr)
+		}
+	}
+	for i := range 20 {
+		publish(nodes[i%2], i)
+	}
+	for _, c := range clients {
+		c.waitDeltas(20, 30*time.Second)
+	}
+	a, b := clients[0].received(), clients[1].received()
+	for i := range a {
+		if a[i].Offset != b[i].Offset || num(a[i].Data, "id") != num(b[i].Data, "id") {
+			t.Fatalf("delta %d differs between the nodes: %s %v and %s %v", i, a[i].Offset, a[i].Data, b[i].Offset, b[i].Data)
+		}
+	}
+	checkOffsets(t, "node 0's client", a)
+	// Client 0 moves to node 1 and resumes from its last offset.
+	from := clients[0].lastOffset(res[0])
+	c := nodes[1].dial()
+	if _, errText := c.resume(res[0], from); errText != "" {
+		t.Fatalf("resume on the other node: %s", errText)
+	}
+	publish(nodes[0], 20)
+	got := c.waitDeltas(1, 30*time.Second)
+	if num(got[0].Data, "id") != 20 {
+		t.Fatalf("after the resume: got %v, want note 20", got[0].Data)
 	}
 }

@@ -43,6 +43,7 @@ type Feed struct {
 	names   map[string]string // table and column names, interned
 
 	caughtUp atomic.Bool
+	begun    atomic.Bool // the engine took its first record
 	lag      atomic.Uint64
 	lastErr  atomic.Pointer[string]
 }
@@ -60,6 +61,9 @@ func NewFeed(js jetstream.JetStream, stream, subject string, target Target, hori
 func (f *Feed) Health() error {
 	if e := f.lastErr.Load(); e != nil {
 		return errors.New(*e)
+	}
+	if !f.begun.Load() {
+		return fmt.Errorf("waiting for the cluster stream %s to begin (no node owns the replication slot yet: see the nodes' logs)", f.stream)
 	}
 	if !f.caughtUp.Load() {
 		return fmt.Errorf("catching up with the cluster stream %s (%d records behind)", f.stream, f.lag.Load())
@@ -186,6 +190,7 @@ func (f *Feed) handle(ctx context.Context, r *record) error {
 			return err
 		}
 		f.started, f.epoch = true, r.epoch
+		f.begun.Store(true)
 		return nil
 	}
 	if !f.started || r.epoch != f.epoch {
@@ -205,6 +210,7 @@ func (f *Feed) handle(ctx context.Context, r *record) error {
 			return err
 		}
 		f.started, f.epoch, f.pos = true, r.epoch, r.prev
+		f.begun.Store(true)
 	}
 	t := r.txn
 	if !t.Partial && t.EndLSN <= f.pos {

@@ -104,21 +104,25 @@ func (c *Config) ValidateCluster() error {
 	if cl.PresenceTTL < time.Second {
 		return fmt.Errorf("cluster.presence_ttl: %v is shorter than 1s", cl.PresenceTTL)
 	}
-	if c.Database == nil {
-		return errors.New("cluster: needs the database section: the nodes share DataSync through the WAL of one PostgreSQL database " +
-			"(a cluster fed by publishDeltas alone is not supported yet)")
-	}
 	if cl.Stream.MaxAge < 0 {
 		return fmt.Errorf("cluster.stream.max_age: %v is negative", cl.Stream.MaxAge)
 	}
 	if cl.Stream.MaxBytes < 0 {
 		return fmt.Errorf("cluster.stream.max_bytes: %d is negative", cl.Stream.MaxBytes)
 	}
+	// The default bounds are the replay window's (database.history, or
+	// its defaults without a database).
 	if cl.Stream.MaxAge == 0 {
-		cl.Stream.MaxAge = c.Database.History.MaxAge
+		cl.Stream.MaxAge = 2 * time.Minute
+		if c.Database != nil {
+			cl.Stream.MaxAge = c.Database.History.MaxAge
+		}
 	}
 	if cl.Stream.MaxBytes == 0 {
-		cl.Stream.MaxBytes = c.Database.History.MaxBytes
+		cl.Stream.MaxBytes = 64 << 20
+		if c.Database != nil {
+			cl.Stream.MaxBytes = c.Database.History.MaxBytes
+		}
 	}
 	if cl.Stream.MaxAge < c.Tokens.AcquireTimeout {
 		return fmt.Errorf("cluster.stream.max_age: %v is shorter than tokens.acquire_timeout (%v): a node that joins must be able to serve every token still valid", cl.Stream.MaxAge, c.Tokens.AcquireTimeout)

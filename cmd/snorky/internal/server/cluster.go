@@ -26,6 +26,13 @@ func (s *Server) startCluster(ctx, runCtx context.Context, feedDone chan struct{
 	if err := s.cluster.Ensure(ctx); err != nil {
 		return nil, err
 	}
+	if s.direct != nil {
+		// Without a database no owner starts the stream: the first node
+		// does, so that every node takes the same epoch from it.
+		if err := s.direct.Start(ctx); err != nil {
+			return nil, fmt.Errorf("cluster: starting the stream: %w", err)
+		}
+	}
 	node := &s.cluster.Node
 	ttl := s.cfg.Cluster.PresenceTTL
 	rcfg := relay.Config{NameTTL: ttl, Replicas: s.cfg.Cluster.Stream.Replicas}
@@ -51,6 +58,9 @@ func (s *Server) startCluster(ctx, runCtx context.Context, feedDone chan struct{
 		defer close(feedDone)
 		s.feed.Run(runCtx)
 	}()
+	if s.reader == nil {
+		return stopAll, nil
+	}
 	go func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()

@@ -58,6 +58,7 @@ type Server struct {
 	// of the publisher's retries.
 	cluster     *cluster.Cluster
 	feed        *cluster.Feed
+	direct      *cluster.DirectPublisher // without a database
 	clusterStop context.CancelFunc
 	bridges     []func()
 	svcs        services
@@ -160,8 +161,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
+		dsCfg.StreamFed = true
 		dsCfg.Claim = s.cluster.Claim
 		dsCfg.Resumed = s.cluster.Resumed
+		if cfg.Database == nil {
+			s.direct = s.cluster.NewDirectPublisher(datasync.MessagePrefix)
+			dsCfg.PublishWAL = s.direct.Publish
+		}
 	}
 	s.datasync, err = datasync.New(dsCfg, log.With("service", "datasync"), s.metrics)
 	if err != nil {
@@ -185,17 +191,21 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			s.feed = s.cluster.Feed(s.datasync, s.pool.CurrentSnapshot)
 		}
 		s.reader = cdc.NewReader(cc, sink, log.With("component", "cdc"), cdc.NewMetrics(s.metrics))
-		if s.cluster != nil {
-			// A standby (another node owns the slot) serves from the
-			// stream: the node is ready once it has caught up with it.
-			ready["cluster"] = func() error {
-				if err := s.cluster.Health(); err != nil {
-					return err
-				}
-				return s.feed.Health()
-			}
-		} else {
+		if s.cluster == nil {
 			ready["database"] = s.reader.Health // connecting, standby, stopped
+		}
+	} else if s.cluster != nil {
+		// No database: publishDeltas batches go to the stream directly.
+		s.feed = s.cluster.Feed(s.datasync, nil)
+	}
+	if s.cluster != nil {
+		// A standby (another node owns the slot) serves from the stream:
+		// the node is ready once it has caught up with it.
+		ready["cluster"] = func() error {
+			if err := s.cluster.Health(); err != nil {
+				return err
+			}
+			return s.feed.Health()
 		}
 	}
 	s.svcs = services{
@@ -268,7 +278,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if s.cluster != nil {
 		s.backend.SetDetail("cluster", func() any {
 			role := "standby"
-			if s.reader.State() == cdc.StateStreaming {
+			switch {
+			case s.reader == nil:
+				role = "no database"
+			case s.reader.State() == cdc.StateStreaming:
 				role = "owner"
 			}
 			nats := "connected"
