@@ -258,6 +258,11 @@ func (r *Reader) stopApplier() {
 // ctx is done. streamed reports whether it got as far as streaming.
 func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	r.setState(StateConnecting)
+	if g, ok := r.sink.(OwnerGate); ok {
+		if err := g.CanOwn(); err != nil {
+			return false, err
+		}
+	}
 	owner, err := r.acquireOwnership(ctx)
 	if err != nil {
 		return false, err
@@ -325,7 +330,10 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 		from = lsn
 	}
 	if sp, ok := r.sink.(StreamPositioner); ok {
-		held, err := sp.StreamPosition(ctx)
+		held, err := sp.StreamPosition(ctx, r.Epoch())
+		if errors.Is(err, ErrSinkStopped) {
+			return false, fmt.Errorf("%w: %w", errSink, err)
+		}
 		if err != nil {
 			return false, fmt.Errorf("reading the sink's stream position: %w", err)
 		}

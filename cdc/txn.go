@@ -3,6 +3,7 @@ package cdc
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -141,7 +142,9 @@ type StreamStarter interface {
 // and past the slot's confirmed position, so that a new owner of the slot
 // does not send again what the copy already holds.
 type StreamPositioner interface {
-	StreamPosition(ctx context.Context) (LSN, error)
+	// StreamPosition reports the copy's position in epoch (the stream's
+	// epoch; "" when unknown), 0 when it holds none of that epoch.
+	StreamPosition(ctx context.Context, epoch string) (LSN, error)
 }
 
 // ConfirmLimiter is implemented by a sink that holds transactions it took
@@ -150,6 +153,18 @@ type StreamPositioner interface {
 type ConfirmLimiter interface {
 	ConfirmLimit() (lsn LSN, limited bool)
 }
+
+// OwnerGate is implemented by a sink that is not always able to take
+// transactions (a cluster's publisher without NATS): while CanOwn
+// reports an error, the reader does not take the slot's ownership, so that
+// another process may.
+type OwnerGate interface {
+	CanOwn() error
+}
+
+// ErrSinkStopped, wrapped in an error of the sink (Apply, StartStream,
+// StreamPosition), says the sink cannot go on: the reader stops with it.
+var ErrSinkStopped = errors.New("the sink stopped")
 
 // ConfirmGate is a ConfirmLimiter whose limit holds even while the reader
 // is idle: what it took is not safe yet (a cluster's stream publishes

@@ -84,9 +84,10 @@ type Config struct {
 	// subscription authorised on another node is served from its token,
 	// which carries everything the subscription needs. Nil: one node.
 	Claim func(id string) error
-	// Resumed, in a cluster, tells the other nodes that a resume took the
-	// subscription over here (they call Engine.Release). Nil: one node.
-	Resumed func(id string)
+	// Resumed, in a cluster, tells the other nodes that a resume at time
+	// at took the subscription over here (they call Engine.Release). It is
+	// called after the engine's lock is released. Nil: one node.
+	Resumed func(id string, at time.Time)
 	// Now returns the time; default time.Now (tests).
 	Now func() time.Time
 }

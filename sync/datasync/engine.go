@@ -93,6 +93,9 @@ type subscription struct {
 	// transactions visible in it are never delivered (D8).
 	snap     *snapshot
 	snapText string
+	// boundAt is when it was last bound (acquired, resumed): a cluster's
+	// takeover notice older than it is stale.
+	boundAt time.Time
 }
 
 type item struct {
@@ -230,6 +233,7 @@ func (e *Engine) expire(s *subscription) {
 
 // bindLocked makes c the owner of s and puts s in the dealers' index.
 func (e *Engine) bindLocked(s *subscription, c rpc.Conn) {
+	s.boundAt = e.cfg.Now()
 	s.timer.Stop()
 	if s.owner != nil {
 		e.unbindLocked(s)
@@ -353,12 +357,17 @@ func (e *Engine) StartStream(epoch string, from cdc.LSN, horizon string) error {
 // cluster node that missed part of the stream while it was away longer
 // than the stream keeps it): every resumable subscription must refetch,
 // the others are closed, and the stream continues after from.
-func (e *Engine) Reset(from cdc.LSN, reason string) {
+// horizon replaces the snapshot horizon: the window no longer knows what
+// it missed ("" refuses snapshots until the next session start).
+func (e *Engine) Reset(from cdc.LSN, horizon, reason string) {
+	h, _ := parseSnapshot(horizon)
 	e.mu.Lock()
 	defer e.unlock()
 	e.open = nil
 	e.logLater(slog.LevelError, "the stream has a gap: every resumable client must refetch", "reason", reason)
 	e.window.reset(pos{max(from, e.pos.lsn), 0})
+	e.horizon = nil
+	e.setHorizonLocked(h)
 	e.metrics.resets.Inc()
 	e.refetchAllLocked(refetchReset)
 	e.advanceLocked(pos{from, 0})

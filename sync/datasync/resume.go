@@ -86,7 +86,7 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 		return e.started && (e.epoch != epoch || offset{e.pos, lastIdx}.cmp(o) >= 0)
 	})
 	e.mu.Lock()
-	defer e.mu.Unlock()
+	defer e.unlock()
 	if e.started && e.epoch != epoch {
 		return nil, mustRefetch(refetchReset)
 	}
@@ -119,19 +119,21 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 	}
 	e.bindLocked(s, c)
 	e.metrics.resumed.Inc()
-	if e.cfg.Resumed != nil {
-		e.cfg.Resumed(s.id)
+	if f := e.cfg.Resumed; f != nil {
+		id, at := s.id, s.boundAt
+		e.after = append(e.after, func() { f(id, at) }) // NATS, after the lock
 	}
 	return e.resumeResultLocked(c, s), nil
 }
 
 // Release ends subscription id on this node, in a cluster, when a resume
-// on another node took it over; its connection here is usually dead
-// without knowing it yet (as with a takeover on one node, it is not told).
-func (e *Engine) Release(id string) {
+// at time at on another node took it over; its connection here is usually
+// dead without knowing it yet (as with a takeover on one node, it is not
+// told). A binding made after at (the client came back here) stays.
+func (e *Engine) Release(id string, at time.Time) {
 	e.mu.Lock()
 	defer e.unlock()
-	if s := e.byID[id]; s != nil && s.owner != nil {
+	if s := e.byID[id]; s != nil && s.owner != nil && s.boundAt.Before(at) {
 		e.removeLocked(s)
 	}
 }

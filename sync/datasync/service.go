@@ -15,21 +15,25 @@ const (
 	ErrTokenNotString     rpc.Error = "token must be string"
 	ErrNoSuchSubscription rpc.Error = "No such subscription"
 	ErrAlreadyAcquired    rpc.Error = "Subscription already acquired"
-	ErrDropped            rpc.Error = "Subscription dropped: too many pending deltas"
-	ErrMissingDealer      rpc.Error = "Missing field 'dealer'"
-	ErrDealerNotString    rpc.Error = "dealer should be a dealer name"
-	ErrNoSuchDealer       rpc.Error = "No such dealer"
-	ErrMissingQuery       rpc.Error = "Missing field 'query'"
-	ErrMissingField       rpc.Error = "Missing field"
-	ErrModelNotString     rpc.Error = "model must be string"
-	ErrInvalidDeltaType   rpc.Error = "Invalid delta type"
-	ErrInvalidSnapshot    rpc.Error = "Invalid snapshot"
-	ErrSnapshotTooOld     rpc.Error = "Snapshot too old"
-	ErrSnapshotsNeedDB    rpc.Error = "Snapshots need a database"
-	ErrSnapshotFuture     rpc.Error = "Invalid snapshot: newer than the database"
-	ErrBatchTooLarge      rpc.Error = "Batch too large"
-	ErrPublishFailed      rpc.Error = "Batch not published: the database is unavailable"
-	ErrPublishPending     rpc.Error = "Batch committed but not yet delivered: the replication stream is behind"
+	// ErrCannotServe: in a cluster, this node's models or dealers cannot
+	// serve a subscription another node authorised (their configurations
+	// differ).
+	ErrCannotServe      rpc.Error = "Subscription not servable here: this node's models or dealers differ from those of the node that authorised it"
+	ErrDropped          rpc.Error = "Subscription dropped: too many pending deltas"
+	ErrMissingDealer    rpc.Error = "Missing field 'dealer'"
+	ErrDealerNotString  rpc.Error = "dealer should be a dealer name"
+	ErrNoSuchDealer     rpc.Error = "No such dealer"
+	ErrMissingQuery     rpc.Error = "Missing field 'query'"
+	ErrMissingField     rpc.Error = "Missing field"
+	ErrModelNotString   rpc.Error = "model must be string"
+	ErrInvalidDeltaType rpc.Error = "Invalid delta type"
+	ErrInvalidSnapshot  rpc.Error = "Invalid snapshot"
+	ErrSnapshotTooOld   rpc.Error = "Snapshot too old"
+	ErrSnapshotsNeedDB  rpc.Error = "Snapshots need a database"
+	ErrSnapshotFuture   rpc.Error = "Invalid snapshot: newer than the database"
+	ErrBatchTooLarge    rpc.Error = "Batch too large"
+	ErrPublishFailed    rpc.Error = "Batch not published: the database is unavailable"
+	ErrPublishPending   rpc.Error = "Batch committed but not yet delivered: the replication stream is behind"
 )
 
 // tokenPurpose separates subscription tokens from every other signed token.
@@ -169,11 +173,23 @@ func (e *Engine) acquire(c rpc.Conn, tok string, resumable bool) (any, error) {
 			return nil, err
 		}
 	}
+	if e.cfg.Claim != nil {
+		// The node that authorised it may be ahead of this one: wait (as a
+		// resume does) until this one has reached the token's start, so
+		// that nothing the application's fetch saw is delivered again.
+		if start, ok := parseOffset(p.Start); ok {
+			ctx, cancel := context.WithTimeout(context.Background(), e.cfg.ResumeWait)
+			e.waitFor(ctx, func() bool { return e.started && e.pos.cmp(start.pos) >= 0 })
+			cancel()
+		}
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := e.byID[p.ID]
 	if s == nil && e.cfg.Claim != nil {
-		s = e.fromTokenLocked(p)
+		if s = e.fromTokenLocked(p); s == nil {
+			return nil, ErrCannotServe
+		}
 	}
 	if s == nil {
 		return nil, ErrNoSuchSubscription
@@ -364,7 +380,11 @@ func (e *Engine) authorize(rawItems, rawSnap json.RawMessage) (string, error) {
 	}
 	s := e.newSubscriptionLocked("", items, list)
 	s.snap, s.snapText = snap, snapText
-	payload, err := json.Marshal(tokenPayload{ID: s.id, Items: list, Start: offset{s.start, 0}.String()[:24], Snapshot: snapText})
+	tp := tokenPayload{ID: s.id, Items: list, Start: offset{s.start, 0}.String()[:24]}
+	if e.cfg.Claim != nil {
+		tp.Snapshot = snapText // another node may serve the acquire
+	}
+	payload, err := json.Marshal(tp)
 	if err != nil {
 		e.removeLocked(s)
 		return "", err

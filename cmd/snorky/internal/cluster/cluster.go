@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -205,7 +206,15 @@ func (c *Cluster) MaxPayload() int {
 
 // Publisher returns the sink of this node's WAL reader.
 func (c *Cluster) Publisher(ctx context.Context) *Publisher {
-	return NewPublisher(ctx, c.JS, c.stream, c.subject, c.MaxPayload(), c.Log, c.metrics)
+	p := NewPublisher(ctx, c.JS, c.stream, c.subject, c.MaxPayload(), c.MarkEvery(), c.Log, c.metrics)
+	p.nc = c.NC
+	return p
+}
+
+// MarkEvery is how often a quiet stream gets a marker: well within its
+// max_age, so that it always holds one.
+func (c *Cluster) MarkEvery() time.Duration {
+	return max(c.cfg.Stream.MaxAge/4, time.Second)
 }
 
 // Feed returns the consumer of the stream that feeds target.
@@ -244,13 +253,17 @@ func (c *Cluster) Claim(id string) error {
 // takeoverSubject carries the subscription ids a resume took over.
 func (c *Cluster) takeoverSubject() string { return c.Prefix + ".takeover" }
 
-const nodeHeader = "Snorky-Node"
+const (
+	nodeHeader = "Snorky-Node"
+	atHeader   = "Snorky-At" // when a resume took a subscription over (Unix ns)
+)
 
 // Resumed tells the other nodes that a resume took subscription id over
 // here (datasync.Config.Resumed).
-func (c *Cluster) Resumed(id string) {
+func (c *Cluster) Resumed(id string, at time.Time) {
 	m := &nats.Msg{Subject: c.takeoverSubject(), Data: []byte(id), Header: nats.Header{}}
 	m.Header.Set(nodeHeader, c.ID)
+	m.Header.Set(atHeader, strconv.FormatInt(at.UnixNano(), 10))
 	if err := c.NC.PublishMsg(m); err != nil {
 		c.Log.Warn("cluster: announcing a resume failed", "err", err)
 	}
@@ -258,11 +271,16 @@ func (c *Cluster) Resumed(id string) {
 
 // OnTakeover calls release for every subscription a resume on another node
 // took over, until the returned function is called.
-func (c *Cluster) OnTakeover(release func(id string)) (stop func(), err error) {
+func (c *Cluster) OnTakeover(release func(id string, at time.Time)) (stop func(), err error) {
 	sub, err := c.NC.Subscribe(c.takeoverSubject(), func(m *nats.Msg) {
-		if m.Header.Get(nodeHeader) != c.ID {
-			release(string(m.Data))
+		if m.Header.Get(nodeHeader) == c.ID {
+			return
 		}
+		ns, err := strconv.ParseInt(m.Header.Get(atHeader), 10, 64)
+		if err != nil {
+			return
+		}
+		release(string(m.Data), time.Unix(0, ns))
 	})
 	if err != nil {
 		return nil, err

@@ -24,8 +24,9 @@ const codecVersion = 1
 
 // Record kinds.
 const (
-	kindStart byte = 's'
-	kindTxn   byte = 't'
+	kindStart  byte = 's'
+	kindTxn    byte = 't'
+	kindMarker byte = 'm' // where the stream stands, published when it is quiet
 )
 
 // Transaction flags.
@@ -93,6 +94,15 @@ func encodeStart(b []byte, epoch string, prev, from cdc.LSN, horizon string) []b
 	return appendStr(b, horizon)
 }
 
+// encodeMarker encodes a marker: the stream stands at prev, in epoch. A
+// quiet stream still holds a recent record, from which a node that joins
+// begins.
+func encodeMarker(b []byte, epoch string, prev cdc.LSN) []byte {
+	b = append(b, codecVersion, kindMarker)
+	b = appendStr(b, epoch)
+	return binary.BigEndian.AppendUint64(b, uint64(prev))
+}
+
 // encodeTxn encodes a transaction or a chunk of one.
 func encodeTxn(b []byte, epoch string, prev cdc.LSN, t *cdc.Txn) []byte {
 	b = append(b, codecVersion, kindTxn)
@@ -136,6 +146,10 @@ func encodeTxn(b []byte, epoch string, prev cdc.LSN, t *cdc.Txn) []byte {
 }
 
 var errCorrupt = errors.New("corrupt stream record")
+
+// errVersion is a record of another codec version: the nodes run
+// different Snorky versions.
+var errVersion = errors.New("stream record of another version")
 
 // decoder reads a record; the first error sticks.
 type decoder struct {
@@ -276,12 +290,13 @@ func decodeRecord(body []byte) (*record, error) { return decodeRecordNames(body,
 func decodeRecordNames(body []byte, names map[string]string) (*record, error) {
 	d := &decoder{b: body, names: names}
 	if v := d.byte1(); d.err == nil && v != codecVersion {
-		return nil, fmt.Errorf("stream record of version %d (this node reads %d): run the same snorky version on every node", v, codecVersion)
+		return nil, fmt.Errorf("%w: version %d (this node reads %d): run the same snorky version on every node", errVersion, v, codecVersion)
 	}
 	r := &record{kind: d.byte1()}
 	r.epoch = d.str()
 	r.prev = cdc.LSN(d.u64())
 	switch r.kind {
+	case kindMarker:
 	case kindStart:
 		r.from = cdc.LSN(d.u64())
 		r.horizon = d.str()

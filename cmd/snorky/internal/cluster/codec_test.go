@@ -54,6 +54,11 @@ func TestCodecRoundTrip(t *testing.T) {
 		t.Fatalf("too large: %v %+v", err, r)
 	}
 
+	r, err = decodeRecord(encodeMarker(nil, "ep3", 0x40))
+	if err != nil || r.kind != kindMarker || r.epoch != "ep3" || r.prev != 0x40 || r.position() != 0x40 {
+		t.Fatalf("marker %+v %v", r, err)
+	}
+
 	r, err = decodeRecord(encodeStart(nil, "ep2", 0x20, 0x18, "100:105:101,103"))
 	if err != nil {
 		t.Fatal(err)
@@ -90,9 +95,12 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 		// What decodes encodes to the same bytes.
 		var again []byte
-		if r.kind == kindStart {
+		switch r.kind {
+		case kindStart:
 			again = encodeStart(nil, r.epoch, r.prev, r.from, r.horizon)
-		} else {
+		case kindMarker:
+			again = encodeMarker(nil, r.epoch, r.prev)
+		default:
 			again = encodeTxn(nil, r.epoch, r.prev, r.txn)
 		}
 		if r2, err := decodeRecord(again); err != nil || !reflect.DeepEqual(r, r2) {

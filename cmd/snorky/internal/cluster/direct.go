@@ -33,28 +33,59 @@ func (c *Cluster) NewDirectPublisher(prefix string) *DirectPublisher {
 	return &DirectPublisher{c: c, prefix: prefix}
 }
 
-// Start publishes the stream's first record, a session start, when the
-// stream is empty (the first node to try wins; the others find it there).
-func (d *DirectPublisher) Start(ctx context.Context) error {
+// Start publishes a marker when the stream holds no record, so that every
+// node's engine begins with the stream's epoch (the first node to try
+// wins; the others find it there); then, until ctx is done, it publishes
+// one whenever the stream has been quiet for every, so that it always
+// holds a recent record for a node that joins.
+func (d *DirectPublisher) Start(ctx context.Context, every time.Duration) error {
+	if err := d.mark(ctx, 0); err != nil {
+		return err
+	}
+	go func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := d.mark(ctx, every); err != nil && ctx.Err() == nil {
+				d.c.Log.Warn("cluster: publishing a marker failed", "err", err)
+			}
+		}
+	}()
+	return nil
+}
+
+// mark publishes a marker if the stream is empty or, with quiet > 0, its
+// last record is older than quiet.
+func (d *DirectPublisher) mark(ctx context.Context, quiet time.Duration) error {
 	c := d.c
 	s, err := c.JS.Stream(ctx, c.stream)
 	if err != nil {
 		return fmt.Errorf("cluster stream %s: %w", c.stream, err)
 	}
 	info, err := s.Info(ctx)
-	if err != nil || info.State.LastSeq > 0 {
+	if err != nil {
 		return err
 	}
-	rec := encodeStart(nil, d.epoch(s), 0, 0, "")
+	if st := info.State; st.Msgs > 0 && (quiet == 0 || time.Since(st.LastTime) < quiet) {
+		return nil
+	}
+	last := info.State.LastSeq
+	rec := encodeMarker(nil, d.epoch(s), cdc.LSN(last))
 	body := binary.AppendUvarint(nil, uint64(len(rec)))
 	msg := &nats.Msg{Subject: c.subject, Data: append(body, rec...), Header: nats.Header{}}
-	msg.Header.Set(posHeader, cdc.LSN(0).String())
+	msg.Header.Set(posHeader, cdc.LSN(last).String())
 	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
 	defer cancel()
-	_, err = c.JS.PublishMsg(pctx, msg, jetstream.WithMsgID("start-"+c.ID), jetstream.WithExpectStream(c.stream), jetstream.WithExpectLastSequence(0))
+	_, err = c.JS.PublishMsg(pctx, msg, jetstream.WithMsgID(fmt.Sprintf("m-%s-%d", c.ID, d.n.Add(1))),
+		jetstream.WithExpectStream(c.stream), jetstream.WithExpectLastSequence(last))
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == jsWrongLastSequence {
-		return nil // another node started it
+		return nil // another node's record came first
 	}
 	return err
 }

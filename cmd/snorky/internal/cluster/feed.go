@@ -17,8 +17,9 @@ import (
 type Target interface {
 	cdc.Sink
 	cdc.StreamStarter
-	// Reset restarts the window after a gap in the stream.
-	Reset(from cdc.LSN, reason string)
+	// Reset restarts the window after a gap in the stream, with a new
+	// snapshot horizon.
+	Reset(from cdc.LSN, horizon, reason string)
 }
 
 // Feed consumes the cluster's stream on every node, the slot's owner
@@ -41,6 +42,11 @@ type Feed struct {
 	pos     cdc.LSN
 	seq     uint64
 	names   map[string]string // table and column names, interned
+	// gap: records were lost (expired, unreadable) since the last one;
+	// skipping: the rest of transaction skipXid, found part-way, is skipped.
+	gap      bool
+	skipping bool
+	skipXid  uint32
 
 	caughtUp atomic.Bool
 	begun    atomic.Bool // the engine took its first record
@@ -149,14 +155,17 @@ func (f *Feed) consume(ctx context.Context) error {
 
 // handleMessage gives the records of one stream message to the engine.
 func (f *Feed) handleMessage(ctx context.Context, seq uint64, body []byte) error {
-	gap := f.started && f.seq > 0 && seq != f.seq+1
+	if f.started && f.seq > 0 && seq != f.seq+1 {
+		f.log.Error("cluster: records of the stream expired before this node read them (it was away longer than cluster.stream.max_age)", "seq", seq)
+		f.gap = true
+	}
 	f.seq = seq
 	for i := 0; len(body) > 0; i++ {
 		n, k := binary.Uvarint(body)
 		if k <= 0 || n > uint64(len(body)-k) {
-			// A message this node cannot read is a gap in what it delivers.
 			f.log.Error("cluster: skipping the rest of a stream message this node cannot read", "seq", seq, "record", i)
 			f.metrics.badRecords.Inc()
+			f.gap = true
 			return nil
 		}
 		if f.names == nil {
@@ -164,16 +173,15 @@ func (f *Feed) handleMessage(ctx context.Context, seq uint64, body []byte) error
 		}
 		r, err := decodeRecordNames(body[k:k+int(n)], f.names)
 		body = body[k+int(n):]
+		if errors.Is(err, errVersion) {
+			return fmt.Errorf("cluster stream %s, record %d: %w", f.stream, seq, err)
+		}
 		if err != nil {
+			// What this node cannot read is a gap in what it delivers.
 			f.log.Error("cluster: skipping a stream record this node cannot read", "seq", seq, "record", i, "err", err)
 			f.metrics.badRecords.Inc()
+			f.gap = true
 			continue
-		}
-		if gap {
-			gap = false
-			f.log.Error("cluster: records of the stream expired before this node read them (it was away longer than cluster.stream.max_age)", "seq", seq)
-			f.target.Reset(r.prev, "records of the cluster stream expired before this node read them")
-			f.pos = r.prev
 		}
 		if err := f.handle(ctx, r); err != nil {
 			return err
@@ -182,37 +190,47 @@ func (f *Feed) handleMessage(ctx context.Context, seq uint64, body []byte) error
 	return nil
 }
 
-// handle gives one record to the engine.
+// handle gives one record to the engine. A node that joins the stream, or
+// continues after a gap, begins at a whole transaction's end: the rest of
+// a transaction it found part-way is skipped.
 func (f *Feed) handle(ctx context.Context, r *record) error {
-	var err error
-	if r.kind == kindStart {
+	switch r.kind {
+	case kindStart:
+		if !f.started || r.epoch != f.epoch {
+			f.pos = r.from // a new epoch's positions begin again
+		}
 		if err := f.target.StartStream(r.epoch, r.from, r.horizon); err != nil {
 			return err
 		}
-		f.started, f.epoch = true, r.epoch
+		f.started, f.epoch, f.gap, f.skipping = true, r.epoch, false, false
 		f.begun.Store(true)
 		return nil
-	}
-	if !f.started || r.epoch != f.epoch {
-		// Joining part-way: this node's own snapshot, taken now that the
-		// record arrived, is a horizon every later transaction is past.
-		horizon := ""
-		if f.horizon != nil {
-			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			horizon, err = f.horizon(hctx)
-			cancel()
-			if err != nil {
-				f.log.Warn("cluster: reading a snapshot horizon failed; snapshots are refused until the next session start", "err", err)
-				horizon = ""
-			}
+	case kindMarker:
+		if f.started && r.epoch == f.epoch && !f.gap {
+			return nil
 		}
-		if err := f.target.StartStream(r.epoch, r.prev, horizon); err != nil {
-			return err
-		}
-		f.started, f.epoch, f.pos = true, r.epoch, r.prev
-		f.begun.Store(true)
+		return f.join(ctx, r.epoch, r.prev)
 	}
 	t := r.txn
+	if f.skipping {
+		if t.Xid == f.skipXid && r.epoch == f.epoch {
+			if t.Partial {
+				return nil
+			}
+			f.skipping = false
+			return f.join(ctx, r.epoch, t.EndLSN) // after the transaction found part-way
+		}
+		f.skipping = false
+	}
+	if !f.started || r.epoch != f.epoch || f.gap {
+		if t.Partial {
+			f.skipping, f.skipXid, f.epoch = true, t.Xid, r.epoch
+			return nil
+		}
+		if err := f.join(ctx, r.epoch, r.prev); err != nil {
+			return err
+		}
+	}
 	if !t.Partial && t.EndLSN <= f.pos {
 		return nil // already taken (the stream was published again after a failover)
 	}
@@ -222,5 +240,30 @@ func (f *Feed) handle(ctx context.Context, r *record) error {
 	if !t.Partial {
 		f.pos = t.EndLSN
 	}
+	return nil
+}
+
+// join begins the engine's stream at position at of epoch: when joining
+// (with this node's own snapshot, taken now that a later record arrived,
+// as the horizon: every transaction it did not see comes after), or after
+// a gap (the engine resets its window; its clients refetch).
+func (f *Feed) join(ctx context.Context, epoch string, at cdc.LSN) error {
+	horizon := ""
+	if f.horizon != nil {
+		hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		h, err := f.horizon(hctx)
+		cancel()
+		if err != nil {
+			f.log.Warn("cluster: reading a snapshot horizon failed; snapshots are refused until the next session start", "err", err)
+		}
+		horizon = h
+	}
+	if f.started && f.gap && epoch == f.epoch {
+		f.target.Reset(at, horizon, "records of the cluster stream expired before this node read them")
+	} else if err := f.target.StartStream(epoch, at, horizon); err != nil {
+		return err
+	}
+	f.started, f.epoch, f.pos, f.gap = true, epoch, at, false
+	f.begun.Store(true)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,10 +19,23 @@ import (
 	"github.com/snorkyhq/snorky/cdc"
 )
 
+// epochHeader carries the epoch of a message's last record: a new owner
+// trusts the stream's position only in its own epoch.
+const epochHeader = "Snorky-Epoch"
+
 // posHeader carries the stream's position after a record (an LSN in
 // PostgreSQL's text form), so that a new owner of the slot reads where the
 // stream stands without decoding the record.
 const posHeader = "Snorky-Pos"
+
+// payloadMargin is what a message's headers and a batch's lengths may
+// take beside its records.
+const payloadMargin = 4 << 10
+
+// publishGiveUp is how long publishing may fail before the owner stops
+// (its node exits), so that another node takes the slot over instead of
+// every node waiting on one that cannot reach NATS.
+const publishGiveUp = time.Minute
 
 // publishTimeout bounds one attempt to publish: an attempt whose server
 // died is retried (with the same message id) on another.
@@ -44,6 +58,7 @@ const jsWrongLastSequence = 10071
 // interleaves two owners; the loser stops with an error that says so.
 type Publisher struct {
 	js       jetstream.JetStream
+	nc       *nats.Conn // nil in tests
 	stream   string
 	subject  string
 	log      *slog.Logger
@@ -60,19 +75,23 @@ type Publisher struct {
 	err      error   // the flusher stopped
 	flusher  bool    // the flusher runs
 
-	pos     cdc.LSN // the stream's position after the last record encoded
-	lastSeq uint64  // the stream's last sequence (the flusher's)
-	known   bool    // pos, acked and lastSeq were read from the stream
-	epoch   string
-	session string
-	xid     uint32          // the open (chunked) transaction
-	chunks  int             // chunks of it encoded
-	tables  map[string]bool // tables it touched so far
+	pos       cdc.LSN // the stream's position after the last record encoded
+	lastEpoch string  // the epoch of the stream's last record, as read
+	lastSeq   uint64  // the stream's last sequence (the flusher's)
+	known     bool    // pos, acked and lastSeq were read from the stream
+	epoch     string
+	session   string
+	xid       uint32          // the open (chunked) transaction
+	chunks    int             // chunks of it encoded
+	tables    map[string]bool // tables it touched so far
 	// dropping says the open transaction is too large for one message:
 	// only its tables are kept.
 	dropping   bool
 	maxPayload int
 	rec        []byte
+	lastAdd    time.Time   // when the last record was added
+	markers    int         // markers published
+	active     func() bool // this node owns the slot (nil: always)
 }
 
 // batch is one message's worth of records, each after its length.
@@ -80,6 +99,7 @@ type batch struct {
 	buf   []byte
 	id    string  // the message id: the last record's
 	after cdc.LSN // the stream's position after it
+	epoch string  // the epoch of its last record
 }
 
 var (
@@ -87,20 +107,57 @@ var (
 	_ cdc.StreamStarter    = (*Publisher)(nil)
 	_ cdc.StreamPositioner = (*Publisher)(nil)
 	_ cdc.ConfirmGate      = (*Publisher)(nil)
+	_ cdc.OwnerGate        = (*Publisher)(nil)
 )
 
 // NewPublisher returns the publisher to stream (subject) of js. It stops
 // retrying when ctx is done.
-func NewPublisher(ctx context.Context, js jetstream.JetStream, stream, subject string, maxPayload int, log *slog.Logger, m *Metrics) *Publisher {
+// markEvery is how often a quiet stream gets a marker (0: never).
+func NewPublisher(ctx context.Context, js jetstream.JetStream, stream, subject string, maxPayload int, markEvery time.Duration, log *slog.Logger, m *Metrics) *Publisher {
 	p := &Publisher{js: js, stream: stream, subject: subject, ctx: ctx, log: log, metrics: m, maxPayload: maxPayload,
-		maxBatch: min(maxPayload, 256<<10)}
+		maxBatch: min(maxPayload-payloadMargin, 256<<10)}
 	p.changed = sync.NewCond(&p.mu)
+	if markEvery > 0 {
+		go p.markQuiet(markEvery)
+	}
 	context.AfterFunc(ctx, func() {
 		p.mu.Lock()
 		p.changed.Broadcast()
 		p.mu.Unlock()
 	})
 	return p
+}
+
+// SetActive tells the publisher whether this node owns the slot (markers
+// are published only then).
+func (p *Publisher) SetActive(f func() bool) {
+	p.mu.Lock()
+	p.active = f
+	p.mu.Unlock()
+}
+
+// markQuiet publishes a marker whenever nothing was published for every:
+// records expire after the stream's max_age, and a node that joins a
+// stream with none would wait for the next change to begin.
+func (p *Publisher) markQuiet(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		if p.session != "" && p.xid == 0 && p.err == nil && time.Since(p.lastAdd) >= every && (p.active == nil || p.active()) {
+			p.markers++
+			p.rec = encodeMarker(p.rec[:0], p.epoch, p.pos)
+			if err := p.addLocked(fmt.Sprintf("m-%s-%d", p.session, p.markers), p.pos); err != nil {
+				p.log.Warn("cluster: publishing a marker failed", "err", err)
+			}
+		}
+		p.mu.Unlock()
+	}
 }
 
 // ConfirmLimit caps what the reader confirms at what JetStream stored
@@ -120,7 +177,7 @@ func (p *Publisher) GateConfirm() {}
 // StreamPosition reads where the stream stands (cdc.StreamPositioner),
 // once what this process handed on is stored: the reader streams after
 // it, so a new owner does not publish again what the stream holds.
-func (p *Publisher) StreamPosition(ctx context.Context) (cdc.LSN, error) {
+func (p *Publisher) StreamPosition(ctx context.Context, epoch string) (cdc.LSN, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err := p.idleLocked(); err != nil {
@@ -128,6 +185,13 @@ func (p *Publisher) StreamPosition(ctx context.Context) (cdc.LSN, error) {
 	}
 	if err := p.readStreamLocked(ctx); err != nil {
 		return 0, err
+	}
+	if p.lastEpoch != "" && epoch != "" && p.lastEpoch != epoch {
+		// Another slot's stream (recreated, or another database): its
+		// positions say nothing about this one.
+		p.log.Warn("cluster: the stream's last record is of another epoch; streaming from the slot's position",
+			"stream_epoch", p.lastEpoch, "epoch", epoch)
+		return 0, nil
 	}
 	return p.pos, nil
 }
@@ -152,7 +216,7 @@ func (p *Publisher) readStreamLocked(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cluster stream %s: %w", p.stream, err)
 	}
-	p.lastSeq, p.pos = info.State.LastSeq, 0
+	p.lastSeq, p.pos, p.lastEpoch = info.State.LastSeq, 0, ""
 	if info.State.Msgs > 0 {
 		m, err := s.GetLastMsgForSubject(ctx, p.subject)
 		switch {
@@ -164,7 +228,7 @@ func (p *Publisher) readStreamLocked(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("cluster stream %s: record %d has no valid %s header: %w", p.stream, m.Sequence, posHeader, err)
 			}
-			p.pos = lsn
+			p.pos, p.lastEpoch = lsn, m.Header.Get(epochHeader)
 		}
 	}
 	p.acked, p.known = p.pos, true
@@ -212,15 +276,7 @@ func (p *Publisher) Apply(txn *cdc.Txn) error {
 		p.xid, p.chunks, p.tables, p.dropping = txn.Xid, 0, nil, false
 	}
 	if txn.Partial || p.chunks > 0 || p.dropping {
-		if p.tables == nil {
-			p.tables = map[string]bool{}
-		}
-		for i := range txn.Changes {
-			p.tables[txn.Changes[i].Table] = true
-		}
-		for _, t := range txn.Tables {
-			p.tables[t] = true
-		}
+		p.addTablesLocked(txn)
 	}
 	if p.dropping {
 		if txn.Partial {
@@ -230,6 +286,7 @@ func (p *Publisher) Apply(txn *cdc.Txn) error {
 	}
 	if err := p.publishSplitLocked(txn); err != nil {
 		if errors.Is(err, errTooLarge) {
+			p.addTablesLocked(txn) // its chunks sent so far are in p.tables
 			p.dropping = true
 			if txn.Partial {
 				return nil
@@ -244,46 +301,55 @@ func (p *Publisher) Apply(txn *cdc.Txn) error {
 	return nil
 }
 
+// addTablesLocked records the tables txn touched, for the transaction's
+// must-refetch should it turn out too large.
+func (p *Publisher) addTablesLocked(txn *cdc.Txn) {
+	if p.tables == nil {
+		p.tables = map[string]bool{}
+	}
+	for i := range txn.Changes {
+		p.tables[txn.Changes[i].Table] = true
+	}
+	for _, t := range txn.Tables {
+		p.tables[t] = true
+	}
+}
+
 var errTooLarge = errors.New("a single change is larger than the largest NATS message")
 
 // publishSplitLocked publishes txn, halving its changes until each record
 // fits in a message.
 func (p *Publisher) publishSplitLocked(txn *cdc.Txn) error {
 	p.rec = encodeTxn(p.rec[:0], p.epoch, p.pos, txn)
-	if len(p.rec)+512 <= p.maxPayload {
+	if len(p.rec)+payloadMargin <= p.maxPayload {
 		if txn.Partial {
 			p.chunks++
 			return p.addLocked(fmt.Sprintf("c-%s-%d-%d", p.session, txn.Xid, p.chunks), p.pos)
 		}
 		return p.addLocked("t-"+txn.EndLSN.String(), txn.EndLSN)
 	}
-	n := len(txn.Changes)
-	if n <= 1 && len(txn.Messages) <= 1 {
+	// Halve the changes and messages, kept in their order: a message
+	// with Index i comes before change i.
+	total := len(txn.Changes) + len(txn.Messages)
+	if total <= 1 {
 		return errTooLarge
 	}
-	mid := n / 2
-	first := &cdc.Txn{Xid: txn.Xid, Partial: true, Changes: txn.Changes[:mid]}
+	first := &cdc.Txn{Xid: txn.Xid, Partial: true}
+	ci, mi := 0, 0
+	for range total / 2 {
+		if mi < len(txn.Messages) && txn.Messages[mi].Index <= ci {
+			first.Messages = append(first.Messages, txn.Messages[mi])
+			mi++
+		} else {
+			ci++
+		}
+	}
+	first.Changes = txn.Changes[:ci]
 	second := &cdc.Txn{Xid: txn.Xid, CommitLSN: txn.CommitLSN, EndLSN: txn.EndLSN, CommitTime: txn.CommitTime,
-		Partial: txn.Partial, Changes: txn.Changes[mid:]}
-	if n <= 1 { // two or more messages and at most one change: split the messages
-		k := len(txn.Messages) / 2
-		first.Changes, second.Changes = nil, txn.Changes
-		first.Messages = txn.Messages[:k]
-		for _, m := range txn.Messages[k:] {
-			second.Messages = append(second.Messages, m)
-		}
-		for i := range second.Messages {
-			second.Messages[i].Index = 0
-		}
-	} else {
-		for _, m := range txn.Messages {
-			if m.Index <= mid {
-				first.Messages = append(first.Messages, m)
-			} else {
-				m.Index -= mid
-				second.Messages = append(second.Messages, m)
-			}
-		}
+		Partial: txn.Partial, Changes: txn.Changes[ci:]}
+	for _, m := range txn.Messages[mi:] {
+		m.Index = max(m.Index-ci, 0)
+		second.Messages = append(second.Messages, m)
 	}
 	if err := p.publishSplitLocked(first); err != nil {
 		return err
@@ -297,6 +363,7 @@ func (p *Publisher) publishTooLargeLocked(txn *cdc.Txn) error {
 	p.log.Warn("cluster: a row is larger than the largest NATS message (max_payload); its transaction becomes \"must refetch\" for its models",
 		"xid", txn.Xid, "max_payload", p.maxPayload)
 	t := &cdc.Txn{Xid: txn.Xid, CommitLSN: txn.CommitLSN, EndLSN: txn.EndLSN, CommitTime: txn.CommitTime, TooLarge: true}
+	p.addTablesLocked(txn)
 	for tb := range p.tables {
 		t.Tables = append(t.Tables, tb)
 	}
@@ -321,7 +388,8 @@ func (p *Publisher) addLocked(id string, after cdc.LSN) error {
 	}
 	p.cur.buf = binary.AppendUvarint(p.cur.buf, uint64(len(p.rec)))
 	p.cur.buf = append(p.cur.buf, p.rec...)
-	p.cur.id, p.cur.after, p.pos = id, after, after
+	p.cur.id, p.cur.after, p.cur.epoch, p.pos = id, after, p.epoch, after
+	p.lastAdd = time.Now()
 	if !p.flusher {
 		p.flusher = true
 		go p.flush()
@@ -369,6 +437,7 @@ func (p *Publisher) flush() {
 func (p *Publisher) publish(b *batch) error {
 	msg := &nats.Msg{Subject: p.subject, Data: b.buf, Header: nats.Header{}}
 	msg.Header.Set(posHeader, b.after.String())
+	msg.Header.Set(epochHeader, b.epoch)
 	wait := 50 * time.Millisecond
 	failing := time.Time{}
 	for {
@@ -399,11 +468,20 @@ func (p *Publisher) publish(b *batch) error {
 				p.metrics.published.Inc()
 				return nil
 			}
-			return fmt.Errorf("another node published to cluster stream %s while this one owned the slot (split brain); stopping this node's WAL reader: %w", p.stream, err)
+			return fmt.Errorf("%w: another process published to cluster stream %s while this node owned the replication slot, so this node stops "+
+				"(after a failover this is a late publish of the previous owner and the node can be started again; if it recurs, "+
+				"two deployments share cluster.name %q on one NATS: give each its own): %w", cdc.ErrSinkStopped, p.stream, p.clusterName(), err)
+		}
+		if errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("%w: a message of %d bytes is larger than NATS's max_payload (%d): raise max_payload in the NATS servers' configuration: %w",
+				cdc.ErrSinkStopped, len(b.buf), p.maxPayload, err)
 		}
 		if failing.IsZero() {
 			failing = time.Now()
 			p.log.Warn("cluster: publishing to the stream failed; retrying (the slot is not confirmed past what the stream holds)", "err", err)
+		} else if time.Since(failing) > publishGiveUp {
+			return fmt.Errorf("%w: publishing to the cluster stream has failed for %v (%v): this node stops so that another node takes the replication slot over; start it again once it reaches NATS",
+				cdc.ErrSinkStopped, publishGiveUp, err)
 		}
 		p.metrics.publishRetries.Inc()
 		select {
@@ -413,6 +491,20 @@ func (p *Publisher) publish(b *batch) error {
 		}
 		wait = min(wait*2, 2*time.Second)
 	}
+}
+
+// clusterName is the cluster's name, from the stream's.
+func (p *Publisher) clusterName() string {
+	return strings.TrimSuffix(strings.TrimPrefix(p.stream, "snorky_"), "_wal")
+}
+
+// CanOwn is nil while this node reaches NATS (cdc.OwnerGate): a node that
+// cannot publish must not take the replication slot.
+func (p *Publisher) CanOwn() error {
+	if p.nc != nil && !p.nc.IsConnected() {
+		return errors.New("not connected to NATS: this node does not take the replication slot until it is")
+	}
+	return nil
 }
 
 // storedLast reports whether the stream's last record has message id id,

@@ -29,7 +29,7 @@ func (s *Server) startCluster(ctx, runCtx context.Context, feedDone chan struct{
 	if s.direct != nil {
 		// Without a database no owner starts the stream: the first node
 		// does, so that every node takes the same epoch from it.
-		if err := s.direct.Start(ctx); err != nil {
+		if err := s.direct.Start(runCtx, s.cluster.MarkEvery()); err != nil {
 			return nil, fmt.Errorf("cluster: starting the stream: %w", err)
 		}
 	}

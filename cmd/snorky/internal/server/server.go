@@ -161,6 +161,10 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
+		// A publishDeltas batch travels in one NATS message.
+		if limit := s.cluster.MaxPayload() - 16<<10; dsCfg.MaxTxBytes == 0 || dsCfg.MaxTxBytes > limit {
+			dsCfg.MaxTxBytes = limit
+		}
 		dsCfg.StreamFed = true
 		dsCfg.Claim = s.cluster.Claim
 		dsCfg.Resumed = s.cluster.Resumed
@@ -187,7 +191,9 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			// (the owner too) feeds its engine from the stream.
 			var ctx context.Context
 			ctx, s.clusterStop = context.WithCancel(context.Background())
-			sink = s.cluster.Publisher(ctx)
+			pub := s.cluster.Publisher(ctx)
+			pub.SetActive(func() bool { return s.reader.State() == cdc.StateStreaming })
+			sink = pub
 			s.feed = s.cluster.Feed(s.datasync, s.pool.CurrentSnapshot)
 		}
 		s.reader = cdc.NewReader(cc, sink, log.With("component", "cdc"), cdc.NewMetrics(s.metrics))
