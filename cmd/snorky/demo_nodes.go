@@ -168,17 +168,28 @@ func runDemoNodes(ctx context.Context, opts demoOptions, pageLn net.Listener, pa
 		// The nodes take nothing from the environment: the keys are the
 		// demo's own.
 		n.cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-		out, err := n.cmd.StdoutPipe()
+		// A pipe of our own, read to its end before the node counts as
+		// exited, so that its last lines (why it stopped) are printed.
+		out, w, err := os.Pipe()
 		if err != nil {
 			return err
 		}
-		n.cmd.Stderr = n.cmd.Stdout
-		if err := n.cmd.Start(); err != nil {
+		n.cmd.Stdout, n.cmd.Stderr = w, w
+		err = n.cmd.Start()
+		w.Close()
+		if err != nil {
+			out.Close()
 			return fmt.Errorf("starting node %d (%s serve): %w", n.n, bin, err)
 		}
-		go prefixLines(out, fmt.Sprintf("node %d: ", n.n), stderr)
+		copied := make(chan struct{})
+		go func() {
+			defer close(copied)
+			prefixLines(out, fmt.Sprintf("node %d: ", n.n), stderr)
+			out.Close()
+		}()
 		go func() {
 			n.cmd.Wait()
+			<-copied
 			close(n.done)
 		}()
 		nodes[i] = n

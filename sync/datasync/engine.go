@@ -421,8 +421,9 @@ func (e *Engine) Apply(txn *cdc.Txn) error {
 	now := e.cfg.Now()
 	t := o.t
 	if txn.TooLarge {
-		t.pos, t.lsn, t.at, t.deltas = pos{txn.EndLSN, 0}, txn.CommitLSN, now, nil
+		t.pos, t.lsn, t.at = pos{txn.EndLSN, 0}, txn.CommitLSN, now
 		e.tooLargeLocked(t, txn.Tables)
+		t.deltas = nil
 		e.window.add(t, now)
 		e.advanceLocked(t.pos)
 		e.metrics.txns.Inc()
@@ -553,6 +554,13 @@ const deltaOverhead = 64
 // connections) or their connections close with 4008 (the others).
 func (e *Engine) tooLargeLocked(t *winTxn, tables []string) {
 	seen := map[string]bool{}
+	// The models of the chunks taken before it turned out too large.
+	for i := range t.deltas {
+		if m := t.deltas[i].model; m != nil && !seen[m.name] {
+			seen[m.name] = true
+			t.tooLarge = append(t.tooLarge, m.name)
+		}
+	}
 	for _, tb := range tables {
 		if m := e.byTable[tb]; m != nil && !seen[m.name] {
 			seen[m.name] = true

@@ -233,7 +233,7 @@ func (c *Cluster) SetOwner(owner bool) {
 
 // Claim records an acquire across the cluster (datasync.Config.Claim).
 func (c *Cluster) Claim(id string) error {
-	if c.claims == nil {
+	if c.claims == nil || !c.NC.IsConnected() {
 		return ErrUnavailable
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -243,6 +243,11 @@ func (c *Cluster) Claim(id string) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, jetstream.ErrKeyExists):
+		// This node's own claim, whose answer was lost, is this node's to
+		// judge (the engine refuses a subscription already bound).
+		if e, gerr := c.claims.Get(ctx, id); gerr == nil && string(e.Value()) == c.ID {
+			return nil
+		}
 		return datasync.ErrAlreadyAcquired
 	default:
 		c.Log.Warn("cluster: recording an acquire failed", "err", err)

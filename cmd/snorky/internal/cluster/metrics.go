@@ -16,7 +16,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "snorky_cluster_stream_published_total",
-			Help: "Records this node published to the cluster stream as the slot's owner."}),
+			Help: "Messages (batches of records) this node published to the cluster stream as the slot's owner."}),
 		publishRetries: prometheus.NewCounter(prometheus.CounterOpts{Name: "snorky_cluster_stream_publish_retries_total",
 			Help: "Publishes to the cluster stream retried after a failure."}),
 		badRecords: prometheus.NewCounter(prometheus.CounterOpts{Name: "snorky_cluster_stream_bad_records_total",
