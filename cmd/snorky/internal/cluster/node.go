@@ -8,6 +8,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -49,22 +50,22 @@ func (n *Node) OpenBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (je
 		if err == nil {
 			return kv, nil
 		}
-		if !errors.Is(err, jetstream.ErrBucketNotFound) {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			bctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+			kv, err = n.JS.CreateKeyValue(bctx, cfg)
+			cancel()
+			if err == nil {
+				return kv, nil
+			}
+		}
+		// Another node created it meanwhile (or is creating it, and
+		// JetStream's answers are slow while it does): look again.
+		if !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 			return nil, err
 		}
-		bctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		kv, err = n.JS.CreateKeyValue(bctx, cfg)
-		cancel()
-		if err == nil {
-			return kv, nil
-		}
-		if !errors.Is(err, jetstream.ErrBucketExists) && !errors.Is(err, context.DeadlineExceeded) {
-			return nil, err
-		}
-		// Another node created it meanwhile (or is creating it): bind.
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, fmt.Errorf("bucket %s: %w (last: %w)", cfg.Bucket, ctx.Err(), err)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -39,7 +39,9 @@ func openBucket(n *cluster.Node, what string, ttl time.Duration) (jetstream.KeyV
 	if !bucketName.MatchString(name) {
 		return nil, fmt.Errorf("cluster name %q: bucket %q may hold only A-Z a-z 0-9 _ -", n.Name, name)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Nodes that start together create the bucket together, which NATS
+	// can take a while to settle (OpenBucket retries).
+	ctx, cancel := context.WithTimeout(context.Background(), bucketTimeout)
 	defer cancel()
 	kv, err := n.OpenBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      name,
@@ -53,6 +55,9 @@ func openBucket(n *cluster.Node, what string, ttl time.Duration) (jetstream.KeyV
 	}
 	return kv, nil
 }
+
+// bucketTimeout bounds opening a bucket.
+const bucketTimeout = 2 * time.Minute
 
 // checkTTL applies DefaultTTL to zero and refuses a ttl below MinTTL.
 func checkTTL(ttl time.Duration) (time.Duration, error) {
