@@ -196,6 +196,24 @@ func (p *Publisher) StreamPosition(ctx context.Context, epoch string) (cdc.LSN, 
 	return p.pos, nil
 }
 
+// Drain waits at most timeout for every record handed on to be stored
+// (at shutdown: what is stored need not be sent again by the next owner).
+func (p *Publisher) Drain(timeout time.Duration) {
+	expired := false
+	t := time.AfterFunc(timeout, func() {
+		p.mu.Lock()
+		expired = true
+		p.changed.Broadcast()
+		p.mu.Unlock()
+	})
+	defer t.Stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for (len(p.cur.buf) > 0 || p.inFlight) && p.err == nil && p.ctx.Err() == nil && !expired {
+		p.changed.Wait()
+	}
+}
+
 // idleLocked waits until every record is stored.
 func (p *Publisher) idleLocked() error {
 	for (len(p.cur.buf) > 0 || p.inFlight) && p.err == nil && p.ctx.Err() == nil {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -59,6 +60,7 @@ type Server struct {
 	cluster     *cluster.Cluster
 	feed        *cluster.Feed
 	direct      *cluster.DirectPublisher // without a database
+	publisher   *cluster.Publisher       // with a database
 	clusterStop context.CancelFunc
 	bridges     []func()
 	svcs        services
@@ -192,6 +194,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 			var ctx context.Context
 			ctx, s.clusterStop = context.WithCancel(context.Background())
 			pub := s.cluster.Publisher(ctx)
+			s.publisher = pub
 			pub.SetActive(func() bool { return s.reader.State() == cdc.StateStreaming })
 			sink = pub
 			s.feed = s.cluster.Feed(s.datasync, s.pool.CurrentSnapshot)
@@ -418,7 +421,8 @@ func (s *Server) Run(ctx context.Context) error {
 	// sends its final status update and closes its connections.
 	stopDB()
 	if s.clusterStop != nil {
-		s.clusterStop() // a publish still retrying gives up
+		s.publisher.Drain(2 * time.Second) // what is stored is not published again by the next owner
+		s.clusterStop()                    // a publish still retrying gives up
 	}
 	select {
 	case <-dbDone:
