@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/snorkyhq/snorky/cdc"
+	"github.com/snorkyhq/snorky/cmd/snorky/internal/cluster"
 	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
 	"github.com/snorkyhq/snorky/migrations"
 )
@@ -26,6 +27,15 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 	}
 	for _, w := range cfg.ExposureWarnings() { // hardening.go
 		fmt.Fprintln(out, "warning:", w)
+	}
+	if cfg.Cluster != nil {
+		if problems := cluster.Check(ctx, cfg.Cluster); len(problems) > 0 {
+			for _, p := range problems {
+				fmt.Fprintf(out, "problem: %s: %s\n  fix: %s\n", p.Key, p.What, p.Fix)
+			}
+			return fmt.Errorf("%d problem(s) found", len(problems))
+		}
+		fmt.Fprintf(out, "ok: NATS at %s answers, with JetStream\n", cfg.Cluster.NATS.URL)
 	}
 	if cfg.Database == nil {
 		fmt.Fprintln(out, "ok: no database configured; DataSync is fed by publishDeltas only")

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/snorkyhq/snorky/cdc"
 	"github.com/snorkyhq/snorky/cmd/snorky/internal/config"
 	"github.com/snorkyhq/snorky/sync/datasync"
 	"github.com/snorkyhq/snorky/sync/rpc"
@@ -306,4 +307,37 @@ func (c *Cluster) Close() {
 	if c.NC != nil {
 		c.NC.Close()
 	}
+}
+
+// Check reports what keeps a node from joining the cluster cfg describes,
+// as `snorky check` prints problems: NATS out of reach, credentials
+// refused, JetStream not enabled.
+func Check(ctx context.Context, cfg *config.ClusterConfig) []cdc.Problem {
+	opts := []nats.Option{nats.Name("snorky check"), nats.Timeout(5 * time.Second)}
+	if f := cfg.NATS.CredsFile; f != "" {
+		opts = append(opts, nats.UserCredentials(f))
+	}
+	if t := cfg.NATS.TLS; t.CAFile != "" {
+		opts = append(opts, nats.RootCAs(t.CAFile))
+	}
+	if t := cfg.NATS.TLS; t.CertFile != "" {
+		opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
+	}
+	nc, err := nats.Connect(cfg.NATS.URL, opts...)
+	if err != nil {
+		return []cdc.Problem{{Key: "cluster.nats.url", What: fmt.Sprintf("cannot connect to NATS at %s: %v", cfg.NATS.URL, err),
+			Fix: "start NATS with JetStream (nats-server -js), or correct cluster.nats.url (and its credentials or TLS keys)"}}
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err == nil {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = js.AccountInfo(actx)
+		cancel()
+	}
+	if err != nil {
+		return []cdc.Problem{{Key: "cluster.nats.url", What: fmt.Sprintf("JetStream is not available on NATS at %s: %v", cfg.NATS.URL, err),
+			Fix: "enable JetStream on the NATS servers (nats-server -js, or a jetstream {} block in their configuration)"}}
+	}
+	return nil
 }
