@@ -84,19 +84,28 @@ func (f *Feed) Lag() uint64 { return f.lag.Load() }
 // itself after a disconnect or a server's failure and continues after the
 // last record it delivered.
 func (f *Feed) Run(ctx context.Context) error {
+	wait := time.Second
 	for {
+		began := time.Now()
 		err := f.consume(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if err == nil {
+			err = errors.New("the consumer stopped")
+		}
 		msg := err.Error()
 		f.lastErr.Store(&msg)
-		f.log.Warn("cluster: consuming the stream failed; retrying", "err", err)
+		if time.Since(began) > 30*time.Second {
+			wait = time.Second
+		}
+		f.log.Warn("cluster: consuming the stream failed; retrying", "err", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(time.Second):
+		case <-time.After(wait):
 		}
+		wait = min(wait*2, 30*time.Second)
 	}
 }
 
