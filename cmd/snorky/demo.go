@@ -25,16 +25,18 @@ import (
 )
 
 // demoConfig is the embedded default configuration of `snorky demo`: the
-// server on loopback with free ports, streaming the tasks table of the
-// throwaway database. The %q verbs are the origins, the backend key, the
-// token secret and the database URL (Go's quoting is valid YAML for them).
+// server on loopback (free ports: "127.0.0.1:0"), streaming the tasks table
+// of the throwaway database. The %q verbs are the frontend address, the
+// origins, the backend address, the backend key, the token secret and the
+// database URL (Go's quoting is valid YAML for them). `snorky demo
+// --nodes` appends a cluster section.
 const demoConfig = `# snorky demo: generated at start, removed on exit.
 frontend:
-  listen: "127.0.0.1:0"
+  listen: %q
   path: /ws
   allowed_origins: [%q, %q]
 backend:
-  listen: "127.0.0.1:0"
+  listen: %q
   path: /backend
   api_key: %q
 tokens:
@@ -163,7 +165,7 @@ func runDemo(ctx context.Context, opts demoOptions, stdout, stderr io.Writer) (e
 	}
 	apiKey, secret := randomHex(16), randomHex(32)
 	cfgPath := filepath.Join(dir, "snorky.yaml")
-	cfgText := fmt.Sprintf(demoConfig, pageURL, fmt.Sprintf("http://localhost:%d", pagePort), apiKey, secret, dbURL, opts.LogLevel)
+	cfgText := fmt.Sprintf(demoConfig, "127.0.0.1:0", pageURL, fmt.Sprintf("http://localhost:%d", pagePort), "127.0.0.1:0", apiKey, secret, dbURL, opts.LogLevel)
 	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o600); err != nil {
 		return err
 	}

@@ -24,31 +24,9 @@ import (
 	"github.com/snorkyhq/snorky/examples/todomvc"
 )
 
-// demoNodeConfig is the configuration of node i of `snorky demo --nodes N`:
-// demoConfig's, with fixed ports and the cluster section. The %q verbs are
-// the frontend address, the origins, the backend address, the backend key,
-// the token secret, the database URL, the log level and the NATS URL.
-const demoNodeConfig = `# snorky demo --nodes: node configuration, generated at start, removed on exit.
-frontend:
-  listen: %q
-  path: /ws
-  allowed_origins: [%q, %q]
-backend:
-  listen: %q
-  path: /backend
-  api_key: %q
-tokens:
-  secret: %q
-database:
-  url: %q
-  migrate: true
-models:
-  Task: {table: public.tasks}
-dealers:
-  AllTasks: {model: Task, kind: broadcast}
-log: {level: %s}
-shutdown: {timeout: 5s}
-cluster:
+// demoClusterConfig is the cluster section appended to demoConfig for each
+// node of `snorky demo --nodes N`; the %q verb is the NATS URL.
+const demoClusterConfig = `cluster:
   name: demo
   nats: {url: %q}
   presence_ttl: 5s
@@ -158,8 +136,8 @@ func runDemoNodes(ctx context.Context, opts demoOptions, pageLn net.Listener, pa
 	}()
 	for i := range nodes {
 		cfgPath := filepath.Join(dir, fmt.Sprintf("node%d.yaml", i+1))
-		text := fmt.Sprintf(demoNodeConfig, fronts[i], pageURL, fmt.Sprintf("http://localhost:%d", pagePort), backs[i],
-			apiKey, secret, dbURL, opts.LogLevel, nats.URL(0))
+		text := fmt.Sprintf(demoConfig, fronts[i], pageURL, fmt.Sprintf("http://localhost:%d", pagePort), backs[i],
+			apiKey, secret, dbURL, opts.LogLevel) + fmt.Sprintf(demoClusterConfig, nats.URL(0))
 		if err := os.WriteFile(cfgPath, []byte(text), 0o600); err != nil {
 			return err
 		}

@@ -77,16 +77,7 @@ func Connect(cfg *config.ClusterConfig, acquireTimeout time.Duration, log *slog.
 			log.Warn("cluster: NATS error", "subject", subj, "err", err)
 		}),
 	}
-	if f := cfg.NATS.CredsFile; f != "" {
-		opts = append(opts, nats.UserCredentials(f))
-	}
-	if t := cfg.NATS.TLS; t.CAFile != "" {
-		opts = append(opts, nats.RootCAs(t.CAFile))
-	}
-	if t := cfg.NATS.TLS; t.CertFile != "" {
-		opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
-	}
-	nc, err := nats.Connect(cfg.NATS.URL, opts...)
+	nc, err := nats.Connect(cfg.NATS.URL, append(opts, authOptions(cfg)...)...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster.nats: %w", err)
 	}
@@ -97,6 +88,28 @@ func Connect(cfg *config.ClusterConfig, acquireTimeout time.Duration, log *slog.
 	}
 	c.NC, c.JS = nc, js
 	return c, nil
+}
+
+// authOptions are the credentials and TLS options of cluster.nats.
+func authOptions(cfg *config.ClusterConfig) []nats.Option {
+	var opts []nats.Option
+	if f := cfg.NATS.CredsFile; f != "" {
+		opts = append(opts, nats.UserCredentials(f))
+	}
+	if t := cfg.NATS.TLS; t.CAFile != "" {
+		opts = append(opts, nats.RootCAs(t.CAFile))
+	}
+	if t := cfg.NATS.TLS; t.CertFile != "" {
+		opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
+	}
+	return opts
+}
+
+// streamEpoch is the epoch of a stream fed without the snorky schema's
+// epoch (or without a database): the stream's identity, shared by every
+// node.
+func streamEpoch(s jetstream.Stream) string {
+	return "js" + strconv.FormatInt(s.CachedInfo().Created.UnixNano(), 36)
 }
 
 // sanitizeToken keeps what a NATS subject token may hold.
@@ -314,16 +327,7 @@ func (c *Cluster) Close() {
 // refused, JetStream not enabled.
 func Check(ctx context.Context, cfg *config.ClusterConfig) []cdc.Problem {
 	opts := []nats.Option{nats.Name("snorky check"), nats.Timeout(5 * time.Second)}
-	if f := cfg.NATS.CredsFile; f != "" {
-		opts = append(opts, nats.UserCredentials(f))
-	}
-	if t := cfg.NATS.TLS; t.CAFile != "" {
-		opts = append(opts, nats.RootCAs(t.CAFile))
-	}
-	if t := cfg.NATS.TLS; t.CertFile != "" {
-		opts = append(opts, nats.ClientCert(t.CertFile, t.KeyFile))
-	}
-	nc, err := nats.Connect(cfg.NATS.URL, opts...)
+	nc, err := nats.Connect(cfg.NATS.URL, append(opts, authOptions(cfg)...)...)
 	if err != nil {
 		return []cdc.Problem{{Key: "cluster.nats.url", What: fmt.Sprintf("cannot connect to NATS at %s: %v", cfg.NATS.URL, err),
 			Fix: "start NATS with JetStream (nats-server -js), or correct cluster.nats.url (and its credentials or TLS keys)"}}

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -75,7 +74,7 @@ func (d *DirectPublisher) mark(ctx context.Context, quiet time.Duration) error {
 		return nil
 	}
 	last := info.State.LastSeq
-	rec := encodeMarker(nil, d.epoch(s), cdc.LSN(last))
+	rec := encodeMarker(nil, streamEpoch(s), cdc.LSN(last))
 	body := binary.AppendUvarint(nil, uint64(len(rec)))
 	msg := &nats.Msg{Subject: c.subject, Data: append(body, rec...), Header: nats.Header{}}
 	msg.Header.Set(posHeader, cdc.LSN(last).String())
@@ -90,11 +89,6 @@ func (d *DirectPublisher) mark(ctx context.Context, quiet time.Duration) error {
 	return err
 }
 
-// epoch is the stream's epoch without a database: the stream's identity.
-func (d *DirectPublisher) epoch(s jetstream.Stream) string {
-	return "js" + strconv.FormatInt(s.CachedInfo().Created.UnixNano(), 36)
-}
-
 // Publish stores payload in the stream and returns the position just
 // before it (the engine answers once it has passed that position).
 func (d *DirectPublisher) Publish(ctx context.Context, payload []byte) (cdc.LSN, error) {
@@ -103,7 +97,7 @@ func (d *DirectPublisher) Publish(ctx context.Context, payload []byte) (cdc.LSN,
 	if err != nil {
 		return 0, fmt.Errorf("cluster stream %s: %w", c.stream, err)
 	}
-	epoch := d.epoch(s)
+	epoch := streamEpoch(s)
 	id := fmt.Sprintf("p-%s-%d", c.ID, d.n.Add(1))
 	for {
 		info, err := s.Info(ctx)

@@ -37,11 +37,10 @@ type Feed struct {
 	metrics *Metrics
 
 	// Owned by Run's goroutine.
-	started bool
-	epoch   string
-	pos     cdc.LSN
-	seq     uint64
-	names   map[string]string // table and column names, interned
+	epoch string
+	pos   cdc.LSN
+	seq   uint64
+	names map[string]string // table and column names, interned
 	// gap: records were lost (expired, unreadable) since the last one;
 	// skipping: the rest of transaction skipXid, found part-way, is skipped.
 	gap      bool
@@ -164,7 +163,7 @@ func (f *Feed) consume(ctx context.Context) error {
 
 // handleMessage gives the records of one stream message to the engine.
 func (f *Feed) handleMessage(ctx context.Context, seq uint64, body []byte) error {
-	if f.started && f.seq > 0 && seq != f.seq+1 {
+	if f.begun.Load() && f.seq > 0 && seq != f.seq+1 {
 		f.log.Error("cluster: records of the stream expired before this node read them (it was away longer than cluster.stream.max_age)", "seq", seq)
 		f.gap = true
 	}
@@ -205,17 +204,17 @@ func (f *Feed) handleMessage(ctx context.Context, seq uint64, body []byte) error
 func (f *Feed) handle(ctx context.Context, r *record) error {
 	switch r.kind {
 	case kindStart:
-		if !f.started || r.epoch != f.epoch {
+		if !f.begun.Load() || r.epoch != f.epoch {
 			f.pos = r.from // a new epoch's positions begin again
 		}
 		if err := f.target.StartStream(r.epoch, r.from, r.horizon); err != nil {
 			return err
 		}
-		f.started, f.epoch, f.gap, f.skipping = true, r.epoch, false, false
+		f.epoch, f.gap, f.skipping = r.epoch, false, false
 		f.begun.Store(true)
 		return nil
 	case kindMarker:
-		if f.started && r.epoch == f.epoch && !f.gap {
+		if f.begun.Load() && r.epoch == f.epoch && !f.gap {
 			return nil
 		}
 		return f.join(ctx, r.epoch, r.prev)
@@ -231,7 +230,7 @@ func (f *Feed) handle(ctx context.Context, r *record) error {
 		}
 		f.skipping = false
 	}
-	if !f.started || r.epoch != f.epoch || f.gap {
+	if !f.begun.Load() || r.epoch != f.epoch || f.gap {
 		if t.Partial {
 			f.skipping, f.skipXid, f.epoch = true, t.Xid, r.epoch
 			return nil
@@ -267,12 +266,12 @@ func (f *Feed) join(ctx context.Context, epoch string, at cdc.LSN) error {
 		}
 		horizon = h
 	}
-	if f.started && f.gap && epoch == f.epoch {
+	if f.begun.Load() && f.gap && epoch == f.epoch {
 		f.target.Reset(at, horizon, "records of the cluster stream expired before this node read them")
 	} else if err := f.target.StartStream(epoch, at, horizon); err != nil {
 		return err
 	}
-	f.started, f.epoch, f.pos, f.gap = true, epoch, at, false
+	f.epoch, f.pos, f.gap = epoch, at, false
 	f.begun.Store(true)
 	return nil
 }

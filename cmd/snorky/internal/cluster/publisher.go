@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -272,7 +271,7 @@ func (p *Publisher) StartStream(epoch string, from cdc.LSN, horizon string) erro
 		if err != nil {
 			return err
 		}
-		epoch = "js" + strconv.FormatInt(s.CachedInfo().Created.UnixNano(), 36)
+		epoch = streamEpoch(s)
 	}
 	p.epoch = epoch
 	var id [8]byte
