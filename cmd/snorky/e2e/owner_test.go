@@ -83,6 +83,12 @@ dealers:
 	if d := standby.slotDetail(); d["state"] != "standby" || d["slot"] != slot {
 		t.Errorf("standby's /readyz detail.slot: got %v, want state standby and slot %s", d, slot)
 	}
+	// The log line comes through the process's pipe, maybe after /readyz
+	// already said standby.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(standby.log.String(), `owner="pid `) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if !strings.Contains(standby.log.String(), `owner="pid `) {
 		t.Errorf("standby's log does not name the owner's session:\n%s", tail(standby.log.String(), 2000))
 	}
