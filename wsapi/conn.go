@@ -6,7 +6,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -45,7 +44,7 @@ type conn struct {
 	writing   bool
 	rest      []byte
 	restFrame int
-	raw       syscall.RawConn // nil: no write-through (TLS)
+	raw       *rawWriter // nil: no write-through (TLS)
 	// lastWrite is when the writer last took frames, or the last
 	// write-through (writethrough.go: writeThroughIdle).
 	lastWrite time.Time
@@ -70,7 +69,7 @@ func newConn(h *Handler, ws *websocket.Conn) *conn {
 		h:      h,
 		wake:   make(chan struct{}, 1),
 		done:   make(chan struct{}),
-		raw:    rawConn(ws.NetConn()),
+		raw:    newRawWriter(ws.NetConn()),
 		wtIdle: writeThroughIdle,
 	}
 }
@@ -386,7 +385,7 @@ func (c *conn) writeLoop() {
 			nc := c.ws.NetConn()
 			w := 0
 			if c.raw != nil {
-				w = tryWrite(c.raw, pingFrame)
+				w = c.raw.try(pingFrame)
 			}
 			if w < len(pingFrame) {
 				nc.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
@@ -437,13 +436,13 @@ func (c *conn) writeFrames(rest []byte, restFrame int, items []item) error {
 			// message, RFC 6455 §5.5).
 			buf = append(buf, pingFrame...)
 		}
-		// First one raw non-blocking write (tryWrite): most writes fit in
+		// First one raw non-blocking write (rawWriter.try): most writes fit in
 		// the socket's buffer and then need neither a deadline nor the
 		// scheduler's system-call bookkeeping. What is left is written
 		// under the write deadline.
 		n := 0
 		if c.raw != nil && len(buf) <= maxWriteThrough && !c.aborted.Load() {
-			n = tryWrite(c.raw, buf)
+			n = c.raw.try(buf)
 		}
 		var err error
 		if n < len(buf) {

@@ -20,7 +20,7 @@
 //     writer for it; the writer also sends the pongs, queued by the reader.
 //     The reader's deadline is refreshed by every message and pong.
 //   - Writes to a plain socket start with one raw non-blocking write(2)
-//     (tryWrite: no scheduler bookkeeping, no deadline); only what the
+//     (rawWriter.try: no scheduler bookkeeping, no deadline); only what the
 //     socket does not take is written through net.Conn under the write
 //     deadline. A writer woken for a frame or two within 2 ms of its last
 //     write yields once first, so that one write carries more frames.

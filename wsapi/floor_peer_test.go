@@ -140,12 +140,11 @@ func floorPeer(b *testing.B, n int, mode string) []*net.TCPConn {
 	return conns
 }
 
-func rawConns(b *testing.B, conns []*net.TCPConn) []syscall.RawConn {
-	raws := make([]syscall.RawConn, len(conns))
+func rawConns(b *testing.B, conns []*net.TCPConn) []*rawWriter {
+	raws := make([]*rawWriter, len(conns))
 	for i, c := range conns {
-		var err error
-		if raws[i], err = c.SyscallConn(); err != nil {
-			b.Fatal(err)
+		if raws[i] = newRawWriter(c); raws[i] == nil {
+			b.Fatal("no raw writer for a TCP connection")
 		}
 	}
 	return raws
@@ -163,8 +162,8 @@ func processCPU(b *testing.B) time.Duration {
 // floorWrite writes frame to rc with the server's raw write and fails the
 // benchmark if the socket does not take it whole (the peer reads
 // everything, so it always should).
-func floorWrite(b *testing.B, rc syscall.RawConn, frame []byte) {
-	if n := tryWrite(rc, frame); n != len(frame) {
+func floorWrite(b *testing.B, w *rawWriter, frame []byte) {
+	if n := w.try(frame); n != len(frame) {
 		b.Fatalf("the socket took %d of %d bytes", n, len(frame))
 	}
 }

@@ -42,9 +42,22 @@ const maxWriteThrough = 32 << 10
 
 var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-// rawConn returns the socket's syscall.RawConn when a non-blocking write of
-// WebSocket frames directly on it is correct: plain TCP or Unix sockets.
-func rawConn(nc net.Conn) syscall.RawConn {
+// rawWriter makes non-blocking raw writes on a connection's socket. It
+// exists when such a write of WebSocket frames is correct: plain TCP or
+// Unix sockets. Its callback is made once, so a write allocates nothing
+// (a closure passed to RawConn.Control escapes: one allocation per write,
+// the largest allocation site of a CDC drain's profile, BENCHMARKS.md).
+// Its callers hold the connection's write claim (conn.writing), so one
+// write at a time uses b and n.
+type rawWriter struct {
+	rc syscall.RawConn
+	fn func(fd uintptr)
+	b  []byte // what the current write writes
+	n  int    // what it wrote
+}
+
+// newRawWriter returns nc's rawWriter, nil when nc does not qualify.
+func newRawWriter(nc net.Conn) *rawWriter {
 	var sc syscall.Conn
 	switch x := nc.(type) {
 	case *net.TCPConn:
@@ -58,10 +71,12 @@ func rawConn(nc net.Conn) syscall.RawConn {
 	if err != nil {
 		return nil
 	}
-	return rc
+	w := &rawWriter{rc: rc}
+	w.fn = w.write
+	return w
 }
 
-// tryWrite makes one non-blocking write of b and returns how many bytes the
+// try makes one non-blocking write of b and returns how many bytes the
 // socket took (0 on EAGAIN or any error: the writer then meets the error
 // itself). It never waits for the socket to become writable.
 //
@@ -72,27 +87,31 @@ func rawConn(nc net.Conn) syscall.RawConn {
 // is therefore made raw (RawSyscall), without the scheduler's system-call
 // bookkeeping, which also wakes the runtime's monitor thread when the
 // process was idle (see cdc.rawReadConn for the measurement).
-func tryWrite(rc syscall.RawConn, b []byte) int {
+func (w *rawWriter) try(b []byte) int {
 	if len(b) == 0 {
 		return 0
 	}
-	n := 0
-	err := rc.Control(func(fd uintptr) {
-		for {
-			m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-			if e == syscall.EINTR {
-				continue
-			}
-			if e == 0 && m > 0 {
-				n = int(m)
-			}
-			return
-		}
-	})
+	w.b, w.n = b, 0
+	err := w.rc.Control(w.fn)
+	n := w.n
+	w.b = nil
 	if err != nil {
 		return 0
 	}
 	return n
+}
+
+func (w *rawWriter) write(fd uintptr) {
+	for {
+		m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.b[0])), uintptr(len(w.b)))
+		if e == syscall.EINTR {
+			continue
+		}
+		if e == 0 && m > 0 {
+			w.n = int(m)
+		}
+		return
+	}
 }
 
 // writeThroughLocked tries the fast path for frames (n bytes of payload)
@@ -115,7 +134,7 @@ func (c *conn) writeThroughLocked(frames [][]byte, n int, now time.Time) bool {
 		buf = appendFrameHeader(buf, len(f))
 		buf = append(buf, f...)
 	}
-	w := tryWrite(c.raw, buf)
+	w := c.raw.try(buf)
 	var rest []byte
 	restFrame := 0
 	if w < len(buf) {
@@ -159,7 +178,7 @@ func (c *conn) pingNow() bool {
 	c.writing = true
 	c.mu.Unlock()
 
-	w := tryWrite(c.raw, pingFrame)
+	w := c.raw.try(pingFrame)
 
 	c.mu.Lock()
 	c.writing = false

@@ -151,11 +151,21 @@ func TestWriteThroughOnlyPlainSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if rawConn(c) == nil {
-		t.Error("plain TCP: got no raw connection, want one")
+	w := newRawWriter(c)
+	if w == nil {
+		t.Fatal("plain TCP: got no raw writer, want one")
 	}
-	if rawConn(tls.Client(c, &tls.Config{InsecureSkipVerify: true})) != nil {
-		t.Error("TLS: got a raw connection, want none")
+	if newRawWriter(tls.Client(c, &tls.Config{InsecureSkipVerify: true})) != nil {
+		t.Error("TLS: got a raw writer, want none")
+	}
+	// A write allocates nothing (100 two-byte frames fit in the socket's
+	// buffer while the peer sleeps).
+	if n := testing.AllocsPerRun(100, func() {
+		if w.try(pingFrame) != len(pingFrame) {
+			t.Fatal("the socket did not take a ping frame")
+		}
+	}); n != 0 {
+		t.Errorf("a raw write allocates %.1f times, want 0", n)
 	}
 }
 
