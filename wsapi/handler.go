@@ -169,20 +169,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The reader runs on a goroutine of its own so that net/http's
 	// connection goroutine, its stack and its buffers are released now:
 	// an idle connection holds only what it needs.
-	go func() {
-		c.serve()
-		h.release(ip)
-	}()
+	go c.serve(ip)
 }
 
-// serve runs the reader until the connection ends, then releases it.
-func (c *conn) serve() {
+// serve runs the reader until the connection ends, then releases it: its
+// admission slot (ip's) first, so that once the connection has left
+// h.conns a new one from the same address is admitted.
+func (c *conn) serve(ip netip.Addr) {
 	h := c.h
 	c.readLoop()
 	h.reg.Disconnect(c)
 	c.readerGone()
 	<-c.done
 	c.ws.Close()
+	h.release(ip)
 	h.mu.Lock()
 	delete(h.conns, c)
 	h.mu.Unlock()
