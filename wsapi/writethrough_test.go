@@ -140,10 +140,13 @@ func TestWriteThroughOnlyPlainSockets(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	// The peer holds its end, reading nothing, until the test ends.
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
 		if c, err := ln.Accept(); err == nil {
 			defer c.Close()
-			time.Sleep(100 * time.Millisecond)
+			<-done
 		}
 	}()
 	c, err := net.Dial("tcp", ln.Addr().String())
@@ -159,7 +162,7 @@ func TestWriteThroughOnlyPlainSockets(t *testing.T) {
 		t.Error("TLS: got a raw writer, want none")
 	}
 	// A write allocates nothing (1,000 two-byte frames fit in the
-	// socket's buffer while the peer sleeps; AllocsPerRun counts the whole
+	// socket's buffer of a peer that reads nothing; AllocsPerRun counts the whole
 	// process, so many runs keep other goroutines' allocations below one
 	// per run).
 	if n := testing.AllocsPerRun(1000, func() {
