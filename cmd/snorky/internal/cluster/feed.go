@@ -41,11 +41,12 @@ type Feed struct {
 	pos   cdc.LSN
 	seq   uint64
 	names map[string]string // table and column names, interned
-	// gap: records were lost (expired, unreadable) since the last one;
-	// skipping: the rest of transaction skipXid, found part-way, is skipped.
-	gap      bool
-	skipping bool
-	skipXid  uint32
+	// gap: records were lost (expired, unreadable) since the last one.
+	// skipXid, when not 0 (no transaction has xid 0), is a transaction of
+	// epoch skipEpoch found part-way: its rest is skipped.
+	gap       bool
+	skipXid   uint32
+	skipEpoch string
 
 	caughtUp atomic.Bool
 	begun    atomic.Bool // the engine took its first record
@@ -210,7 +211,7 @@ func (f *Feed) handle(ctx context.Context, r *record) error {
 		if err := f.target.StartStream(r.epoch, r.from, r.horizon); err != nil {
 			return err
 		}
-		f.epoch, f.gap, f.skipping = r.epoch, false, false
+		f.epoch, f.gap, f.skipXid = r.epoch, false, 0
 		f.begun.Store(true)
 		return nil
 	case kindMarker:
@@ -220,19 +221,20 @@ func (f *Feed) handle(ctx context.Context, r *record) error {
 		return f.join(ctx, r.epoch, r.prev)
 	}
 	t := r.txn
-	if f.skipping {
-		if t.Xid == f.skipXid && r.epoch == f.epoch {
+	if f.skipXid != 0 {
+		if t.Xid == f.skipXid && r.epoch == f.skipEpoch {
 			if t.Partial {
 				return nil
 			}
-			f.skipping = false
+			f.skipXid = 0
 			return f.join(ctx, r.epoch, t.EndLSN) // after the transaction found part-way
 		}
-		f.skipping = false
+		f.skipXid = 0
 	}
 	if !f.begun.Load() || r.epoch != f.epoch || f.gap {
 		if t.Partial {
-			f.skipping, f.skipXid, f.epoch = true, t.Xid, r.epoch
+			// f.epoch stays: join compares it with the epoch it joins.
+			f.skipXid, f.skipEpoch = t.Xid, r.epoch
 			return nil
 		}
 		if err := f.join(ctx, r.epoch, r.prev); err != nil {

@@ -20,6 +20,7 @@ import (
 type recorder struct {
 	mu     sync.Mutex
 	starts []string
+	resets []cdc.LSN
 	txns   []*cdc.Txn
 }
 
@@ -37,7 +38,11 @@ func (r *recorder) Apply(t *cdc.Txn) error {
 	return nil
 }
 
-func (r *recorder) Reset(cdc.LSN, string, string) {}
+func (r *recorder) Reset(from cdc.LSN, _, _ string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.resets = append(r.resets, from)
+}
 
 func (r *recorder) applied() []*cdc.Txn {
 	r.mu.Lock()
