@@ -162,8 +162,9 @@ type OwnerGate interface {
 	CanOwn() error
 }
 
-// ErrSinkStopped, wrapped in an error of the sink (Apply, StartStream,
-// StreamPosition), says the sink cannot go on: the reader stops with it.
+// ErrSinkStopped, wrapped in an error of StreamPosition, says the sink
+// cannot go on: the reader stops with it instead of retrying. (Any error of
+// Apply or StartStream already stops the reader.)
 var ErrSinkStopped = errors.New("the sink stopped")
 
 // ConfirmGate is a ConfirmLimiter whose limit holds even while the reader

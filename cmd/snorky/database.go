@@ -30,10 +30,7 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 	}
 	if cfg.Cluster != nil {
 		if problems := cluster.Check(ctx, cfg.Cluster); len(problems) > 0 {
-			for _, p := range problems {
-				fmt.Fprintf(out, "problem: %s: %s\n  fix: %s\n", p.Key, p.What, p.Fix)
-			}
-			return fmt.Errorf("%d problem(s) found", len(problems))
+			return printProblems(out, problems)
 		}
 		fmt.Fprintf(out, "ok: NATS at %s answers, with JetStream\n", cfg.Cluster.NATS.URL)
 	}
@@ -55,6 +52,12 @@ func check(ctx context.Context, path string, environ []string, out io.Writer) er
 		fmt.Fprintf(out, "ok: wal_level, privileges, slot %q, publication %q and %d tables are ready\n", cc.Slot, cc.Publication, len(cc.Tables))
 		return nil
 	}
+	return printProblems(out, problems)
+}
+
+// printProblems prints what `snorky check` found, each with its fix, and
+// returns the error that makes the command fail.
+func printProblems(out io.Writer, problems []cdc.Problem) error {
 	for _, p := range problems {
 		fmt.Fprintf(out, "problem: %s: %s\n  fix: %s\n", p.Key, p.What, p.Fix)
 	}

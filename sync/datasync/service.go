@@ -172,8 +172,6 @@ func (e *Engine) acquire(c rpc.Conn, tok string, resumable bool) (any, error) {
 		if err := e.cfg.Claim(p.ID); err != nil {
 			return nil, err
 		}
-	}
-	if e.cfg.Claim != nil {
 		// The node that authorised it may be ahead of this one: wait (as a
 		// resume does) until this one has reached the token's start, so
 		// that nothing the application's fetch saw is delivered again.

@@ -220,9 +220,7 @@ func (c *Cluster) MaxPayload() int {
 
 // Publisher returns the sink of this node's WAL reader.
 func (c *Cluster) Publisher(ctx context.Context) *Publisher {
-	p := NewPublisher(ctx, c.JS, c.stream, c.subject, c.MaxPayload(), c.MarkEvery(), c.Log, c.metrics)
-	p.nc = c.NC
-	return p
+	return NewPublisher(ctx, c.JS, c.stream, c.subject, c.MaxPayload(), c.MarkEvery(), c.Log, c.metrics)
 }
 
 // MarkEvery is how often a quiet stream gets a marker: well within its

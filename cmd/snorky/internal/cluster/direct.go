@@ -75,18 +75,31 @@ func (d *DirectPublisher) mark(ctx context.Context, quiet time.Duration) error {
 	}
 	last := info.State.LastSeq
 	rec := encodeMarker(nil, streamEpoch(s), cdc.LSN(last))
-	body := binary.AppendUvarint(nil, uint64(len(rec)))
-	msg := &nats.Msg{Subject: c.subject, Data: append(body, rec...), Header: nats.Header{}}
-	msg.Header.Set(posHeader, cdc.LSN(last).String())
-	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-	defer cancel()
-	_, err = c.JS.PublishMsg(pctx, msg, jetstream.WithMsgID(fmt.Sprintf("m-%s-%d", c.ID, d.n.Add(1))),
-		jetstream.WithExpectStream(c.stream), jetstream.WithExpectLastSequence(last))
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jsWrongLastSequence {
+	_, err = d.put(ctx, rec, cdc.LSN(last), last, fmt.Sprintf("m-%s-%d", c.ID, d.n.Add(1)))
+	if errors.Is(err, errRaced) {
 		return nil // another node's record came first
 	}
 	return err
+}
+
+// errRaced is put's error when another record took the expected place.
+var errRaced = errors.New("another record came first")
+
+// put publishes the record rec, after which the stream stands at pos, as
+// message id, expecting the stream's last sequence to be last.
+func (d *DirectPublisher) put(ctx context.Context, rec []byte, pos cdc.LSN, last uint64, id string) (*jetstream.PubAck, error) {
+	c := d.c
+	body := binary.AppendUvarint(nil, uint64(len(rec)))
+	msg := &nats.Msg{Subject: c.subject, Data: append(body, rec...), Header: nats.Header{}}
+	msg.Header.Set(posHeader, pos.String())
+	pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	ack, err := c.JS.PublishMsg(pctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(c.stream), jetstream.WithExpectLastSequence(last))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jsWrongLastSequence {
+		return nil, errRaced
+	}
+	return ack, err
 }
 
 // Publish stores payload in the stream and returns the position just
@@ -108,21 +121,13 @@ func (d *DirectPublisher) Publish(ctx context.Context, payload []byte) (cdc.LSN,
 		pos := cdc.LSN(last + 1)
 		txn := &cdc.Txn{Xid: uint32(pos), CommitLSN: pos, EndLSN: pos, CommitTime: time.Now(),
 			Messages: []cdc.Message{{Prefix: d.prefix, Content: payload, LSN: pos}}}
-		rec := encodeTxn(nil, epoch, cdc.LSN(last), txn)
-		body := binary.AppendUvarint(nil, uint64(len(rec)))
-		body = append(body, rec...)
-		msg := &nats.Msg{Subject: c.subject, Data: body, Header: nats.Header{}}
-		msg.Header.Set(posHeader, pos.String())
-		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
-		ack, err := c.JS.PublishMsg(pctx, msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(c.stream), jetstream.WithExpectLastSequence(last))
-		cancel()
+		ack, err := d.put(ctx, encodeTxn(nil, epoch, cdc.LSN(last), txn), pos, last, id)
 		if err == nil {
 			// A retried publish may be answered as a duplicate of an
 			// earlier attempt, stored at its own sequence.
 			return cdc.LSN(ack.Sequence) - 1, nil
 		}
-		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jsWrongLastSequence {
+		if errors.Is(err, errRaced) {
 			continue // another node published first: take the next sequence
 		}
 		return 0, err

@@ -35,11 +35,17 @@ type Node struct {
 	Replicas int
 }
 
+// openBucketTimeout bounds OpenBucket.
+const openBucketTimeout = 2 * time.Minute
+
 // OpenBucket binds to the key-value bucket cfg names, creating it when
 // absent, with n.Replicas replicas unless cfg says otherwise. Nodes start
 // together: binding first avoids concurrent creates of a replicated
-// bucket, which can stall. The first node's configuration stands.
+// bucket, which can stall, and NATS can take a while to settle; it retries
+// for up to openBucketTimeout. The first node's configuration stands.
 func (n *Node) OpenBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	ctx, cancel := context.WithTimeout(ctx, openBucketTimeout)
+	defer cancel()
 	if cfg.Replicas == 0 {
 		cfg.Replicas = max(n.Replicas, 1)
 	}

@@ -57,7 +57,6 @@ const jsWrongLastSequence = 10071
 // interleaves two owners; the loser stops with an error that says so.
 type Publisher struct {
 	js       jetstream.JetStream
-	nc       *nats.Conn // nil in tests
 	stream   string
 	subject  string
 	log      *slog.Logger
@@ -375,12 +374,12 @@ func (p *Publisher) publishSplitLocked(txn *cdc.Txn) error {
 }
 
 // publishTooLargeLocked publishes the end of a transaction whose rows were
-// dropped: its tables, so that their subscribers refetch.
+// dropped: its tables (p.tables, which the caller has completed with
+// txn's), so that their subscribers refetch.
 func (p *Publisher) publishTooLargeLocked(txn *cdc.Txn) error {
 	p.log.Warn("cluster: a row is larger than the largest NATS message (max_payload); its transaction becomes \"must refetch\" for its models",
 		"xid", txn.Xid, "max_payload", p.maxPayload)
 	t := &cdc.Txn{Xid: txn.Xid, CommitLSN: txn.CommitLSN, EndLSN: txn.EndLSN, CommitTime: txn.CommitTime, TooLarge: true}
-	p.addTablesLocked(txn)
 	for tb := range p.tables {
 		t.Tables = append(t.Tables, tb)
 	}
@@ -518,7 +517,7 @@ func (p *Publisher) clusterName() string {
 // CanOwn is nil while this node reaches NATS (cdc.OwnerGate): a node that
 // cannot publish must not take the replication slot.
 func (p *Publisher) CanOwn() error {
-	if p.nc != nil && !p.nc.IsConnected() {
+	if !p.js.Conn().IsConnected() {
 		return errors.New("not connected to NATS: this node does not take the replication slot until it is")
 	}
 	return nil

@@ -39,11 +39,7 @@ func openBucket(n *cluster.Node, what string, ttl time.Duration) (jetstream.KeyV
 	if !bucketName.MatchString(name) {
 		return nil, fmt.Errorf("cluster name %q: bucket %q may hold only A-Z a-z 0-9 _ -", n.Name, name)
 	}
-	// Nodes that start together create the bucket together, which NATS
-	// can take a while to settle (OpenBucket retries).
-	ctx, cancel := context.WithTimeout(context.Background(), bucketTimeout)
-	defer cancel()
-	kv, err := n.OpenBucket(ctx, jetstream.KeyValueConfig{
+	kv, err := n.OpenBucket(context.Background(), jetstream.KeyValueConfig{
 		Bucket:      name,
 		Description: "snorky " + what + " per node, refreshed by heartbeats",
 		History:     1,
@@ -55,9 +51,6 @@ func openBucket(n *cluster.Node, what string, ttl time.Duration) (jetstream.KeyV
 	}
 	return kv, nil
 }
-
-// bucketTimeout bounds opening a bucket.
-const bucketTimeout = 2 * time.Minute
 
 // checkTTL applies DefaultTTL to zero and refuses a ttl below MinTTL.
 func checkTTL(ttl time.Duration) (time.Duration, error) {

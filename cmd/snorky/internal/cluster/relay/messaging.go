@@ -84,11 +84,7 @@ func Messaging(m *messaging.Service, n *cluster.Node, cfg Config) (stop func(), 
 	if !bucketName.MatchString(bucket) {
 		return nil, fmt.Errorf("relay: cluster name %q: a bucket name takes only A-Z a-z 0-9 _ -", n.Name)
 	}
-	// Nodes that start together create the bucket together, which NATS
-	// can take a while to settle (OpenBucket retries).
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	kv, err := n.OpenBucket(ctx, jetstream.KeyValueConfig{
+	kv, err := n.OpenBucket(context.Background(), jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "Messaging names of the snorky cluster " + n.Name + ": name (base64url) → owner node",
 		History:     1,
