@@ -162,7 +162,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			return fail(fmt.Errorf("pglocal: handing %s to postgres: %w", dir, err))
 		}
 	}
-	if s.port, err = freePort(); err != nil {
+	if s.port, err = FreePort(); err != nil {
 		return fail(err)
 	}
 	args := append([]string{"-D", s.dataDir, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"}, opts.InitdbArgs...)
@@ -488,15 +488,6 @@ func credential() (*syscall.Credential, error) {
 		return nil, fmt.Errorf("pglocal: bad uid/gid of postgres: %q/%q", u.Uid, u.Gid)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pglocal: finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // sweepStale removes directories left by processes that no longer exist

@@ -7,7 +7,6 @@ package natslocal
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/snorkyhq/snorky/cdc/pglocal"
 )
 
 // Cluster is a set of embedded NATS servers.
@@ -35,7 +35,7 @@ func Start(dir string, n int) (*Cluster, error) {
 	}
 	routePorts := make([]int, n)
 	for i := range routePorts {
-		p, err := freePort()
+		p, err := pglocal.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -149,13 +149,4 @@ func (c *Cluster) Shutdown() {
 	for _, s := range c.Servers {
 		s.WaitForShutdown()
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
