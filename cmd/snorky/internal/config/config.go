@@ -221,6 +221,7 @@ func defaults() map[string]any {
 		"frontend.listen":                 ":5001",
 		"frontend.path":                   "/ws",
 		"frontend.allowed_origins":        []string{},
+		"frontend.ping_interval":          "25s", // 0 disables (spec §1.1)
 		"backend.listen":                  "127.0.0.1:5002",
 		"backend.path":                    "/backend",
 		"tokens.acquire_timeout":          "120s",

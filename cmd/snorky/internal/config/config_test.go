@@ -129,3 +129,26 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestPingIntervalZeroIsOff: spec §1.1 (as in the original Snorky) makes an
+// explicit 0 disable pings, so the file must tell it from an unset key,
+// which means the default.
+func TestPingIntervalZeroIsOff(t *testing.T) {
+	for _, c := range []struct {
+		frontend string
+		want     time.Duration
+	}{
+		{"{}", 25 * time.Second},
+		{"{ping_interval: 0}", 0},
+		{"{ping_interval: 0s}", 0},
+		{"{ping_interval: 40s}", 40 * time.Second},
+	} {
+		cfg, _, err := config.Load(writeConfig(t, baseConfig+"frontend: "+c.frontend+"\n"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Frontend.PingInterval != c.want {
+			t.Errorf("frontend: %s: ping_interval %v, want %v", c.frontend, cfg.Frontend.PingInterval, c.want)
+		}
+	}
+}

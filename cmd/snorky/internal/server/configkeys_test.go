@@ -100,7 +100,7 @@ var noInvalidValue = map[string]string{
 	"backend.pprof":               "a bool",
 	"backend.metrics_auth":        "a bool",
 	"pubsub.client_publish_deny":  "any list of prefixes is a policy (an empty prefix denies every channel)",
-	"frontend.ping_interval":      "a negative interval disables pings",
+	"frontend.ping_interval":      "0 or a negative interval disables pings",
 	"database.heartbeat_interval": "a negative interval disables heartbeats",
 	"limits.idle_timeout":         "a negative timeout disables the idle deadline, as 0 does",
 }

@@ -54,9 +54,11 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 	}
 }
 
-// idleTimeout maps limits.idle_timeout to wsapi's: 0 disables the
-// deadline (wsapi reads 0 as its default and a negative value as off).
-func idleTimeout(d time.Duration) time.Duration {
+// zeroDisables maps a duration of the file where 0 means off
+// (limits.idle_timeout, frontend.ping_interval as in spec §1.1) to wsapi's,
+// which reads 0 as its default and a negative value as off. The file's
+// default comes from config's defaults.
+func zeroDisables(d time.Duration) time.Duration {
 	if d == 0 {
 		return -1
 	}
