@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/snorkyhq/snorky/cdc/pglocal"
 	"github.com/snorkyhq/snorky/cmd/snorky/natslocal"
 	"github.com/snorkyhq/snorky/examples/todomvc"
 )
@@ -77,13 +78,11 @@ func demoPorts(base, n int) []string {
 		if base > 0 {
 			port = base + i
 		}
-		addrs[i] = fmt.Sprintf("127.0.0.1:%d", port)
 		if port == 0 {
-			if ln, err := net.Listen("tcp", addrs[i]); err == nil {
-				addrs[i] = ln.Addr().String()
-				ln.Close()
-			}
+			// Never one port twice, though none is held until its node binds it.
+			port, _ = pglocal.FreePort()
 		}
+		addrs[i] = fmt.Sprintf("127.0.0.1:%d", port)
 	}
 	return addrs
 }
