@@ -187,7 +187,7 @@ func (h *Handler) serveEnvelope(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply := h.reg.Run(&requestConn{id: rpc.NewConnID()}, call)
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
 	w.WriteHeader(http.StatusOK)
 	w.Write(reply)
 }
@@ -196,7 +196,7 @@ func errorBody(msg string) map[string]string { return map[string]string{"error":
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, _ := json.Marshal(v)
-	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
 	w.WriteHeader(status)
 	w.Write(b)
 }

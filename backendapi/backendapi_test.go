@@ -117,6 +117,19 @@ func TestBackendEndpoint(t *testing.T) {
 	if len(p.published) != 1 {
 		t.Fatalf("the service ran %d times (%q), want once: only the valid request reaches it", len(p.published), p.published)
 	}
+	// Spec §4: replies, RPC errors included, are JSON in UTF-8, and say so.
+	for _, body := range []string{valid, `{"service":`} {
+		req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+		req.Header.Set("X-Backend-Key", testKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json; charset=UTF-8" {
+			t.Errorf("reply to %s: Content-Type %q, want application/json; charset=UTF-8", body, ct)
+		}
+	}
 	if got := counter(t, mreg, "snorky_backend_auth_failures_total"); got != 4 {
 		t.Errorf("auth failures: got %v, want 4", got)
 	}

@@ -255,6 +255,14 @@ func (c *conn) overflowLocked() {
 	c.queue, c.latest, c.queued, c.since = nil, nil, 0, time.Time{}
 }
 
+// isClosing reports whether Close (or a slow-consumer overflow) has begun
+// closing the connection.
+func (c *conn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing.code != 0
+}
+
 // Close asks the writer to write what is queued, then a close frame.
 func (c *conn) Close(code int, reason string) {
 	c.mu.Lock()

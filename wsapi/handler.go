@@ -199,6 +199,9 @@ func (c *conn) readLoop() {
 	if h.cfg.PingInterval > 0 {
 		c.ws.SetReadDeadline(time.Now().Add(wait))
 		c.ws.SetPongHandler(func(string) error {
+			if c.isClosing() {
+				return nil // the writer's close deadline stands
+			}
 			return c.ws.SetReadDeadline(time.Now().Add(wait))
 		})
 	}
@@ -213,6 +216,12 @@ func (c *conn) readLoop() {
 				h.log.Info("closing connection: message too big", "conn", c.id, "limit", h.cfg.MaxMessageBytes)
 			}
 			return
+		}
+		if c.isClosing() {
+			// Closed (revoked identity, bad token, shutdown): what the peer
+			// sends while the close handshake runs is dropped, and it does
+			// not hold the connection open past the writer's close deadline.
+			continue
 		}
 		c.lim.touch(time.Now())
 		if h.cfg.PingInterval > 0 {

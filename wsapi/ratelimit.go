@@ -48,7 +48,7 @@ type abuseSlot struct {
 
 func newRateGuard(perSecond float64, grace time.Duration) *rateGuard {
 	return &rateGuard{
-		limiter: rate.NewLimiter(rate.Limit(perSecond), int(2*perSecond+0.5)),
+		limiter: rate.NewLimiter(rate.Limit(perSecond), max(int(2*perSecond+0.5), 1)), // a burst of 0 would refuse every message
 		grace:   grace,
 		slot:    max(grace/abuseSlots, time.Millisecond),
 		volume:  max(int(perSecond*grace.Seconds()), 1),

@@ -369,3 +369,13 @@ func (l *firstConnSmallBuffer) Accept() (net.Conn, error) {
 	}
 	return c, err
 }
+
+// TestSlowRateAllowsAMessage: a rate under 0.25 messages/s rounded the
+// burst to 0, which refuses every message.
+func TestSlowRateAllowsAMessage(t *testing.T) {
+	for _, r := range []float64{0.01, 0.2, 1} {
+		if g := newRateGuard(r, time.Second); !g.limiter.Allow() {
+			t.Errorf("commands_per_second %v: the first message refused", r)
+		}
+	}
+}
