@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"time"
 
 	"github.com/snorkyhq/snorky/sync/rpc"
+	"github.com/snorkyhq/snorky/sync/token"
 )
 
 // Errors of spec §2.5.
@@ -119,18 +121,21 @@ func (f *Frontend) Disconnected(c rpc.Conn) { f.e.disconnect(c) }
 
 // subscriptionID verifies a token and returns the subscription id it names.
 func (e *Engine) subscriptionID(tok string) (string, bool) {
-	p, ok := e.verifyToken(tok)
+	p, _, ok := e.verifyToken(tok)
 	return p.ID, ok
 }
 
 // verifyToken verifies a subscription token and returns what it carries.
-func (e *Engine) verifyToken(tok string) (tokenPayload, bool) {
-	var p tokenPayload
+// A genuine token past its acquire deadline is ok but expired: it still
+// names its subscription, which its owner can cancel (§3.5.6) and which a
+// second acquire finds taken.
+func (e *Engine) verifyToken(tok string) (p tokenPayload, expired, ok bool) {
 	raw, err := e.cfg.Signer.Verify(tokenPurpose, tok, e.cfg.Now())
-	if err != nil || json.Unmarshal(raw, &p) != nil || p.ID == "" {
-		return tokenPayload{}, false
+	expired = errors.Is(err, token.ErrExpired)
+	if err != nil && !expired || json.Unmarshal(raw, &p) != nil || p.ID == "" {
+		return tokenPayload{}, false, false
 	}
-	return p, true
+	return p, expired, true
 }
 
 // fromTokenLocked registers, in a cluster, the subscription a token
@@ -163,8 +168,16 @@ func (e *Engine) fromTokenLocked(p tokenPayload) *subscription {
 // acquire binds the subscription of tok to c, after queueing what it
 // missed since its start (replayed from the window, spec §3.5, §3.9).
 func (e *Engine) acquire(c rpc.Conn, tok string, resumable bool) (any, error) {
-	p, ok := e.verifyToken(tok)
+	p, expired, ok := e.verifyToken(tok)
 	if !ok {
+		return nil, ErrNoSuchSubscription
+	}
+	if expired {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if s := e.byID[p.ID]; s != nil && s.owner != nil {
+			return nil, ErrAlreadyAcquired
+		}
 		return nil, ErrNoSuchSubscription
 	}
 	if e.cfg.Claim != nil {

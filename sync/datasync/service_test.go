@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -372,4 +373,43 @@ func TestPublishDeltasValidatedWhole(t *testing.T) {
 	}
 	// Nothing of the rejected batches was delivered.
 	none(t, c)
+}
+
+// TestDataSyncExpiredTokenStillCancels: a token's expiry bounds its
+// acquire, not the subscription: once acquired, its owner can still cancel
+// it (§3.5.6) and another acquire still finds it taken, long after the
+// acquire timeout.
+func TestDataSyncExpiredTokenStillCancels(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	later := func(d time.Duration) {
+		mu.Lock()
+		now = now.Add(d)
+		mu.Unlock()
+	}
+	ev := newEnv(t, func(c *datasync.Config) {
+		c.Now = func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return now
+		}
+	})
+	a, b := rpctest.NewConn(), rpctest.NewConn()
+	tok := ev.authorize(`[{"dealer":"AllTasks","query":null}]`)
+	ev.ok(a, "acquireSubscription", map[string]any{"token": tok})
+	later(3 * time.Minute) // past the 2-minute acquire timeout
+	ev.fails(b, "acquireSubscription", map[string]any{"token": tok}, "Subscription already acquired")
+	ev.fails(b, "cancelSubscription", map[string]any{"token": tok}, "No such subscription")
+	ev.ok(a, "cancelSubscription", map[string]any{"token": tok})
+	ev.publish(`[{"type":"insert","model":"Task","data":{"id":1}}]`)
+	none(t, a)
+	if n := ev.e.Subscriptions(); n != 0 {
+		t.Fatalf("after cancel: %d subscriptions, want 0", n)
+	}
+	ev.fails(b, "acquireSubscription", map[string]any{"token": tok}, "No such subscription")
+
+	// Never acquired: the expired token acquires nothing.
+	tok2 := ev.authorize(`[{"dealer":"AllTasks","query":null}]`)
+	later(3 * time.Minute)
+	ev.fails(a, "acquireSubscription", map[string]any{"token": tok2}, "No such subscription")
 }

@@ -80,7 +80,9 @@ func (s *Signer) Sign(purpose string, payload []byte, expires time.Time) string 
 // Verify checks that tok was signed by this Signer's secret for purpose and
 // has not expired at now, and returns its payload. Errors wrap ErrInvalid or
 // ErrExpired. The MAC is compared in constant time, and checked before the
-// expiry, so an expired token is reported only when it is genuine.
+// expiry, so an expired token is reported only when it is genuine; with
+// ErrExpired the payload is returned too (a genuine token still names what
+// it was issued for).
 func (s *Signer) Verify(purpose, tok string, now time.Time) ([]byte, error) {
 	if encoding.DecodedLen(len(tok)) < headerLen+macLen {
 		return nil, fmt.Errorf("%w: too short", ErrInvalid)
@@ -107,7 +109,7 @@ func (s *Signer) Verify(purpose, tok string, now time.Time) ([]byte, error) {
 	}
 	exp := int64(binary.BigEndian.Uint64(body[1:headerLen]))
 	if now.UnixMilli() >= exp {
-		return nil, ErrExpired
+		return body[headerLen:], ErrExpired
 	}
 	return body[headerLen:], nil
 }
