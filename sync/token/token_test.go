@@ -117,8 +117,11 @@ func TestVerify(t *testing.T) {
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("got error %v, want %v", err, tc.want)
 			}
-			if got != nil {
-				t.Fatalf("got payload %q with an error, want nil", got)
+			switch {
+			case errors.Is(err, ErrExpired) && !bytes.Equal(got, payload):
+				t.Fatalf("expired: got payload %q, want the genuine token's %q", got, payload)
+			case !errors.Is(err, ErrExpired) && got != nil:
+				t.Fatalf("got payload %q with error %v, want nil", got, err)
 			}
 		})
 	}
@@ -157,13 +160,15 @@ func TestSignIsDeterministicAndPurposeBound(t *testing.T) {
 func FuzzVerify(f *testing.F) {
 	s := mustSigner(f, testSecret)
 	exp := t0.Add(time.Hour)
-	valid := map[string]bool{}
+	valid, expired := map[string]bool{}, map[string]bool{}
 	for _, p := range []string{"", "x", `{"user":"alice"}`, `[{"dealer":"AllTasks","query":null}]`} {
 		tok := s.Sign("identity", []byte(p), exp)
 		valid[tok] = true
 		f.Add(tok)
 		f.Add(s.Sign("subscription", []byte(p), exp))
-		f.Add(s.Sign("identity", []byte(p), t0.Add(-time.Hour)))
+		old := s.Sign("identity", []byte(p), t0.Add(-time.Hour))
+		expired[old] = true
+		f.Add(old)
 	}
 	f.Add("")
 	f.Add("AQ")
@@ -178,7 +183,10 @@ func FuzzVerify(f *testing.F) {
 		if err != nil && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrExpired) {
 			t.Fatalf("got error %v, want ErrInvalid or ErrExpired", err)
 		}
-		if err != nil && payload != nil {
+		if errors.Is(err, ErrExpired) && !expired[tok] {
+			t.Fatalf("token %q reported expired (payload %q) but was never signed", tok, payload)
+		}
+		if errors.Is(err, ErrInvalid) && payload != nil {
 			t.Fatalf("got payload %q with error %v", payload, err)
 		}
 	})
