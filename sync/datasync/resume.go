@@ -93,7 +93,11 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 	if !reached {
 		return nil, mustRefetch(refetchBehind)
 	}
-	if !e.window.holds(o) || snap != nil && !e.window.covers(snap) {
+	// Only the offset must be held: what the window forgot is before it,
+	// so the client has it. The snapshot, if any, still tells which held
+	// transactions after o its fetch already saw (replayLocked); whether
+	// the window covers it mattered only at the first acquire.
+	if !e.window.holds(o) {
 		return nil, mustRefetch(refetchWindow)
 	}
 	items, err := e.compileItemsLocked(objs)

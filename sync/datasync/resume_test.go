@@ -402,3 +402,45 @@ func TestStreamStartSetsTheHorizon(t *testing.T) {
 		t.Fatalf("a snapshot at the horizon: got %v", err)
 	}
 }
+
+// TestResumeWithSnapshotAfterTrim: a subscription authorised with a
+// snapshot resumes from a held offset after the window has forgotten
+// transactions its snapshot did not see: those were before the offset, so
+// the client has them (the snapshot matters only at the first acquire).
+func TestResumeWithSnapshotAfterTrim(t *testing.T) {
+	e, reg := newTestEngineDB(t, 600)
+	e.cfg.CurrentSnapshot = func(context.Context) (string, error) { return "1000:1000:", nil }
+	e.StartStream("ep1", 0x1000, "1000:1000:")
+	tok, err := e.authorize(json.RawMessage(`[{"dealer":"All","query":null}]`), json.RawMessage(`"1000:1000:"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := rpctest.NewConn()
+	q, _ := json.Marshal(tok)
+	r := rpctest.Call(t, reg, old, "datasync", "acquireSubscription", `{"token":`+string(q)+`,"resumable":true}`)
+	var res resumeResult
+	if r.Err() != "" || json.Unmarshal(r.Data(t), &res) != nil {
+		t.Fatalf("acquire: %q %s", r.Err(), r.Data(t))
+	}
+	// Transactions the snapshot did not see (xid ≥ its xmax 1000), more
+	// than the 600-byte window holds: the first ones are forgotten.
+	for i := range 20 {
+		e.Apply(insertTxn(uint32(1000+i), cdc.LSN(0x2000+0x100*i), [2]int{i, 1}))
+	}
+	seen := deltaOffsets(t, rpctest.Msgs(t, old))
+	if len(seen) != 20 {
+		t.Fatalf("live: got %d deltas, want 20", len(seen))
+	}
+	if e.window.covers(&snapshot{xmin: 1000, xmax: 1000}) {
+		t.Fatal("the window forgot nothing: the test does not test")
+	}
+	// The client saw all but the last two.
+	c := rpctest.NewConn()
+	r = resumeCall(t, reg, c, res, "ep1", seen[17])
+	if r.Err() != "" {
+		t.Fatalf("resume from a held offset: %s", r.Err())
+	}
+	if got := deltaOffsets(t, r.Before); strings.Join(got, " ") != strings.Join(seen[18:], " ") {
+		t.Fatalf("resumed: got %v, want %v", got, seen[18:])
+	}
+}
