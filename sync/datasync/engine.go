@@ -505,11 +505,11 @@ func (e *Engine) convertLocked(o *openTxn, txn *cdc.Txn) {
 		case cdc.Insert:
 			d.typ = typeInsert
 			d.data = m.rowJSON(ch.New, ch.Unchanged)
-			t.setUnchanged(ch.Unchanged)
+			t.setUnchanged(m.shown(ch.Unchanged))
 		case cdc.Update:
 			d.typ = typeUpdate
 			d.data = m.rowJSON(ch.New, ch.Unchanged)
-			t.setUnchanged(ch.Unchanged)
+			t.setUnchanged(m.shown(ch.Unchanged))
 			if ch.Old != nil {
 				d.old = m.rowJSON(ch.Old, nil)
 			} else {
@@ -579,6 +579,22 @@ func (e *Engine) tooLargeLocked(t *winTxn, tables []string) {
 
 // rowJSON renders a row image restricted to the model's columns, leaving
 // out unchanged-TOAST columns.
+// shown returns the columns of names the model shows (its columns list),
+// names itself when it shows them all: a hidden column is never named to
+// clients, not even as unchanged.
+func (m *model) shown(names []string) []string {
+	if m.allowed == nil || !slices.ContainsFunc(names, func(n string) bool { return !m.allowed[n] }) {
+		return names
+	}
+	var out []string
+	for _, n := range names {
+		if m.allowed[n] {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 func (m *model) rowJSON(cols []cdc.Column, unchanged []string) json.RawMessage {
 	n := 2
 	for _, c := range cols {
