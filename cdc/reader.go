@@ -131,6 +131,7 @@ func (r *Reader) Run(ctx context.Context) error {
 	}
 	r.st = newStream(nil, r.cfg.MessagePrefix)
 	r.st.maxTx = r.cfg.MaxTxBytes
+	r.st.warn = r.log.Warn
 	r.queue = make(chan handoff, 1)
 	r.applyErr = make(chan error, 1)
 	r.stopApply = make(chan struct{})

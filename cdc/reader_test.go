@@ -325,3 +325,36 @@ func TestSlotTakeover(t *testing.T) {
 		t.Errorf("registered metrics: got %d (%v), want 9", n, err)
 	}
 }
+
+// TestCompositeTypeAlteredMidStream: a composite type altered while the
+// reader streams (pgoutput sends no Relation message for it) is read again
+// from the catalog when a value stops parsing, and the stream goes on; it
+// used to stop at the first such value, and to retry on it for ever.
+func TestCompositeTypeAlteredMidStream(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	execSQL(t, url, `CREATE TYPE pair AS (a int, b text)`, `CREATE TABLE t (id int PRIMARY KEY, p pair)`)
+	sink := &collector{}
+	startReader(t, testConfig(url, "t"), sink)
+	step := func(n int, stmts ...string) {
+		t.Helper()
+		execSQL(t, url, stmts...)
+		eventually(t, 30*time.Second, fmt.Sprintf("change %d", n), func() bool { return len(sink.changes()) >= n })
+	}
+	step(1, `INSERT INTO t VALUES (1, ROW(1, 'x'))`)
+	step(2, `ALTER TYPE pair ADD ATTRIBUTE c int`, `INSERT INTO t VALUES (2, ROW(2, 'y', 3))`)
+	step(3, `ALTER TYPE pair DROP ATTRIBUTE b`, `INSERT INTO t VALUES (3, ROW(3, 4))`)
+	want := []string{
+		`insert public.t new={"id":1,"p":{"a":1,"b":"x"}}`,
+		`insert public.t new={"id":2,"p":{"a":2,"b":"y","c":3}}`,
+		`insert public.t new={"id":3,"p":{"a":3,"c":4}}`,
+	}
+	got := sink.changes()
+	if len(got) != len(want) {
+		t.Fatalf("got %d changes, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if d := describe(got[i]); d != want[i] {
+			t.Errorf("change %d: got %s, want %s", i, d, want[i])
+		}
+	}
+}

@@ -2,9 +2,11 @@ package cdc
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pglogrepl"
 )
@@ -18,6 +20,7 @@ type relation struct {
 type relColumn struct {
 	name string
 	key  bool
+	oid  uint32
 	typ  *pgType
 }
 
@@ -28,6 +31,9 @@ type stream struct {
 	types  *typeCache
 	lookup typeLookup
 	prefix string
+	// warn, when set, reports a value sent as its text (see decode).
+	warn   func(msg string, args ...any)
+	warned time.Time // the last warning (at most one a minute)
 	// maxTx bounds the decoded bytes of one transaction (0: none).
 	maxTx int
 
@@ -111,7 +117,10 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			return nil, err
 		}
 		c := Change{Table: rel.name, Op: Insert}
-		if c.New, c.Unchanged, err = decodeNew(rel, m.Tuple, nil); err != nil {
+		if err = s.decode(ctx, rel, func(lenient bool) (err error) {
+			c.New, c.Unchanged, err = decodeNew(rel, m.Tuple, nil, lenient)
+			return err
+		}); err != nil {
 			return nil, fmt.Errorf("decoding insert into %s: %w", rel.name, err)
 		}
 		s.keep(c)
@@ -121,16 +130,19 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			return nil, err
 		}
 		c := Change{Table: rel.name, Op: Update}
-		var oldFull []Column
-		if m.OldTuple != nil {
-			if c.Old, err = decodeOld(rel, m.OldTuple, m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey); err != nil {
-				return nil, fmt.Errorf("decoding update of %s (old): %w", rel.name, err)
+		if err = s.decode(ctx, rel, func(lenient bool) (err error) {
+			var oldFull []Column
+			if m.OldTuple != nil {
+				if c.Old, err = decodeOld(rel, m.OldTuple, m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey, lenient); err != nil {
+					return fmt.Errorf("old row: %w", err)
+				}
+				if m.OldTupleType == pglogrepl.UpdateMessageTupleTypeOld {
+					oldFull = c.Old
+				}
 			}
-			if m.OldTupleType == pglogrepl.UpdateMessageTupleTypeOld {
-				oldFull = c.Old
-			}
-		}
-		if c.New, c.Unchanged, err = decodeNew(rel, m.NewTuple, oldFull); err != nil {
+			c.New, c.Unchanged, err = decodeNew(rel, m.NewTuple, oldFull, lenient)
+			return err
+		}); err != nil {
 			return nil, fmt.Errorf("decoding update of %s: %w", rel.name, err)
 		}
 		if c.Old == nil {
@@ -145,7 +157,10 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			return nil, err
 		}
 		c := Change{Table: rel.name, Op: Delete}
-		if c.Old, err = decodeOld(rel, m.OldTuple, m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey); err != nil {
+		if err = s.decode(ctx, rel, func(lenient bool) (err error) {
+			c.Old, err = decodeOld(rel, m.OldTuple, m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey, lenient)
+			return err
+		}); err != nil {
 			return nil, fmt.Errorf("decoding delete from %s: %w", rel.name, err)
 		}
 		s.keep(c)
@@ -239,21 +254,68 @@ func (s *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) err
 	for i, c := range m.Columns {
 		oids[i] = c.DataType
 	}
+	// A Relation message comes at a session's start and after the table
+	// changed: read the types again too (a composite type may have).
+	s.types.forget()
 	types, err := s.types.resolve(ctx, s.lookup, oids)
 	if err != nil {
 		return fmt.Errorf("relation %s.%s: %w", m.Namespace, m.RelationName, err)
 	}
 	rel := &relation{name: m.Namespace + "." + m.RelationName, cols: make([]relColumn, len(m.Columns))}
 	for i, c := range m.Columns {
-		rel.cols[i] = relColumn{name: c.Name, key: c.Flags&1 != 0, typ: types[i]}
+		rel.cols[i] = relColumn{name: c.Name, key: c.Flags&1 != 0, oid: c.DataType, typ: types[i]}
 	}
 	s.rels[m.RelationID] = rel
 	return nil
 }
 
+// valueError is a value that does not parse as its column's type.
+type valueError struct {
+	col string
+	err error
+}
+
+func (e *valueError) Error() string { return "column " + e.col + ": " + e.err.Error() }
+func (e *valueError) Unwrap() error { return e.err }
+
+// decode runs f, which decodes one change of rel. A value that does not
+// parse as its column's type, which happens when a composite type was
+// altered after the stream read it from the catalog (pgoutput sends no
+// Relation message for that), makes the stream read rel's types again and
+// decode once more. A value that still does not parse (a row written
+// before the change) is sent as its text, with a warning, rather than
+// stopping the stream.
+func (s *stream) decode(ctx context.Context, rel *relation, f func(lenient bool) error) error {
+	err := f(false)
+	var ve *valueError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	s.types.forget()
+	oids := make([]uint32, len(rel.cols))
+	for i, c := range rel.cols {
+		oids[i] = c.oid
+	}
+	types, rerr := s.types.resolve(ctx, s.lookup, oids)
+	if rerr != nil {
+		return fmt.Errorf("%w (reading the types again: %v)", err, rerr)
+	}
+	for i := range rel.cols {
+		rel.cols[i].typ = types[i]
+	}
+	if err = f(false); !errors.As(err, &ve) {
+		return err
+	}
+	if now := time.Now(); s.warn != nil && now.Sub(s.warned) >= time.Minute {
+		s.warned = now
+		s.warn("cdc: a value does not parse as its column's type (was the type altered?); sent as its text", "table", rel.name, "err", err)
+	}
+	return f(true)
+}
+
 // decodeOld decodes an old tuple: all columns ('O', REPLICA IDENTITY FULL)
 // or only the key columns ('K', the others are sent as nulls).
-func decodeOld(rel *relation, t *pglogrepl.TupleData, keyOnly bool) ([]Column, error) {
+func decodeOld(rel *relation, t *pglogrepl.TupleData, keyOnly, lenient bool) ([]Column, error) {
 	if t == nil {
 		return nil, nil
 	}
@@ -276,8 +338,8 @@ func decodeOld(rel *relation, t *pglogrepl.TupleData, keyOnly bool) ([]Column, e
 		case pglogrepl.TupleDataTypeNull:
 			buf = append(buf, "null"...)
 		case pglogrepl.TupleDataTypeText:
-			if buf, err = appendValue(buf, rel.cols[i].typ, c.Data); err != nil {
-				return nil, fmt.Errorf("column %s: %w", rel.cols[i].name, err)
+			if buf, err = appendColumn(buf, rel.cols[i], c.Data, lenient); err != nil {
+				return nil, err
 			}
 		default:
 			return nil, fmt.Errorf("%w: column %s: unsupported format %q", ErrMalformed, rel.cols[i].name, c.DataType)
@@ -294,10 +356,24 @@ func decodeOld(rel *relation, t *pglogrepl.TupleData, keyOnly bool) ([]Column, e
 	return cols, nil
 }
 
+// appendColumn appends the JSON of a column's text value; a value that
+// does not parse is a valueError, or with lenient its text as a string.
+func appendColumn(buf []byte, col relColumn, text []byte, lenient bool) ([]byte, error) {
+	n := len(buf)
+	buf, err := appendValue(buf, col.typ, text)
+	if err == nil {
+		return buf, nil
+	}
+	if lenient {
+		return appendString(buf[:n], text), nil
+	}
+	return buf, &valueError{col: col.name, err: err}
+}
+
 // decodeNew decodes a new tuple. An unchanged TOAST column is filled from
 // old (the FULL old row) when it has the column, else left out and named in
 // unchanged.
-func decodeNew(rel *relation, t *pglogrepl.TupleData, old []Column) (cols []Column, unchanged []string, err error) {
+func decodeNew(rel *relation, t *pglogrepl.TupleData, old []Column, lenient bool) (cols []Column, unchanged []string, err error) {
 	if t == nil {
 		return nil, nil, fmt.Errorf("%w: missing new tuple", ErrMalformed)
 	}
@@ -313,8 +389,8 @@ func decodeNew(rel *relation, t *pglogrepl.TupleData, old []Column) (cols []Colu
 		case pglogrepl.TupleDataTypeNull:
 			buf = append(buf, "null"...)
 		case pglogrepl.TupleDataTypeText:
-			if buf, err = appendValue(buf, rel.cols[i].typ, c.Data); err != nil {
-				return nil, nil, fmt.Errorf("column %s: %w", rel.cols[i].name, err)
+			if buf, err = appendColumn(buf, rel.cols[i], c.Data, lenient); err != nil {
+				return nil, nil, err
 			}
 		case pglogrepl.TupleDataTypeToast:
 			if oc, ok := findColumn(old, i, rel.cols[i].name); ok {

@@ -116,6 +116,13 @@ func newTypeCache() *typeCache {
 	return &typeCache{types: make(map[uint32]*pgType), rows: make(map[uint32]typeRow)}
 }
 
+// forget drops every type read from the catalog, so that the next resolve
+// reads them again.
+func (c *typeCache) forget() {
+	clear(c.types)
+	clear(c.rows)
+}
+
 // resolve returns the decoders of oids, looking up unknown ones.
 func (c *typeCache) resolve(ctx context.Context, lookup typeLookup, oids []uint32) ([]*pgType, error) {
 	// Fetch the catalog rows of every OID reachable from oids (element
