@@ -47,7 +47,7 @@ type Config struct {
 	Database bool
 	// HistoryMaxAge and HistoryMaxBytes bound the replay window: the recent
 	// transactions kept for acquire, resume (§3.9) and snapshot handoff
-	// (D8). Defaults 2 minutes and 64 MiB.
+	// (D8). Defaults 2 minutes (or AcquireTimeout when longer) and 64 MiB.
 	HistoryMaxAge   time.Duration
 	HistoryMaxBytes int
 	// MaxTxBytes bounds a publishDeltas batch ("Batch too large"); the
@@ -189,7 +189,9 @@ func (c Config) withDefaults() Config {
 		c.ResumeTTL = 24 * time.Hour
 	}
 	if c.HistoryMaxAge == 0 {
-		c.HistoryMaxAge = 2 * time.Minute
+		// At least the acquire deadline: the window must outlive it (see
+		// Validate), and without a database nothing else sets it.
+		c.HistoryMaxAge = max(2*time.Minute, c.AcquireTimeout)
 	}
 	if c.HistoryMaxBytes == 0 {
 		c.HistoryMaxBytes = 64 << 20

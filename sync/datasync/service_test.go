@@ -413,3 +413,41 @@ func TestDataSyncExpiredTokenStillCancels(t *testing.T) {
 	later(3 * time.Minute)
 	ev.fails(a, "acquireSubscription", map[string]any{"token": tok2}, "No such subscription")
 }
+
+// TestDataSyncLongAcquireWithoutDatabase: without a database nothing sets
+// the window's age, which must still outlive a longer acquire deadline:
+// deltas published over 4 minutes reach an acquire at 4.5 minutes.
+func TestDataSyncLongAcquireWithoutDatabase(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	ev := newEnv(t, func(c *datasync.Config) {
+		c.AcquireTimeout = 5 * time.Minute
+		c.Now = func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return now
+		}
+	})
+	tok := ev.authorize(`[{"dealer":"AllTasks","query":null}]`)
+	later := func(d time.Duration) {
+		mu.Lock()
+		now = now.Add(d)
+		mu.Unlock()
+	}
+	for i := range 4 {
+		later(time.Minute)
+		ev.publish(fmt.Sprintf(`[{"type":"insert","model":"Task","data":{"id":%d}}]`, i))
+	}
+	later(30 * time.Second)
+	c := rpctest.NewConn()
+	r := ev.ok(c, "acquireSubscription", map[string]any{"token": tok})
+	n := 0
+	for _, m := range r.Before {
+		if m.Type() == "delta" {
+			n++
+		}
+	}
+	if n != 4 {
+		t.Fatalf("the acquire replayed %d deltas, want the 4 published since authorising (%v)", n, r.Before)
+	}
+}
