@@ -3,6 +3,7 @@ package cdc
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -356,5 +357,50 @@ func TestCompositeTypeAlteredMidStream(t *testing.T) {
 		if d := describe(got[i]); d != want[i] {
 			t.Errorf("change %d: got %s, want %s", i, d, want[i])
 		}
+	}
+}
+
+// TestMessagesCountTowardsTheLimits: logical messages (SQL publishing) are
+// handed on in chunks and bounded by max_tx_bytes as changes are; a
+// transaction too large that held messages says so (MessagesDropped).
+func TestMessagesCountTowardsTheLimits(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	execSQL(t, url, `CREATE TABLE t (id int PRIMARY KEY)`)
+	sink := &collector{}
+	cfg := testConfig(url, "t")
+	cfg.MaxTxBytes = 64 << 10
+	startReader(t, cfg, sink)
+
+	// 5,000 messages of ~5 bytes: under the bound, more than a chunk.
+	execSQL(t, url, `BEGIN; SELECT count(pg_logical_emit_message(true, 'snorky', 'm' || i)) FROM generate_series(1, 5000) i; INSERT INTO t VALUES (1); COMMIT`)
+	eventually(t, 30*time.Second, "the transaction's end", func() bool {
+		txns := sink.snapshot()
+		return len(txns) > 0 && !txns[len(txns)-1].Partial
+	})
+	txns := sink.snapshot()
+	messages, partial := 0, 0
+	for _, txn := range txns {
+		messages += len(txn.Messages)
+		if txn.Partial {
+			partial++
+		}
+		if txn.TooLarge {
+			t.Fatalf("5,000 small messages made a transaction too large")
+		}
+	}
+	if messages != 5000 || partial == 0 || len(txns[len(txns)-1].Changes) != 1 {
+		t.Fatalf("got %d messages in %d chunks (%d partial), want 5,000 in more than one, then the insert", messages, len(txns), partial)
+	}
+
+	// 100 messages of 1 KB: over the 64 KiB bound.
+	before := len(txns)
+	execSQL(t, url, `SELECT count(pg_logical_emit_message(true, 'snorky', repeat('x', 1000))) FROM generate_series(1, 100)`)
+	eventually(t, 30*time.Second, "the large transaction", func() bool {
+		txns := sink.snapshot()
+		return len(txns) > before && !txns[len(txns)-1].Partial
+	})
+	last := sink.snapshot()[len(sink.snapshot())-1]
+	if !last.TooLarge || len(last.Messages) != 0 || !slices.Equal(last.Tables, []string{MessagesDropped}) {
+		t.Fatalf("too large: got TooLarge %v, %d messages, tables %q; want TooLarge, none, [%s]", last.TooLarge, len(last.Messages), last.Tables, MessagesDropped)
 	}
 }

@@ -183,16 +183,7 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 			return nil, nil
 		}
 		if s.txn != nil && strings.HasPrefix(m.Prefix, s.prefix) {
-			if s.txn.TooLarge {
-				return nil, nil
-			}
-			s.txn.size += len(m.Content)
-			s.txn.Messages = append(s.txn.Messages, Message{
-				Index:   len(s.txn.Changes),
-				Prefix:  m.Prefix,
-				Content: m.Content,
-				LSN:     m.LSN,
-			})
+			s.keepMessage(Message{Index: len(s.txn.Changes), Prefix: m.Prefix, Content: m.Content, LSN: m.LSN})
 		}
 	case *pglogrepl.TypeMessage, *pglogrepl.OriginMessage:
 		// Types are resolved from the catalog; origins do not matter.
@@ -204,22 +195,57 @@ func (s *stream) handle(ctx context.Context, data []byte) (*Txn, error) {
 // maxTx: from then on only the tables it touches are recorded.
 func (s *stream) keep(c Change) {
 	t := s.txn
+	if !t.TooLarge {
+		t.size += changeSize(&c)
+		s.checkSize()
+	}
 	if t.TooLarge {
 		t.Tables = append(t.Tables, c.Table)
 		return
 	}
-	t.size += changeSize(&c)
-	if s.maxTx > 0 && t.size > s.maxTx {
-		t.TooLarge = true
-		for i := range t.Changes {
-			t.Tables = append(t.Tables, t.Changes[i].Table)
-		}
-		t.Tables = append(t.Tables, c.Table)
-		t.Changes, t.Messages = nil, nil
+	t.Changes = append(t.Changes, c)
+	s.checkChunk()
+}
+
+// keepMessage adds a logical message to the open transaction, which counts
+// towards maxTx and the chunk size as a change does.
+func (s *stream) keepMessage(m Message) {
+	t := s.txn
+	if !t.TooLarge {
+		t.size += len(m.Content)
+		s.checkSize()
+	}
+	if t.TooLarge {
+		t.Tables = append(t.Tables, MessagesDropped)
 		return
 	}
-	t.Changes = append(t.Changes, c)
-	if len(t.Changes) >= chunkChanges {
+	t.Messages = append(t.Messages, m)
+	s.checkChunk()
+}
+
+// checkSize makes the open transaction TooLarge once it passes maxTx,
+// keeping the tables of what it held (and MessagesDropped for its
+// messages).
+func (s *stream) checkSize() {
+	t := s.txn
+	if s.maxTx <= 0 || t.size <= s.maxTx {
+		return
+	}
+	t.TooLarge = true
+	for i := range t.Changes {
+		t.Tables = append(t.Tables, t.Changes[i].Table)
+	}
+	if len(t.Messages) > 0 {
+		t.Tables = append(t.Tables, MessagesDropped)
+	}
+	t.Changes, t.Messages = nil, nil
+}
+
+// checkChunk hands the open transaction's changes and messages on as a
+// chunk once they are chunkChanges.
+func (s *stream) checkChunk() {
+	t := s.txn
+	if len(t.Changes)+len(t.Messages) >= chunkChanges {
 		s.chunk = &Txn{Xid: t.Xid, CommitTime: t.CommitTime, Changes: t.Changes, Messages: t.Messages, Partial: true}
 		t.Changes, t.Messages, t.chunked = nil, nil, true
 	}

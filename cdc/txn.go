@@ -86,9 +86,10 @@ type Txn struct {
 	CommitTime time.Time
 	Changes    []Change
 	Messages   []Message
-	// TooLarge says the transaction's decoded data passed
-	// Config.MaxTxBytes: Changes and Messages are empty, and Tables lists
-	// the tables it touched (spec §3.10).
+	// TooLarge says the transaction's decoded data (row data and logical
+	// messages) passed Config.MaxTxBytes: Changes and Messages are empty,
+	// and Tables lists the tables it touched (spec §3.10), and
+	// MessagesDropped when logical messages were left out.
 	TooLarge bool
 	Tables   []string
 	// Partial says this is a chunk of a larger transaction, handed on
@@ -177,3 +178,8 @@ type ConfirmGate interface {
 	// GateConfirm marks the sink; it is never called.
 	GateConfirm()
 }
+
+// MessagesDropped is listed in the Tables of a TooLarge transaction that
+// left out logical messages (SQL publishing). No table is named so: table
+// names are schema-qualified.
+const MessagesDropped = "(logical messages)"

@@ -562,6 +562,17 @@ func (e *Engine) tooLargeLocked(t *winTxn, tables []string) {
 		}
 	}
 	for _, tb := range tables {
+		if tb == cdc.MessagesDropped {
+			// SQL-published deltas were left out, of models only their
+			// text named: every model's subscribers must refetch.
+			for _, m := range e.models {
+				if !seen[m.name] {
+					seen[m.name] = true
+					t.tooLarge = append(t.tooLarge, m.name)
+				}
+			}
+			continue
+		}
 		if m := e.byTable[tb]; m != nil && !seen[m.name] {
 			seen[m.name] = true
 			t.tooLarge = append(t.tooLarge, m.name)

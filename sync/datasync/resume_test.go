@@ -219,6 +219,12 @@ func TestTooLargeTransaction(t *testing.T) {
 	if len(msgs) != 1 || msgs[0].String() != `{"service":"datasync","message":{"type":"mustRefetch","reason":"transaction too large","models":["Task"]}}` {
 		t.Fatalf("got %v", msgs)
 	}
+	// Dropped SQL messages could have named any model: all refetch.
+	c3, _ := acquireResumable(t, e, reg, `[{"dealer":"All","query":null}]`)
+	e.Apply(&cdc.Txn{Xid: 6, EndLSN: 0x2100, TooLarge: true, Tables: []string{cdc.MessagesDropped}})
+	if msgs := rpctest.Msgs(t, c3); len(msgs) != 1 || msgs[0].String() != `{"service":"datasync","message":{"type":"mustRefetch","reason":"transaction too large","models":["Task"]}}` {
+		t.Fatalf("messages dropped: got %v", msgs)
+	}
 	// Resuming across it must refetch too.
 	c2 := rpctest.NewConn()
 	if r := resumeCall(t, reg, c2, res, "ep1", res.Offset); r.Err() != "Must refetch: transaction too large" {
