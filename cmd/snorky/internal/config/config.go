@@ -239,6 +239,14 @@ func defaults() map[string]any {
 		"limits.commands_per_second":      100,
 		"limits.channels_per_connection":  256,
 		"limits.documents_per_connection": 64,
+		// The file's 0 is "no cap" for every count and size limit (see
+		// server.noCap); these are the packages' defaults, written here so
+		// that an unset key is told from 0.
+		"limits.message_body_bytes":  "16KiB",
+		"limits.document_bytes":      "256B",
+		"limits.cursor_handle_bytes": "256B",
+		"limits.members_per_reply":   1000,
+		"limits.pending_bytes":       "8MiB",
 		// Hardening (issue 11); README "Running on the internet".
 		"limits.idle_timeout":                 "60s",
 		"limits.max_connections":              10000,

@@ -152,3 +152,26 @@ func TestPingIntervalZeroIsOff(t *testing.T) {
 		}
 	}
 }
+
+// TestLimitsZeroIsNoCap: the limits whose packages read 0 as their default
+// have the file's defaults, so that an explicit 0 (no cap) is told apart.
+func TestLimitsZeroIsNoCap(t *testing.T) {
+	cfg, _, err := config.Load(writeConfig(t, baseConfig), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := cfg.Limits
+	if l.MessageBodyBytes != 16<<10 || l.DocumentBytes != 256 || l.CursorHandleBytes != 256 || l.MembersPerReply != 1000 || l.PendingBytes != 8<<20 {
+		t.Errorf("unset: got body %d, document %d, handle %d, members %d, pending %d; want 16KiB, 256, 256, 1000, 8MiB",
+			l.MessageBodyBytes, l.DocumentBytes, l.CursorHandleBytes, l.MembersPerReply, l.PendingBytes)
+	}
+	zero := strings.Replace(baseConfig, "limits: {commands_per_second: 0}", "limits: {commands_per_second: 0, message_body_bytes: 0, document_bytes: 0, cursor_handle_bytes: 0, members_per_reply: 0, pending_bytes: 0}", 1)
+	cfg, _, err = config.Load(writeConfig(t, zero), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l = cfg.Limits
+	if l.MessageBodyBytes != 0 || l.DocumentBytes != 0 || l.CursorHandleBytes != 0 || l.MembersPerReply != 0 || l.PendingBytes != 0 {
+		t.Errorf("explicit 0: got %+v", l)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"time"
@@ -52,6 +53,15 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 		MaxHeaderBytes:    int(l.HTTPMaxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+}
+
+// noCap maps a count or size limit of the file, where 0 means no cap (as
+// for limits.max_connections), to a package that reads 0 as its default.
+func noCap(n int) int {
+	if n == 0 {
+		return math.MaxInt
+	}
+	return n
 }
 
 // zeroDisables maps a duration of the file where 0 means off

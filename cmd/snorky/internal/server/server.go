@@ -114,7 +114,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		Models:         map[string]datasync.Model{},
 		Dealers:        map[string]dealers.Config{},
 		AcquireTimeout: cfg.Tokens.AcquireTimeout,
-		PendingBytes:   int(cfg.Limits.PendingBytes),
+		PendingBytes:   noCap(int(cfg.Limits.PendingBytes)),
 		Signer:         signer,
 		Database:       cfg.Database != nil,
 	}
@@ -146,13 +146,13 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, identityKeys.wrap(err)
 	}
-	chatSvc, err := chat.New(names.Chat, chat.Config{MaxChannels: lim.ChannelsPerConnection, MaxBodyBytes: int(lim.MessageBodyBytes),
-		MaxChannelBytes: int(lim.ChannelBytes), MaxMembers: lim.MembersPerReply})
+	chatSvc, err := chat.New(names.Chat, chat.Config{MaxChannels: noCap(lim.ChannelsPerConnection), MaxBodyBytes: noCap(int(lim.MessageBodyBytes)),
+		MaxChannelBytes: noCap(int(lim.ChannelBytes)), MaxMembers: noCap(lim.MembersPerReply)})
 	if err != nil {
 		return nil, chatKeys.wrap(err)
 	}
-	cursorSvc, err := cursors.New(names.Cursors, cursors.Config{MaxDocuments: lim.DocumentsPerConn,
-		MaxDocumentBytes: int(lim.DocumentBytes), MaxHandleBytes: int(lim.CursorHandleBytes), MaxListed: lim.MembersPerReply})
+	cursorSvc, err := cursors.New(names.Cursors, cursors.Config{MaxDocuments: noCap(lim.DocumentsPerConn),
+		MaxDocumentBytes: noCap(int(lim.DocumentBytes)), MaxHandleBytes: noCap(int(lim.CursorHandleBytes)), MaxListed: noCap(lim.MembersPerReply)})
 	if err != nil {
 		return nil, cursorsKeys.wrap(err)
 	}
