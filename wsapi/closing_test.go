@@ -1,7 +1,10 @@
 package wsapi
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -78,5 +81,83 @@ func TestClosedConnectionRunsNothing(t *testing.T) {
 	n := <-sent
 	if got := rev.handled.Load(); got != 1 {
 		t.Fatalf("handled %d commands, want only the one before the close (%d sent after it)", got, n)
+	}
+}
+
+// TestPeerCloseAnswered: the peer's close frame is answered with its code,
+// through the writer.
+func TestPeerCloseAnswered(t *testing.T) {
+	h, _, u := fanServer(t, Config{}, nil)
+	ws := dial(t, u, nil)
+	if m := call(t, ws, "fan", "subscribe", `{}`); m["type"] != "response" {
+		t.Fatalf("subscribe: %v", m)
+	}
+	ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4000, "bye"), time.Now().Add(5*time.Second))
+	if ce := closeCode(t, ws, 10*time.Second); ce.Code != 4000 {
+		t.Fatalf("got close %d, want the peer's 4000 echoed", ce.Code)
+	}
+	waitFor(t, "the connection to end", func() bool { return h.Len() == 0 })
+}
+
+// TestPeerCloseAfterCutFrame: when the peer's close arrives while a
+// write-through has left a frame half-written, the answer completes that
+// frame first: the peer reads whole frames, then the close frame (gorilla
+// would have written it into the middle of the frame).
+func TestPeerCloseAfterCutFrame(t *testing.T) {
+	h, err := NewHandler(Config{SendQueueBytes: 64 << 20}, rpc.NewRegistry(nil), nil, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan *conn, 1)
+	up := websocket.Upgrader{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := up.Upgrade(w, r, nil)
+		if err != nil {
+			return
+		}
+		conns <- newConn(h, ws) // its writer starts below
+	}))
+	defer srv.Close()
+	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	c := <-conns
+	c.wtIdle = 0
+	frame := func(i int) []byte {
+		return []byte(fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("x", 1000+(i*7919)%(12<<10))))
+	}
+	i := 0
+	for c.rest == nil {
+		i++
+		if i > 100000 {
+			t.Fatal("100,000 write-throughs never filled the socket")
+		}
+		c.SendImmediate(frame(i))
+	}
+	if c.restFrame == 0 {
+		t.Skip("the socket filled on a frame boundary; nothing to complete")
+	}
+	// The peer's close, as the reader sees it, then the reader ends.
+	c.peerClosed(websocket.CloseNormalClosure)
+	c.readerGone()
+	go c.writeLoop()
+	for k := 1; ; k++ {
+		ws.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, m, err := ws.ReadMessage()
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			if ce.Code != websocket.CloseNormalClosure || k != i+1 {
+				t.Fatalf("got close %d after %d frames, want 1000 after all %d", ce.Code, k-1, i)
+			}
+			break
+		}
+		if err != nil {
+			t.Fatalf("frame %d: %v (a frame cut by the close frame?)", k, err)
+		}
+		if want := frame(k); string(m) != string(want) {
+			t.Fatalf("frame %d: got %.40q… (%d bytes), want %.40q…", k, m, len(m), want)
+		}
 	}
 }

@@ -37,6 +37,10 @@ type conn struct {
 	closing    closeStatus
 	flush      bool
 	readerDone bool
+	// echo is the close frame that answers the peer's (RFC 6455 §5.5.1),
+	// which the writer sends once the reader is done, unless it sent a
+	// close frame of its own first.
+	echo closeStatus
 	// writing says who holds the socket for writing: the writer goroutine,
 	// or a write-through (writethrough.go). rest is the unwritten tail of a
 	// write-through, which the writer writes before anything queued; its
@@ -293,6 +297,16 @@ func (c *conn) sendPong(data string) {
 	}
 }
 
+// peerClosed records the answer to the peer's close frame: its status
+// code, as RFC 6455 suggests (no payload when it sent none).
+func (c *conn) peerClosed(code int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing.code == 0 {
+		c.echo = closeStatus{code: code}
+	}
+}
+
 // readerGone tells the writer that the peer is gone: nothing more is
 // written.
 func (c *conn) readerGone() {
@@ -349,7 +363,7 @@ func (c *conn) writeLoop() {
 		frames, rest, restFrame := c.queue, c.rest, c.restFrame
 		c.queue, c.latest, c.queued, c.since = spare[:0], nil, 0, time.Time{}
 		c.rest, c.restFrame = nil, 0
-		closing, flush, gone := c.closing, c.flush, c.readerDone
+		closing, flush, gone, echo := c.closing, c.flush, c.readerDone, c.echo
 		c.writing = true
 		if len(frames) > 0 || rest != nil {
 			c.lastWrite = time.Now()
@@ -357,6 +371,10 @@ func (c *conn) writeLoop() {
 		c.mu.Unlock()
 
 		if gone {
+			if echo.code != 0 {
+				// Answer the peer's close on a frame boundary.
+				c.writeCloseNow(rest[:restFrame], echo)
+			}
 			return
 		}
 		if (len(frames) > 0 || rest != nil) && (closing.code == 0 || flush) {
@@ -378,7 +396,7 @@ func (c *conn) writeLoop() {
 				// A slow consumer reads nothing: try the close frame
 				// briefly, then drop the connection.
 				c.slowConsumerClosed()
-				c.writeSlowClose(rest[:restFrame]) // slowclose.go
+				c.writeCloseNow(rest[:restFrame], slowConsumer) // slowclose.go
 				c.ws.NetConn().Close()
 				return
 			}
@@ -466,9 +484,9 @@ func (c *conn) writeFrames(rest []byte, restFrame int, items []item) error {
 		if err != nil && c.aborted.Load() {
 			// slowclose.go: complete the frame, then 4008
 			if n < head {
-				c.writeSlowClose(buf[n:head])
+				c.writeCloseNow(buf[n:head], slowConsumer)
 			} else {
-				c.writeSlowClose(frameRest(buf[head:], n-head))
+				c.writeCloseNow(frameRest(buf[head:], n-head), slowConsumer)
 			}
 		}
 		buf, head = buf[:0], 0

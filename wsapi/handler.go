@@ -2,7 +2,7 @@ package wsapi
 
 import (
 	"context"
-	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -193,8 +193,12 @@ func (c *conn) serve(ip netip.Addr) {
 // readLoop reads messages until the connection fails or closes.
 func (c *conn) readLoop() {
 	h := c.h
-	c.ws.SetReadLimit(h.cfg.MaxMessageBytes)
+	// No gorilla read limit and no gorilla close reply: both would write a
+	// close frame straight to the socket, where a write-through may have
+	// left a frame half-written. The limit is applied below, and the reply
+	// goes through the writer (peerClosed).
 	c.ws.SetPingHandler(func(data string) error { c.sendPong(data); return nil })
+	c.ws.SetCloseHandler(func(code int, _ string) error { c.peerClosed(code); return nil })
 	wait := 2*h.cfg.PingInterval + h.cfg.WriteTimeout
 	if h.cfg.PingInterval > 0 {
 		c.ws.SetReadDeadline(time.Now().Add(wait))
@@ -210,12 +214,21 @@ func (c *conn) readLoop() {
 		guard = newRateGuard(h.cfg.CommandsPerSecond, h.cfg.RateLimitGrace)
 	}
 	for {
-		_, msg, err := c.ws.ReadMessage()
+		_, r, err := c.ws.NextReader()
 		if err != nil {
-			if errors.Is(err, websocket.ErrReadLimit) {
-				h.log.Info("closing connection: message too big", "conn", c.id, "limit", h.cfg.MaxMessageBytes)
-			}
 			return
+		}
+		// Read one byte past the limit to tell a message at the limit from
+		// one over it; the rest of an oversize message is discarded by the
+		// next NextReader.
+		msg, err := io.ReadAll(io.LimitReader(r, h.cfg.MaxMessageBytes+1))
+		if err != nil {
+			return
+		}
+		if int64(len(msg)) > h.cfg.MaxMessageBytes && !c.isClosing() {
+			h.log.Info("closing connection: message too big", "conn", c.id, "limit", h.cfg.MaxMessageBytes)
+			c.Close(rpc.CloseMessageTooBig, rpc.ReasonMessageTooBig)
+			continue
 		}
 		if c.isClosing() {
 			// Closed (revoked identity, bad token, shutdown): what the peer

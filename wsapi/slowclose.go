@@ -29,21 +29,25 @@ func (s closeStatus) message() []byte { return websocket.FormatCloseMessage(s.co
 // vanish (1006).
 const slowCloseTimeout = 2 * time.Second
 
-// maxFrameRest is the most of an interrupted frame writeSlowClose
+// maxFrameRest is the most of an interrupted frame writeCloseNow
 // completes: a longer rest would not reach a peer that is not reading
 // anyway.
 const maxFrameRest = 256 << 10
 
-// writeSlowClose writes the 4008 close frame of a slow consumer with its
-// own deadline, bypassing the (dropped) queue. rest is the unwritten part of
-// a data frame whose start was already written when the write was aborted:
-// it is completed first so that the close frame starts on a frame boundary.
-// Only the writer goroutine calls it; the caller closes the socket after.
-func (c *conn) writeSlowClose(rest []byte) {
+// writeCloseNow writes a close frame with its own deadline, bypassing the
+// queue: a slow consumer's 4008 (its queue dropped), or the answer to the
+// peer's close. rest is the unwritten part of a data frame whose start was
+// already written: it is completed first so that the close frame starts on
+// a frame boundary. Only the writer goroutine calls it; the caller closes
+// the socket after.
+func (c *conn) writeCloseNow(rest []byte, st closeStatus) {
 	if len(rest) > maxFrameRest {
 		return
 	}
-	msg := slowConsumer.message()
+	var msg []byte
+	if st.code != websocket.CloseNoStatusReceived {
+		msg = st.message()
+	}
 	out := make([]byte, 0, len(rest)+2+len(msg))
 	out = append(out, rest...)
 	out = append(out, 0x88, byte(len(msg))) // final close frame, unmasked; len(msg) < 126

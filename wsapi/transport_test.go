@@ -116,8 +116,8 @@ func TestOversizeMessageCloses1009(t *testing.T) {
 		t.Fatalf("900-byte message: got %v, want a response", m)
 	}
 	ws.WriteMessage(websocket.TextMessage, []byte(`{"service":"fan","message":{"command":"publish","params":{"pad":"`+strings.Repeat("x", 2000)+`"},"callId":1}}`))
-	if ce := closeCode(t, ws, 20*time.Second); ce.Code != websocket.CloseMessageTooBig {
-		t.Fatalf("got %v, want close 1009", ce)
+	if ce := closeCode(t, ws, 20*time.Second); ce.Code != websocket.CloseMessageTooBig || ce.Text != "message too big" {
+		t.Fatalf("got %v, want close 1009 \"message too big\"", ce)
 	}
 }
 
