@@ -225,15 +225,15 @@ func (c *conn) readLoop() {
 		if err != nil {
 			return
 		}
-		if int64(len(msg)) > h.cfg.MaxMessageBytes && !c.isClosing() {
-			h.log.Info("closing connection: message too big", "conn", c.id, "limit", h.cfg.MaxMessageBytes)
-			c.Close(rpc.CloseMessageTooBig, rpc.ReasonMessageTooBig)
-			continue
-		}
 		if c.isClosing() {
 			// Closed (revoked identity, bad token, shutdown): what the peer
 			// sends while the close handshake runs is dropped, and it does
 			// not hold the connection open past the writer's close deadline.
+			continue
+		}
+		if int64(len(msg)) > h.cfg.MaxMessageBytes {
+			h.log.Info("closing connection: message too big", "conn", c.id, "limit", h.cfg.MaxMessageBytes)
+			c.Close(rpc.CloseMessageTooBig, rpc.ReasonMessageTooBig)
 			continue
 		}
 		c.lim.touch(time.Now())
