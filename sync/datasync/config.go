@@ -82,12 +82,19 @@ type Config struct {
 	// it records the subscription id as acquired and fails when another
 	// node (or this one) already did. With Claim set, an acquire of a
 	// subscription authorised on another node is served from its token,
-	// which carries everything the subscription needs. Nil: one node.
-	Claim func(id string) error
-	// Resumed, in a cluster, tells the other nodes that a resume at time
-	// at took the subscription over here (they call Engine.Release). It is
-	// called after the engine's lock is released. Nil: one node.
-	Resumed func(id string, at time.Time)
+	// which carries everything the subscription needs. It returns the
+	// binding's revision (see Rebind). Nil: one node.
+	Claim func(id string) (rev uint64, err error)
+	// Rebind, in a cluster, records that a resume binds subscription id on
+	// this node, and returns the binding's revision: one order for every
+	// node, so that a binding made after another has the greater revision
+	// whatever the nodes' clocks say. Nil: one node.
+	Rebind func(id string) (rev uint64, err error)
+	// Resumed, in a cluster, tells the other nodes that the resume whose
+	// binding has revision rev took the subscription over here (they call
+	// Engine.Release). It is called after the engine's lock is released.
+	// Nil: one node.
+	Resumed func(id string, rev uint64)
 	// Now returns the time; default time.Now (tests).
 	Now func() time.Time
 }

@@ -93,9 +93,9 @@ type subscription struct {
 	// transactions visible in it are never delivered (D8).
 	snap     *snapshot
 	snapText string
-	// boundAt is when it was last bound (acquired, resumed): a cluster's
-	// takeover notice older than it is stale.
-	boundAt time.Time
+	// rev is the revision of its last binding (acquire, resume) in a
+	// cluster (Config.Rebind): a takeover notice of a smaller one is stale.
+	rev uint64
 }
 
 type item struct {
@@ -233,7 +233,6 @@ func (e *Engine) expire(s *subscription) {
 
 // bindLocked makes c the owner of s and puts s in the dealers' index.
 func (e *Engine) bindLocked(s *subscription, c rpc.Conn) {
-	s.boundAt = e.cfg.Now()
 	s.timer.Stop()
 	if s.owner != nil {
 		e.unbindLocked(s)

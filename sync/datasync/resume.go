@@ -78,6 +78,13 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 			return nil, mustRefetch(refetchInvalid)
 		}
 	}
+	var rev uint64
+	if e.cfg.Rebind != nil {
+		// Before taking the lock: a round trip to the cluster.
+		if rev, err = e.cfg.Rebind(p.ID); err != nil {
+			return nil, err
+		}
+	}
 	// A restarted server first rebuilds its window from the slot: wait
 	// until it knows its epoch and has reached the offset.
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.ResumeWait)
@@ -122,22 +129,24 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 		rpc.SendStream(c, &txnStream{e: e, parts: out.parts})
 	}
 	e.bindLocked(s, c)
+	s.rev = rev
 	e.metrics.resumed.Inc()
 	if f := e.cfg.Resumed; f != nil {
-		id, at := s.id, s.boundAt
-		e.after = append(e.after, func() { f(id, at) }) // NATS, after the lock
+		id := s.id
+		e.after = append(e.after, func() { f(id, rev) }) // NATS, after the lock
 	}
 	return e.resumeResultLocked(c, s), nil
 }
 
 // Release ends subscription id on this node, in a cluster, when a resume
-// at time at on another node took it over; its connection here is usually
-// dead without knowing it yet (as with a takeover on one node, it is not
-// told). A binding made after at (the client came back here) stays.
-func (e *Engine) Release(id string, at time.Time) {
+// on another node, whose binding has revision rev, took it over; its
+// connection here is usually dead without knowing it yet (as with a
+// takeover on one node, it is not told). A binding made after that one
+// (the client came back here) has a greater revision and stays.
+func (e *Engine) Release(id string, rev uint64) {
 	e.mu.Lock()
 	defer e.unlock()
-	if s := e.byID[id]; s != nil && s.owner != nil && s.boundAt.Before(at) {
+	if s := e.byID[id]; s != nil && s.owner != nil && s.rev < rev {
 		e.removeLocked(s)
 	}
 }

@@ -450,3 +450,34 @@ func TestResumeWithSnapshotAfterTrim(t *testing.T) {
 		t.Fatalf("resumed: got %v, want %v", got, seen[18:])
 	}
 }
+
+// TestReleaseByRevision: in a cluster, a takeover notice ends the binding
+// here only when the notice's binding came after it (a greater revision,
+// one order for every node), never by the nodes' clocks.
+func TestReleaseByRevision(t *testing.T) {
+	e, reg := newTestEngineDB(t, 64<<20)
+	e.StartStream("ep1", 0x1000, "")
+	next := uint64(10)
+	e.cfg.Rebind = func(string) (uint64, error) { next++; return next, nil }
+	var announced []uint64
+	e.cfg.Resumed = func(_ string, rev uint64) { announced = append(announced, rev) }
+	_, res := acquireResumable(t, e, reg, `[{"dealer":"All","query":null}]`)
+	if r := resumeCall(t, reg, rpctest.NewConn(), res, "ep1", res.Offset); r.Err() != "" {
+		t.Fatalf("resume: %s", r.Err())
+	}
+	if len(announced) != 1 || announced[0] != 11 {
+		t.Fatalf("announced %v, want the resume's revision 11", announced)
+	}
+	var id string
+	for k := range e.byID {
+		id = k
+	}
+	e.Release(id, 9) // a notice of an earlier binding elsewhere, late
+	if n := e.Subscriptions(); n != 1 {
+		t.Fatalf("a stale notice ended the binding: %d subscriptions", n)
+	}
+	e.Release(id, 12) // a later resume on another node
+	if n := e.Subscriptions(); n != 0 {
+		t.Fatalf("a later binding elsewhere left %d subscriptions here", n)
+	}
+}

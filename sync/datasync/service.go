@@ -180,9 +180,11 @@ func (e *Engine) acquire(c rpc.Conn, tok string, resumable bool) (any, error) {
 		}
 		return nil, ErrNoSuchSubscription
 	}
+	var rev uint64
 	if e.cfg.Claim != nil {
 		// Before taking the lock: a claim is a round trip to the cluster.
-		if err := e.cfg.Claim(p.ID); err != nil {
+		var err error
+		if rev, err = e.cfg.Claim(p.ID); err != nil {
 			return nil, err
 		}
 		// The node that authorised it may be ahead of this one: wait (as a
@@ -228,6 +230,7 @@ func (e *Engine) acquire(c rpc.Conn, tok string, resumable bool) (any, error) {
 		rpc.SendStream(c, &txnStream{e: e, parts: out.parts})
 	}
 	e.bindLocked(s, c)
+	s.rev = rev
 	e.metrics.acquired.Inc()
 	if !resumable {
 		return nil, nil

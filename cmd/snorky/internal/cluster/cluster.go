@@ -243,28 +243,46 @@ func (c *Cluster) SetOwner(owner bool) {
 	c.metrics.owner.Set(v)
 }
 
-// Claim records an acquire across the cluster (datasync.Config.Claim).
-func (c *Cluster) Claim(id string) error {
+// Claim records an acquire across the cluster (datasync.Config.Claim). The
+// claims bucket's revisions order every binding of every node.
+func (c *Cluster) Claim(id string) (uint64, error) {
 	if c.claims == nil || !c.NC.IsConnected() {
-		return ErrUnavailable
+		return 0, ErrUnavailable
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := c.claims.Create(ctx, id, []byte(c.ID))
+	rev, err := c.claims.Create(ctx, id, []byte(c.ID))
 	switch {
 	case err == nil:
-		return nil
+		return rev, nil
 	case errors.Is(err, jetstream.ErrKeyExists):
 		// This node's own claim, whose answer was lost, is this node's to
 		// judge (the engine refuses a subscription already bound).
 		if e, gerr := c.claims.Get(ctx, id); gerr == nil && string(e.Value()) == c.ID {
-			return nil
+			return e.Revision(), nil
 		}
-		return datasync.ErrAlreadyAcquired
+		return 0, datasync.ErrAlreadyAcquired
 	default:
 		c.Log.Warn("cluster: recording an acquire failed", "err", err)
-		return ErrUnavailable
+		return 0, ErrUnavailable
 	}
+}
+
+// Rebind records that a resume binds subscription id on this node
+// (datasync.Config.Rebind), in the claims bucket, whose revision orders it
+// after every binding made before it on any node.
+func (c *Cluster) Rebind(id string) (uint64, error) {
+	if c.claims == nil || !c.NC.IsConnected() {
+		return 0, ErrUnavailable
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rev, err := c.claims.Put(ctx, id, []byte(c.ID))
+	if err != nil {
+		c.Log.Warn("cluster: recording a resume failed", "err", err)
+		return 0, ErrUnavailable
+	}
+	return rev, nil
 }
 
 // takeoverSubject carries the subscription ids a resume took over.
@@ -272,15 +290,15 @@ func (c *Cluster) takeoverSubject() string { return c.Prefix + ".takeover" }
 
 const (
 	nodeHeader = "Snorky-Node"
-	atHeader   = "Snorky-At" // when a resume took a subscription over (Unix ns)
+	revHeader  = "Snorky-Rev" // the revision of the resume's binding (Rebind)
 )
 
 // Resumed tells the other nodes that a resume took subscription id over
 // here (datasync.Config.Resumed).
-func (c *Cluster) Resumed(id string, at time.Time) {
+func (c *Cluster) Resumed(id string, rev uint64) {
 	m := &nats.Msg{Subject: c.takeoverSubject(), Data: []byte(id), Header: nats.Header{}}
 	m.Header.Set(nodeHeader, c.ID)
-	m.Header.Set(atHeader, strconv.FormatInt(at.UnixNano(), 10))
+	m.Header.Set(revHeader, strconv.FormatUint(rev, 10))
 	if err := c.NC.PublishMsg(m); err != nil {
 		c.Log.Warn("cluster: announcing a resume failed", "err", err)
 	}
@@ -288,16 +306,16 @@ func (c *Cluster) Resumed(id string, at time.Time) {
 
 // OnTakeover calls release for every subscription a resume on another node
 // took over, until the returned function is called.
-func (c *Cluster) OnTakeover(release func(id string, at time.Time)) (stop func(), err error) {
+func (c *Cluster) OnTakeover(release func(id string, rev uint64)) (stop func(), err error) {
 	sub, err := c.NC.Subscribe(c.takeoverSubject(), func(m *nats.Msg) {
 		if m.Header.Get(nodeHeader) == c.ID {
 			return
 		}
-		ns, err := strconv.ParseInt(m.Header.Get(atHeader), 10, 64)
+		rev, err := strconv.ParseUint(m.Header.Get(revHeader), 10, 64)
 		if err != nil {
-			return
+			return // a node of a version that ordered by clock
 		}
-		release(string(m.Data), time.Unix(0, ns))
+		release(string(m.Data), rev)
 	})
 	if err != nil {
 		return nil, err

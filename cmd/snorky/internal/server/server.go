@@ -169,6 +169,7 @@ func New(cfg *config.Config, log *slog.Logger) (*Server, error) {
 		}
 		dsCfg.StreamFed = true
 		dsCfg.Claim = s.cluster.Claim
+		dsCfg.Rebind = s.cluster.Rebind
 		dsCfg.Resumed = s.cluster.Resumed
 		if cfg.Database == nil {
 			s.direct = s.cluster.NewDirectPublisher(datasync.MessagePrefix)
