@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"slices"
 	"time"
 
@@ -80,9 +81,11 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 	}
 	var rev uint64
 	if e.cfg.Rebind != nil {
-		// Before taking the lock: a round trip to the cluster.
+		// Before taking the lock: a round trip to the cluster. Without it
+		// (the cluster unreachable) the resume still binds here, unordered:
+		// no notice ends it and none is sent; its connection's end does.
 		if rev, err = e.cfg.Rebind(p.ID); err != nil {
-			return nil, err
+			rev = unordered
 		}
 	}
 	// A restarted server first rebuilds its window from the slot: wait
@@ -131,12 +134,15 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 	e.bindLocked(s, c)
 	s.rev = rev
 	e.metrics.resumed.Inc()
-	if f := e.cfg.Resumed; f != nil {
+	if f := e.cfg.Resumed; f != nil && rev != unordered {
 		id := s.id
 		e.after = append(e.after, func() { f(id, rev) }) // NATS, after the lock
 	}
 	return e.resumeResultLocked(c, s), nil
 }
+
+// unordered is the revision of a binding the cluster could not record.
+const unordered = math.MaxUint64
 
 // Release ends subscription id on this node, in a cluster, when a resume
 // on another node, whose binding has revision rev, took it over; its

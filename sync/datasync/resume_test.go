@@ -3,6 +3,7 @@ package datasync
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -479,5 +480,24 @@ func TestReleaseByRevision(t *testing.T) {
 	e.Release(id, 12) // a later resume on another node
 	if n := e.Subscriptions(); n != 0 {
 		t.Fatalf("a later binding elsewhere left %d subscriptions here", n)
+	}
+
+	// The cluster unreachable: the resume still binds, unannounced, and no
+	// notice ends it.
+	e.cfg.Rebind = func(string) (uint64, error) { return 0, errors.New("no NATS") }
+	_, res = acquireResumable(t, e, reg, `[{"dealer":"All","query":null}]`)
+	announced = nil
+	if r := resumeCall(t, reg, rpctest.NewConn(), res, "ep1", res.Offset); r.Err() != "" {
+		t.Fatalf("resume without the cluster: %s", r.Err())
+	}
+	if len(announced) != 0 {
+		t.Fatalf("announced %v without a recorded binding", announced)
+	}
+	for k := range e.byID {
+		id = k
+	}
+	e.Release(id, 1<<40)
+	if n := e.Subscriptions(); n != 1 {
+		t.Fatalf("a notice ended an unrecorded binding: %d subscriptions", n)
 	}
 }
