@@ -404,3 +404,35 @@ func TestMessagesCountTowardsTheLimits(t *testing.T) {
 		t.Fatalf("too large: got TooLarge %v, %d messages, tables %q; want TooLarge, none, [%s]", last.TooLarge, len(last.Messages), last.Tables, MessagesDropped)
 	}
 }
+
+// TestCompositeRowsFromBeforeTheChange: rows written before an ALTER TYPE
+// and read after it (the reader was stopped) no longer parse as the type
+// is now: they are sent as their text, and the rows after the change as
+// objects; the stream goes on.
+func TestCompositeRowsFromBeforeTheChange(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	execSQL(t, url, `CREATE TYPE pair AS (a int, b text)`, `CREATE TABLE t (id int PRIMARY KEY, p pair)`)
+	cfg := testConfig(url, "t")
+	r1 := NewReader(cfg, &collector{}, nil, nil)
+	run1 := runReader(t, r1)
+	eventually(t, 30*time.Second, "the slot created", r1.Ready)
+	if err := run1.stop(); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, url,
+		`INSERT INTO t SELECT i, ROW(i, 'x')::pair FROM generate_series(1, 5) i`,
+		`ALTER TYPE pair ADD ATTRIBUTE c int`,
+		`INSERT INTO t VALUES (6, ROW(6, 'y', 7))`)
+	sink := &collector{}
+	startReader(t, cfg, sink)
+	eventually(t, 30*time.Second, "6 rows", func() bool { return len(sink.changes()) >= 6 })
+	for i, c := range sink.changes() {
+		want := fmt.Sprintf(`insert public.t new={"id":%d,"p":"(%d,x)"}`, i+1, i+1)
+		if i == 5 {
+			want = `insert public.t new={"id":6,"p":{"a":6,"b":"y","c":7}}`
+		}
+		if got := describe(c); got != want {
+			t.Errorf("change %d: got %s, want %s", i, got, want)
+		}
+	}
+}

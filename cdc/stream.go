@@ -15,6 +15,11 @@ import (
 type relation struct {
 	name string // schema.table
 	cols []relColumn
+	// refreshed is when decode last read its types again; after skip
+	// refreshes that did not help, it lets that many failures pass
+	// (skipped counts them) before the next, or a second.
+	refreshed     time.Time
+	skip, skipped int
 }
 
 type relColumn struct {
@@ -200,7 +205,7 @@ func (s *stream) keep(c Change) {
 		s.checkSize()
 	}
 	if t.TooLarge {
-		t.Tables = append(t.Tables, c.Table)
+		addTable(t, c.Table)
 		return
 	}
 	t.Changes = append(t.Changes, c)
@@ -216,7 +221,7 @@ func (s *stream) keepMessage(m Message) {
 		s.checkSize()
 	}
 	if t.TooLarge {
-		t.Tables = append(t.Tables, MessagesDropped)
+		addTable(t, MessagesDropped)
 		return
 	}
 	t.Messages = append(t.Messages, m)
@@ -233,12 +238,20 @@ func (s *stream) checkSize() {
 	}
 	t.TooLarge = true
 	for i := range t.Changes {
-		t.Tables = append(t.Tables, t.Changes[i].Table)
+		addTable(t, t.Changes[i].Table)
 	}
 	if len(t.Messages) > 0 {
-		t.Tables = append(t.Tables, MessagesDropped)
+		addTable(t, MessagesDropped)
 	}
 	t.Changes, t.Messages = nil, nil
+}
+
+// addTable lists a table of a too-large transaction once, so that the list
+// stays as small as the set of tables however many changes follow.
+func addTable(t *Txn, table string) {
+	if !slices.Contains(t.Tables, table) {
+		t.Tables = append(t.Tables, table)
+	}
 }
 
 // checkChunk hands the open transaction's changes and messages on as a
@@ -308,15 +321,24 @@ func (e *valueError) Unwrap() error { return e.err }
 // parse as its column's type, which happens when a composite type was
 // altered after the stream read it from the catalog (pgoutput sends no
 // Relation message for that), makes the stream read rel's types again and
-// decode once more. A value that still does not parse (a row written
-// before the change) is sent as its text, with a warning, rather than
-// stopping the stream.
+// decode once more; after refreshes that did not help, the next waits for
+// twice as many failures or a second. A value that
+// still does not parse (a row written before the change) is sent as its
+// text, with a warning, rather than stopping the stream.
 func (s *stream) decode(ctx context.Context, rel *relation, f func(lenient bool) error) error {
 	err := f(false)
 	var ve *valueError
 	if !errors.As(err, &ve) {
 		return err
 	}
+	now := time.Now()
+	if rel.skipped < rel.skip && now.Sub(rel.refreshed) < time.Second {
+		// The last refreshes did not help: a backlog of rows from before
+		// the change. It does not cost a catalog query each.
+		rel.skipped++
+		return s.lenient(rel, err, f)
+	}
+	rel.refreshed, rel.skipped = now, 0
 	s.types.forget()
 	oids := make([]uint32, len(rel.cols))
 	for i, c := range rel.cols {
@@ -330,8 +352,16 @@ func (s *stream) decode(ctx context.Context, rel *relation, f func(lenient bool)
 		rel.cols[i].typ = types[i]
 	}
 	if err = f(false); !errors.As(err, &ve) {
+		rel.skip = 0
 		return err
 	}
+	rel.skip = max(1, 2*rel.skip)
+	return s.lenient(rel, err, f)
+}
+
+// lenient decodes with values that do not parse sent as their text, and
+// warns (at most once a minute).
+func (s *stream) lenient(rel *relation, err error, f func(lenient bool) error) error {
 	if now := time.Now(); s.warn != nil && now.Sub(s.warned) >= time.Minute {
 		s.warned = now
 		s.warn("cdc: a value does not parse as its column's type (was the type altered?); sent as its text", "table", rel.name, "err", err)

@@ -267,6 +267,18 @@ func (c *conn) isClosing() bool {
 	return c.closing.code != 0
 }
 
+// renewReadDeadline moves the read deadline wait ahead, unless the
+// connection is closing: then the writer's close deadline stands. The lock
+// orders the two (Close sets closing under it before the writer sets its
+// deadline).
+func (c *conn) renewReadDeadline(wait time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing.code == 0 {
+		c.ws.SetReadDeadline(time.Now().Add(wait))
+	}
+}
+
 // Close asks the writer to write what is queued, then a close frame.
 func (c *conn) Close(code int, reason string) {
 	c.mu.Lock()

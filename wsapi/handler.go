@@ -203,10 +203,8 @@ func (c *conn) readLoop() {
 	if h.cfg.PingInterval > 0 {
 		c.ws.SetReadDeadline(time.Now().Add(wait))
 		c.ws.SetPongHandler(func(string) error {
-			if c.isClosing() {
-				return nil // the writer's close deadline stands
-			}
-			return c.ws.SetReadDeadline(time.Now().Add(wait))
+			c.renewReadDeadline(wait)
+			return nil
 		})
 	}
 	var guard *rateGuard
@@ -238,7 +236,7 @@ func (c *conn) readLoop() {
 		}
 		c.lim.touch(time.Now())
 		if h.cfg.PingInterval > 0 {
-			c.ws.SetReadDeadline(time.Now().Add(wait))
+			c.renewReadDeadline(wait)
 		}
 		if guard != nil && !guard.allow(h, c, msg) {
 			continue

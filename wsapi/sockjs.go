@@ -130,6 +130,9 @@ func (s *SockJS) serve(sess sockjs.Session) {
 			c.Close(rpc.CloseMessageTooBig, rpc.ReasonMessageTooBig)
 			return
 		}
+		if c.isClosing() {
+			continue // as on a WebSocket: a closing session handles nothing more
+		}
 		c.lim.touch(time.Now())
 		b := []byte(msg)
 		if guard != nil && !guard.allow(s.h, c, b) {
@@ -193,6 +196,13 @@ type sockConn struct {
 }
 
 func (c *sockConn) ID() uint64 { return c.id }
+
+// isClosing reports whether Close has begun closing the session.
+func (c *sockConn) isClosing() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closing.code != 0
+}
 
 func (c *sockConn) limits() *connLimits { return &c.lim }
 

@@ -79,15 +79,6 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 			return nil, mustRefetch(refetchInvalid)
 		}
 	}
-	var rev uint64
-	if e.cfg.Rebind != nil {
-		// Before taking the lock: a round trip to the cluster. Without it
-		// (the cluster unreachable) the resume still binds here, unordered:
-		// no notice ends it and none is sent; its connection's end does.
-		if rev, err = e.cfg.Rebind(p.ID); err != nil {
-			rev = unordered
-		}
-	}
 	// A restarted server first rebuilds its window from the slot: wait
 	// until it knows its epoch and has reached the offset.
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.ResumeWait)
@@ -95,6 +86,16 @@ func (e *Engine) resume(c rpc.Conn, cred, epoch string, o offset) (any, error) {
 	reached := e.waitFor(ctx, func() bool {
 		return e.started && (e.epoch != epoch || offset{e.pos, lastIdx}.cmp(o) >= 0)
 	})
+	var rev uint64
+	if e.cfg.Rebind != nil {
+		// Just before taking the lock (a round trip to the cluster), so
+		// that a resume elsewhere after it is ordered after it. Without it
+		// (the cluster unreachable) the resume still binds here, unordered:
+		// no notice ends it and none is sent; its connection's end does.
+		if rev, err = e.cfg.Rebind(p.ID); err != nil {
+			rev = unordered
+		}
+	}
 	e.mu.Lock()
 	defer e.unlock()
 	if e.started && e.epoch != epoch {

@@ -270,20 +270,26 @@ func (c *Cluster) Claim(id string) (uint64, error) {
 
 // Rebind records that a resume binds subscription id on this node
 // (datasync.Config.Rebind), in the claims bucket, whose revision orders it
-// after every binding made before it on any node.
+// after every binding made before it on any node. It writes its own key
+// ("bound." + id), never the claim's, which stays the acquire's: a token
+// is single-use whichever node the subscription moved to. It waits at most
+// rebindTimeout: a resume without it is still served, unordered.
 func (c *Cluster) Rebind(id string) (uint64, error) {
 	if c.claims == nil || !c.NC.IsConnected() {
 		return 0, ErrUnavailable
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), rebindTimeout)
 	defer cancel()
-	rev, err := c.claims.Put(ctx, id, []byte(c.ID))
+	rev, err := c.claims.Put(ctx, "bound."+id, []byte(c.ID))
 	if err != nil {
 		c.Log.Warn("cluster: recording a resume failed", "err", err)
 		return 0, ErrUnavailable
 	}
 	return rev, nil
 }
+
+// rebindTimeout bounds the recording of a resume.
+const rebindTimeout = 2 * time.Second
 
 // takeoverSubject carries the subscription ids a resume took over.
 func (c *Cluster) takeoverSubject() string { return c.Prefix + ".takeover" }

@@ -326,6 +326,11 @@ func (p *Publisher) addTablesLocked(txn *cdc.Txn) {
 	for i := range txn.Changes {
 		p.tables[txn.Changes[i].Table] = true
 	}
+	if len(txn.Messages) > 0 {
+		// Should the transaction turn out too large, its SQL-published
+		// deltas are dropped too, and they may name any model.
+		p.tables[cdc.MessagesDropped] = true
+	}
 	for _, t := range txn.Tables {
 		p.tables[t] = true
 	}
