@@ -317,19 +317,24 @@ type valueError struct {
 func (e *valueError) Error() string { return "column " + e.col + ": " + e.err.Error() }
 func (e *valueError) Unwrap() error { return e.err }
 
+// isValueError reports whether err (not nil) is, or wraps, a valueError.
+func isValueError(err error) bool {
+	var ve *valueError
+	return errors.As(err, &ve)
+}
+
 // decode runs f, which decodes one change of rel. A value that does not
 // parse as its column's type, which happens when a composite type was
 // altered after the stream read it from the catalog (pgoutput sends no
 // Relation message for that), makes the stream read rel's types again and
 // decode once more; after refreshes that did not help, the next waits for
-// twice as many failures or a second. A value that
-// still does not parse (a row written before the change) is sent as its
-// text, with a warning, rather than stopping the stream.
+// twice as many failures or a second. A value that still does not parse (a
+// row written before the change) is sent as its text, with a warning,
+// rather than stopping the stream.
 func (s *stream) decode(ctx context.Context, rel *relation, f func(lenient bool) error) error {
 	err := f(false)
-	var ve *valueError
-	if !errors.As(err, &ve) {
-		return err
+	if err == nil || !isValueError(err) {
+		return err // the common case costs nothing more
 	}
 	now := time.Now()
 	if rel.skipped < rel.skip && now.Sub(rel.refreshed) < time.Second {
@@ -351,7 +356,7 @@ func (s *stream) decode(ctx context.Context, rel *relation, f func(lenient bool)
 	for i := range rel.cols {
 		rel.cols[i].typ = types[i]
 	}
-	if err = f(false); !errors.As(err, &ve) {
+	if err = f(false); err == nil || !isValueError(err) {
 		rel.skip = 0
 		return err
 	}
