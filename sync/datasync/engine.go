@@ -553,29 +553,25 @@ const deltaOverhead = 64
 // connections) or their connections close with 4008 (the others).
 func (e *Engine) tooLargeLocked(t *winTxn, tables []string) {
 	seen := map[string]bool{}
-	// The models of the chunks taken before it turned out too large.
-	for i := range t.deltas {
-		if m := t.deltas[i].model; m != nil && !seen[m.name] {
+	add := func(m *model) {
+		if m != nil && !seen[m.name] {
 			seen[m.name] = true
 			t.tooLarge = append(t.tooLarge, m.name)
 		}
+	}
+	// The models of the chunks taken before it turned out too large.
+	for i := range t.deltas {
+		add(t.deltas[i].model)
 	}
 	for _, tb := range tables {
 		if tb == cdc.MessagesDropped {
 			// SQL-published deltas were left out, of models only their
 			// text named: every model's subscribers must refetch.
 			for _, m := range e.models {
-				if !seen[m.name] {
-					seen[m.name] = true
-					t.tooLarge = append(t.tooLarge, m.name)
-				}
+				add(m)
 			}
-			continue
 		}
-		if m := e.byTable[tb]; m != nil && !seen[m.name] {
-			seen[m.name] = true
-			t.tooLarge = append(t.tooLarge, m.name)
-		}
+		add(e.byTable[tb])
 	}
 	slices.Sort(t.tooLarge)
 	t.size = 64
@@ -587,8 +583,6 @@ func (e *Engine) tooLargeLocked(t *winTxn, tables []string) {
 	e.refetchModelsLocked(t.tooLarge, "transaction too large")
 }
 
-// rowJSON renders a row image restricted to the model's columns, leaving
-// out unchanged-TOAST columns.
 // shown returns the columns of names the model shows (its columns list),
 // names itself when it shows them all: a hidden column is never named to
 // clients, not even as unchanged.
@@ -605,6 +599,8 @@ func (m *model) shown(names []string) []string {
 	return out
 }
 
+// rowJSON renders a row image restricted to the model's columns, leaving
+// out unchanged-TOAST columns.
 func (m *model) rowJSON(cols []cdc.Column, unchanged []string) json.RawMessage {
 	n := 2
 	for _, c := range cols {
