@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
@@ -104,27 +103,7 @@ func TestPeerCloseAnswered(t *testing.T) {
 // frame first: the peer reads whole frames, then the close frame (gorilla
 // would have written it into the middle of the frame).
 func TestPeerCloseAfterCutFrame(t *testing.T) {
-	h, err := NewHandler(Config{SendQueueBytes: 64 << 20}, rpc.NewRegistry(nil), nil, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns := make(chan *conn, 1)
-	up := websocket.Upgrader{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		conns <- newConn(h, ws) // its writer starts below
-	}))
-	defer srv.Close()
-	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	c := <-conns
-	c.wtIdle = 0
+	c, ws := writerlessConn(t)
 	frame := func(i int) []byte {
 		return []byte(fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("x", 1000+(i*7919)%(12<<10))))
 	}

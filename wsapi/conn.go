@@ -259,24 +259,21 @@ func (c *conn) overflowLocked() {
 	c.queue, c.latest, c.queued, c.since = nil, nil, 0, time.Time{}
 }
 
-// isClosing reports whether Close (or a slow-consumer overflow) has begun
-// closing the connection.
-func (c *conn) isClosing() bool {
+// stillOpen reports whether the connection is not closing (Close, or a
+// slow-consumer overflow), and then moves the read deadline renew ahead
+// (0: leaves it). A closing connection keeps the writer's close deadline:
+// the lock orders the two, as Close sets closing under it before the
+// writer sets its deadline.
+func (c *conn) stillOpen(renew time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.closing.code != 0
-}
-
-// renewReadDeadline moves the read deadline wait ahead, unless the
-// connection is closing: then the writer's close deadline stands. The lock
-// orders the two (Close sets closing under it before the writer sets its
-// deadline).
-func (c *conn) renewReadDeadline(wait time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closing.code == 0 {
-		c.ws.SetReadDeadline(time.Now().Add(wait))
+	if c.closing.code != 0 {
+		return false
 	}
+	if renew > 0 {
+		c.ws.SetReadDeadline(time.Now().Add(renew))
+	}
+	return true
 }
 
 // Close asks the writer to write what is queued, then a close frame.

@@ -199,11 +199,14 @@ func (c *conn) readLoop() {
 	// goes through the writer (peerClosed).
 	c.ws.SetPingHandler(func(data string) error { c.sendPong(data); return nil })
 	c.ws.SetCloseHandler(func(code int, _ string) error { c.peerClosed(code); return nil })
-	wait := 2*h.cfg.PingInterval + h.cfg.WriteTimeout
+	// renew is how far each message or pong moves the read deadline (0:
+	// no deadline, without pings).
+	var renew time.Duration
 	if h.cfg.PingInterval > 0 {
-		c.ws.SetReadDeadline(time.Now().Add(wait))
+		renew = 2*h.cfg.PingInterval + h.cfg.WriteTimeout
+		c.ws.SetReadDeadline(time.Now().Add(renew))
 		c.ws.SetPongHandler(func(string) error {
-			c.renewReadDeadline(wait)
+			c.stillOpen(renew)
 			return nil
 		})
 	}
@@ -223,7 +226,7 @@ func (c *conn) readLoop() {
 		if err != nil {
 			return
 		}
-		if c.isClosing() {
+		if !c.stillOpen(renew) {
 			// Closed (revoked identity, bad token, shutdown): what the peer
 			// sends while the close handshake runs is dropped, and it does
 			// not hold the connection open past the writer's close deadline.
@@ -235,9 +238,6 @@ func (c *conn) readLoop() {
 			continue
 		}
 		c.lim.touch(time.Now())
-		if h.cfg.PingInterval > 0 {
-			c.renewReadDeadline(wait)
-		}
 		if guard != nil && !guard.allow(h, c, msg) {
 			continue
 		}

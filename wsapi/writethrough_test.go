@@ -174,10 +174,11 @@ func TestWriteThroughOnlyPlainSockets(t *testing.T) {
 	}
 }
 
-// TestWriteThroughPartial: with a client that reads nothing yet, write-throughs fill the socket until one is cut short;
-// its rest goes to the writer ahead of the frames queued after it, and the
-// client gets every frame whole and in order.
-func TestWriteThroughPartial(t *testing.T) {
+// writerlessConn returns the server side of a WebSocket connection, with a
+// 64 MiB queue, whose writer the caller starts (go c.writeLoop()), and the
+// client side. It writes through back to back (no idle gap needed).
+func writerlessConn(t *testing.T) (*conn, *websocket.Conn) {
+	t.Helper()
 	h, err := NewHandler(Config{SendQueueBytes: 64 << 20}, rpc.NewRegistry(nil), nil, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -189,16 +190,24 @@ func TestWriteThroughPartial(t *testing.T) {
 		if err != nil {
 			return
 		}
-		conns <- newConn(h, ws) // its writer starts below
+		conns <- newConn(h, ws)
 	}))
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ws.Close()
+	t.Cleanup(func() { ws.Close() })
 	c := <-conns
-	c.wtIdle = 0 // write through back to back
+	c.wtIdle = 0
+	return c, ws
+}
+
+// TestWriteThroughPartial: with a client that reads nothing yet, write-throughs fill the socket until one is cut short;
+// its rest goes to the writer ahead of the frames queued after it, and the
+// client gets every frame whole and in order.
+func TestWriteThroughPartial(t *testing.T) {
+	c, ws := writerlessConn(t)
 	defer c.readerGone()
 
 	frame := func(i int) []byte {
